@@ -1,0 +1,209 @@
+"""Balance an imbalanced corpus: per-class k-means, exact cluster-balanced shards.
+
+    python -m pipelines.balance                        # builds and balances the demo corpus
+    python -m pipelines.balance --input 'data/*.parquet' --output out/ \\
+        [--strategy cluster] [--output_format both] [any Beam flag, e.g. --runner=...]
+
+Reads Parquet, TFRecord or CSV; writes OUT/train/class=<dir>/part-*, OUT/val/,
+OUT/rejected/, OUT/report.png and OUT/manifest.json (last: its presence means the
+output is complete). See docs/ARCHITECTURE.md for the stages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+import uuid
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from pipelines import manifest as mf
+from pipelines import shards, sources, stages
+from pipelines.options import BalanceConfig, BalanceOptions, add_arguments, guess_format
+from pipelines.report import summary_table
+
+log = logging.getLogger("pipelines.balance")
+
+
+def build(p: beam.Pipeline, cfg: BalanceConfig, staging: str, dim) -> beam.PCollection:
+    """The job's graph on pipeline `p`; returns the PCollection of the manifest."""
+    if dim is None:
+        dim = beam.pvalue.AsSingleton(p | "FeatureDimension" >> stages.FeatureDimension(cfg))
+    good, _ = p | "Pass1Read" >> stages.ReadCorpus(cfg, dim)
+    models = beam.pvalue.AsDict(good | "Pass1ClassModels" >> stages.ClassModels(cfg, dim))
+
+    good, _ = p | "Pass2Read" >> stages.ReadCorpus(cfg, dim)
+    plan = beam.pvalue.AsSingleton(
+        good
+        | "Pass2ClusterHistograms" >> stages.ClusterHistograms(cfg, models)
+        | "CollectHistograms" >> beam.combiners.ToList()
+        | "Plan" >> beam.Map(mf.make_plan, models, cfg, dim)
+    )
+
+    good, rejected = p | "Pass3Read" >> stages.ReadCorpus(cfg, dim, count=True)
+    return (
+        (good, rejected)
+        | "Pass3Resample" >> stages.Resample(cfg, staging, models, plan)
+        | "ByShard" >> beam.Map(lambda f: (tuple(f[0]), f[1]))
+        | "GroupFragments" >> beam.GroupByKey()
+        | "MergeShards" >> beam.Map(lambda kv, plan: mf.merge_shard(kv[0], list(kv[1]), plan, cfg), plan)
+        | "CollectShards" >> beam.combiners.ToList()
+        | "Finalize" >> beam.Map(mf.finalize, plan, cfg, staging, {"beam": beam.__version__})
+    )
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="python -m pipelines.balance",
+        description="Balance an imbalanced corpus with per-class k-means and exact, "
+        "cluster-balanced resampling (Apache Beam). Without --input, builds and balances "
+        "a long-tailed demo corpus from scikit-learn's digits.",
+        epilog="Any Apache Beam option passes through, e.g. --runner=DataflowRunner --project=... "
+        "or --direct_running_mode=multi_processing --direct_num_workers=2.",
+    )
+    add_arguments(ap)
+    return ap
+
+
+def resolve_input(path: str, fmt: str | None) -> tuple[str, str]:
+    """A folder becomes a pattern of its files; checks something matches."""
+    pattern = path
+    if _is_dir(path):
+        fmt = fmt or _format_in_dir(path)
+        suffix = {"parquet": "**.parquet", "csv": "**.csv", "tfrecord": "**.tfrecord*"}[fmt]
+        pattern = FileSystems.join(path.rstrip("/"), suffix)
+    fmt = fmt or guess_format(pattern)
+    found = FileSystems.match([pattern], limits=[1])[0].metadata_list
+    if not found:
+        raise ValueError(f"--input {path!r} matches no {fmt} file (pattern {pattern!r}).")
+    return pattern, fmt
+
+
+def _is_dir(path: str) -> bool:
+    return os.path.isdir(path) or path.endswith("/")
+
+
+def _format_in_dir(path: str) -> str:
+    files = [m.path for m in FileSystems.match([FileSystems.join(path.rstrip("/"), "**")], limits=[50])[0].metadata_list]
+    for f in files:
+        try:
+            return guess_format(f)
+        except ValueError:
+            continue
+    raise ValueError(f"Cannot tell the format of the files in {path!r}: pass --input_format.")
+
+
+def static_dim(cfg: BalanceConfig) -> int | None:
+    """The vector length when the schema or flags fix it; None means: the corpus's mode."""
+    if cfg.feature_dim:
+        return cfg.feature_dim
+    if cfg.feature_columns:
+        return len(cfg.feature_columns)
+    first = FileSystems.match([cfg.input], limits=[1])[0].metadata_list[0].path
+    if cfg.input_format == "parquet":
+        try:
+            with sources.open_file(first) as f:
+                schema = pq.ParquetFile(f).schema_arrow
+        except Exception:  # noqa: BLE001 - the job itself reports unreadable files
+            return None
+        for name, flag in ((cfg.label_column, "--label_column"), (cfg.feature_column, "--feature_column")):
+            if name not in schema.names:
+                raise ValueError(f"{first} has no column {name!r} (its columns: {schema.names}); set {flag}.")
+        t = schema.field(cfg.feature_column).type
+        return t.list_size if pa.types.is_fixed_size_list(t) else None
+    if cfg.input_format == "csv":
+        with sources.open_file(first) as f:
+            header = f.readline().decode("utf-8", "replace").strip().split(",")
+        if cfg.label_column not in header:
+            raise ValueError(f"{first} has no column {cfg.label_column!r} (its columns: {header}); set --label_column.")
+        return len([c for c in header if c not in (cfg.label_column, cfg.id_column)])
+    return None
+
+
+def prepare_output(out: str) -> str:
+    """Marks OUT incomplete (no manifest.json) and returns a fresh staging folder."""
+    shards.mkdirs(out)
+    shards.delete([FileSystems.join(out, "manifest.json")])
+    return FileSystems.join(out, shards.STAGING, uuid.uuid4().hex)
+
+
+def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None) -> dict:
+    """Runs the job; returns the manifest. `test_pipeline` lets tests inject a pipeline."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    known, _ = parser().parse_known_args(argv)  # --help, and choices, checked here
+    options = PipelineOptions(argv)
+    bo = options.view_as(BalanceOptions)
+    if known.input is None:
+        from pipelines.demo import build_demo_corpus
+
+        input_path = build_demo_corpus(os.path.join(known.demo_dir, "corpus"))
+        output = known.output or os.path.join(known.demo_dir, "balanced")
+        print(f"demo corpus: {input_path} (scikit-learn digits, long-tailed, with 3 bad rows)")
+    else:
+        if not known.output:
+            raise ValueError("--output is required with --input.")
+        input_path, output = known.input, known.output
+    pattern, fmt = resolve_input(input_path, bo.input_format)
+    bo.input_format = fmt
+    cfg = BalanceConfig.from_options(bo, pattern, output)
+    dim = static_dim(cfg)
+    staging = prepare_output(cfg.output)
+    started = time.time()
+    p = test_pipeline or beam.Pipeline(options=options)
+    build(p, cfg, staging, dim)
+    result = p.run()
+    result.wait_until_finish()
+    with FileSystems.open(FileSystems.join(cfg.output, "manifest.json")) as f:
+        manifest = json.load(f)
+    report(manifest, cfg, result, time.time() - started)
+    return manifest
+
+
+def counters(result) -> dict[str, int]:
+    try:
+        found = result.metrics().query(MetricsFilter().with_namespace(stages.NS))["counters"]
+    except Exception:  # noqa: BLE001 - some runners report no metrics
+        return {}
+    out: dict[str, int] = {}
+    for c in found:
+        value = c.committed if c.committed is not None else c.attempted
+        out[c.key.metric.name] = out.get(c.key.metric.name, 0) + int(value or 0)
+    return out
+
+
+def report(manifest: dict, cfg: BalanceConfig, result, seconds: float) -> None:
+    print()
+    print(summary_table(manifest))
+    found = counters(result)
+    if found:
+        print("Beam counters: " + ", ".join(f"{k}={v}" for k, v in sorted(found.items())))
+    out = cfg.output
+    print(f"\nDone in {seconds:.1f}s. Output in {out}/:")
+    print(f"  manifest.json  the contract: classes, counts, every shard ({', '.join(manifest['formats'])})")
+    print(f"  train/         {manifest['totals']['output']} records in {len(manifest['classes'])} class folders")
+    print(f"  val/           {manifest['val']['records']} held-out records, never resampled")
+    print(f"  rejected/      {manifest['rejected']['records']} rejected records with their reasons")
+    print("  report.png     class sizes before and after, cluster sizes per class")
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("pipelines").setLevel(logging.INFO)
+    try:
+        run()
+    except (ValueError, sources.UnreadableFile) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,232 @@
+"""The plan between pass 2 and pass 3, shard merging, and the manifest written last.
+
+Plain functions over small data (histograms, shard metadata); the Beam job calls
+them from single elements. The manifest's keys are the contract in DESIGN.md.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections import defaultdict
+
+import numpy as np
+from apache_beam.io.filesystems import FileSystems
+
+from pipelines import shards
+from transforms import plan as planning
+from transforms import selection
+
+SCHEMA_VERSION = 1
+SUFFIX = {"parquet": ".parquet", "tfrecord": ".tfrecord.gz"}
+log = logging.getLogger("pipelines.balance")
+
+
+def sort_labels(labels) -> list[str]:
+    """Integer labels in numeric order, other labels in text order."""
+    labels = list(labels)
+    if labels and all(re.fullmatch(r"-?\d+", x) for x in labels):
+        return sorted(labels, key=int)
+    return sorted(labels)
+
+
+def class_dirs(labels: list[str]) -> dict[str, str]:
+    """Label -> folder `class=<safe>`; names that collide get the label's index."""
+    out, used = {}, set()
+    for i, label in enumerate(labels):
+        safe = re.sub(r"[^\w.-]", "_", label).strip(".") or "_"
+        name = f"class={safe}"
+        if name in used:
+            name = f"class={safe}~{i}"
+        used.add(name)
+        out[label] = name
+    return out
+
+
+def row_bytes(dim: int) -> int:
+    return 4 * dim + 40
+
+
+def make_plan(histograms, models: dict, cfg, dim: int) -> dict:
+    """Quotas, copy rules and shard counts from the pass-2 histograms."""
+    hist = defaultdict(dict)
+    for (label, cluster), h in histograms:
+        hist[label][cluster] = h
+    labels = sort_labels(models)
+    missing = [x for x in labels if x not in hist]
+    if missing:
+        raise RuntimeError(f"internal: classes without training histograms: {missing}")
+    sizes = {}
+    for label in labels:
+        k = max(hist[label]) + 1
+        sizes[label] = np.array([int(hist[label][c].sum()) if c in hist[label] else 0 for c in range(k)])
+    plans = planning.plan_quotas(sizes, cfg.strategy, cfg.target, cfg.target_counts)
+    dirs = class_dirs(labels)
+    target_bytes = cfg.shard_mb << 20
+    classes = {}
+    for cp in plans:
+        label = cp.label
+        model = models[label]
+        if cp.train_input != model["train"]:
+            raise RuntimeError(
+                f"internal: class {label!r} has {cp.train_input} training records in pass 2 and "
+                f"{model['train']} in pass 1; the input changed while the job ran?"
+            )
+        bits = selection.bucket_bits(model["train"])
+        rules = {c: selection.group_rule(hist[label][c], bits, cp.quotas[c]) for c in hist[label]}
+        classes[label] = {
+            "label": label, "index": cp.index, "dir": dirs[label],
+            "count": model["count"], "train": cp.train_input, "holdout": model["count"] - cp.train_input,
+            "target": cp.target,
+            "shards": planning.shard_count(cp.target, row_bytes(dim), target_bytes, cfg.num_shards),
+            "clusters": [{"id": c, "input": int(n), "quota": int(q)}
+                         for c, (n, q) in enumerate(zip(cp.cluster_sizes, cp.quotas, strict=True))],
+            "rules": rules,
+        }
+    holdout = sum(c["holdout"] for c in classes.values())
+    return {
+        "order": labels, "classes": classes, "dim": dim,
+        "val_shards": planning.shard_count(holdout, row_bytes(dim), target_bytes),
+    }
+
+
+def shard_paths(dest: tuple, plan: dict, formats) -> dict[str, str]:
+    """Relative paths (per format) of a destination's final shard."""
+    split, index, shard = dest
+    if split == "rejected":
+        return {"jsonl": f"rejected/{shards.shard_name(0, 1)}.jsonl"}
+    if split == "val":
+        folder, count = "val", plan["val_shards"]
+    else:
+        cp = plan["classes"][plan["order"][index]]
+        folder, count = f"train/{cp['dir']}", cp["shards"]
+    return {fmt: f"{folder}/{shards.shard_name(shard, count)}{SUFFIX[fmt]}" for fmt in formats}
+
+
+def merge_shard(dest: tuple, fragments: list[str], plan: dict, cfg) -> dict:
+    """Fragments of one destination -> its final file(s). Returns the shard's metadata."""
+    paths = shard_paths(dest, plan, cfg.formats)
+    table = shards.read_fragments(fragments) if fragments else None
+    return write_shard(dest, table, paths, plan, cfg)
+
+
+def write_shard(dest, table, paths, plan, cfg) -> dict:
+    out = cfg.output
+    if dest[0] == "rejected":
+        table = table if table is not None else shards.REJECTED_SCHEMA.empty_table()
+        _write(out, paths["jsonl"], shards.jsonl_bytes(table))
+        return {"dest": list(dest), "records": table.num_rows, "paths": paths, "clusters": {}}
+    dim = plan["dim"]
+    if table is None:
+        table = shards.row_schema(dim).empty_table()
+    table = shards.output_table(shards.sort_rows(table), plan["order"])
+    for fmt, rel in paths.items():
+        data = shards.parquet_bytes(table) if fmt == "parquet" else shards.tfrecord_bytes(table, dim)
+        _write(out, rel, data)
+    clusters, counts = np.unique(table.column("cluster").to_numpy(), return_counts=True)
+    log.info("wrote %s (%d records)", " + ".join(paths.values()), table.num_rows)
+    return {"dest": list(dest), "records": table.num_rows, "paths": paths,
+            "clusters": {int(c): int(n) for c, n in zip(clusters, counts, strict=True)}}
+
+
+def _write(out: str, rel: str, data: bytes) -> None:
+    path = FileSystems.join(out, rel)
+    shards.mkdirs(path.rsplit("/", 1)[0])
+    shards.write_atomic(path, data)
+
+
+def expected_dests(plan: dict) -> list[tuple]:
+    dests = [("val", 0, s) for s in range(plan["val_shards"])] + [("rejected", 0, 0)]
+    for label in plan["order"]:
+        cp = plan["classes"][label]
+        dests += [("train", cp["index"], s) for s in range(cp["shards"])]
+    return dests
+
+
+def finalize(infos: list[dict], plan: dict, cfg, staging: str, run_info: dict) -> dict:
+    """Missing (empty) shards, checks, stale-file cleanup, report.png, manifest.json last."""
+    by_dest = {tuple(i["dest"]): i for i in infos}
+    for dest in expected_dests(plan):
+        if dest not in by_dest:
+            by_dest[dest] = write_shard(dest, None, shard_paths(dest, plan, cfg.formats), plan, cfg)
+    manifest = build_manifest(by_dest, plan, cfg, run_info)
+    _remove_stale(cfg.output, by_dest.values())
+    try:
+        from pipelines.report import write_report_png
+
+        write_report_png(manifest, FileSystems.join(cfg.output, "report.png"))
+    except Exception as e:  # noqa: BLE001 - a missing plot must not lose the output
+        log.warning("report.png not written: %s", e)
+    shards.write_atomic(FileSystems.join(cfg.output, "manifest.json"),
+                        json.dumps(manifest, indent=2, ensure_ascii=False).encode())
+    _remove_tree(staging.rstrip("/").rsplit("/", 1)[0])  # OUT/.staging: this run's and any crashed run's
+    return manifest
+
+
+def build_manifest(by_dest: dict, plan: dict, cfg, run_info: dict) -> dict:
+    formats = list(cfg.formats)
+    classes = []
+    for label in plan["order"]:
+        cp = plan["classes"][label]
+        infos = [by_dest[("train", cp["index"], s)] for s in range(cp["shards"])]
+        written = defaultdict(int)
+        for info in infos:
+            for c, n in info["clusters"].items():
+                written[int(c)] += n
+        output = sum(i["records"] for i in infos)
+        if output != cp["target"]:
+            raise RuntimeError(f"internal: class {label!r} wrote {output} records, target {cp['target']}")
+        clusters = []
+        for c in cp["clusters"]:
+            if written.get(c["id"], 0) != c["quota"]:
+                raise RuntimeError(f"internal: class {label!r} cluster {c['id']} wrote "
+                                   f"{written.get(c['id'], 0)}, quota {c['quota']}")
+            clusters.append({**c, "output": c["quota"]})
+        classes.append({
+            "label": label, "index": cp["index"], "dir": cp["dir"],
+            "input": cp["count"], "holdout": cp["holdout"], "train_input": cp["train"],
+            "target": cp["target"], "output": output, "clusters": clusters,
+            "shards": {fmt: [{"path": i["paths"][fmt], "records": i["records"]} for i in infos] for fmt in formats},
+        })
+    val = [by_dest[("val", 0, s)] for s in range(plan["val_shards"])]
+    val_records = sum(i["records"] for i in val)
+    holdout = sum(c["holdout"] for c in classes)
+    if val_records != holdout:
+        raise RuntimeError(f"internal: val/ holds {val_records} records, the hold-out {holdout}")
+    rejected = by_dest[("rejected", 0, 0)]["records"]
+    train_input = sum(c["train_input"] for c in classes)
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "seed": cfg.seed,
+        "options": cfg.to_json(),
+        "payload": {"kind": "features", "dim": plan["dim"]},
+        "formats": formats,
+        "totals": {"read": rejected + holdout + train_input, "rejected": rejected, "holdout": holdout,
+                   "train_input": train_input, "output": sum(c["output"] for c in classes)},
+        "classes": classes,
+        "val": {"records": val_records,
+                "shards": {fmt: [{"path": i["paths"][fmt], "records": i["records"]} for i in val] for fmt in formats}},
+        "rejected": {"records": rejected, "path": "rejected/"},
+        "run": run_info,
+    }
+
+
+def _remove_stale(out: str, infos) -> None:
+    keep = {FileSystems.join(out, p) for i in infos for p in i["paths"].values()}
+    for folder in ("train", "val", "rejected"):
+        pattern = FileSystems.join(out, folder, "**")
+        found = [m.path for r in FileSystems.match([pattern]) for m in r.metadata_list]
+        stale = [p for p in found if p not in keep]
+        if stale:
+            log.info("removing %d stale files under %s/", len(stale), folder)
+            shards.delete(stale)
+
+
+def _remove_tree(path: str) -> None:
+    found = [m.path for r in FileSystems.match([FileSystems.join(path, "**")]) for m in r.metadata_list]
+    shards.delete(found)
+    try:
+        FileSystems.delete([path])
+    except Exception:  # noqa: BLE001 - an empty local folder may remain; harmless
+        pass

@@ -1,0 +1,175 @@
+"""Options of pipelines.balance: the flags, and the validated configuration they make.
+
+`BalanceOptions` declares the job's own flags on Beam's PipelineOptions, so every
+standard Beam flag (--runner, --direct_running_mode, --project, ...) passes through
+untouched. `BalanceConfig.from_options` checks every value before anything runs and
+names the bad one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict, dataclass, field
+
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from transforms.plan import STRATEGIES, parse_target
+
+INPUT_FORMATS = ("parquet", "tfrecord", "csv")
+OUTPUT_FORMATS = ("parquet", "tfrecord", "both")
+
+
+class BalanceOptions(PipelineOptions):
+    @classmethod
+    def _add_argparse_args(cls, parser: argparse.ArgumentParser) -> None:
+        add_arguments(parser)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("input")
+    g.add_argument("--input", default=None,
+                   help="Glob or folder of the corpus. Leave out to build and balance the demo corpus.")
+    g.add_argument("--input_format", default=None, choices=INPUT_FORMATS,
+                   help="Format of --input (default: from the file suffix).")
+    g.add_argument("--label_column", default="label", help="Label column or feature (default: label).")
+    g.add_argument("--id_column", default="id",
+                   help="Id column, used when present; else ids are a hash of the record's content.")
+    g.add_argument("--feature_column", default=None,
+                   help="One column of float vectors (list, large_list or fixed_size_list). Default: features.")
+    g.add_argument("--feature_columns", default=None,
+                   help="Comma-separated numeric columns that together form the vector (Parquet, CSV).")
+    g.add_argument("--feature_dim", type=int, default=None,
+                   help="Expected vector length. Default: from the schema, else the most common length.")
+    g.add_argument("--reject_unreadable_files", action="store_true",
+                   help="Reject a file that cannot be read (one rejected entry) instead of failing the job.")
+    g = parser.add_argument_group("balancing")
+    g.add_argument("--strategy", default="cluster", choices=STRATEGIES,
+                   help="cluster (default: k-means per class, Jo & Japkowicz), oversample, undersample, "
+                        "hybrid (every class to the target), none (shard as is).")
+    g.add_argument("--target", default=None,
+                   help="Class target: majority, minority, mean, median, max (K_c x largest cluster), "
+                        "a record count, or a ratio of the majority class in (0, 1]. Default per strategy.")
+    g.add_argument("--target_counts", default=None,
+                   help='JSON object of class to target, e.g. \'{"cat": 5000}\'.')
+    g.add_argument("--clusters_per_class", type=int, default=8, help="k of the per-class k-means (default 8).")
+    g.add_argument("--kmeans_sample", type=int, default=100_000,
+                   help="Rows per class the k-means is fitted on (default 100000).")
+    g.add_argument("--holdout_fraction", type=float, default=0.1,
+                   help="Share of each class written to val/ and never resampled (default 0.1).")
+    g.add_argument("--seed", type=int, default=0, help="Seed of every random decision (default 0).")
+    g = parser.add_argument_group("output")
+    g.add_argument("--output", default=None, help="Output folder (default for the demo: demo/balanced).")
+    g.add_argument("--output_format", default="both", choices=OUTPUT_FORMATS,
+                   help="Shard format (default both).")
+    g.add_argument("--num_shards", type=int, default=None,
+                   help="Shards per class (default: from the size, about --shard_mb each).")
+    g.add_argument("--shard_mb", type=int, default=128, help="Target shard size in MB (default 128).")
+    g.add_argument("--batch_size", type=int, default=8192, help="Rows per batch between stages (default 8192).")
+    g.add_argument("--demo_dir", default="demo", help="Where the demo corpus is built (default demo).")
+
+
+@dataclass(frozen=True)
+class BalanceConfig:
+    input: str
+    output: str
+    input_format: str
+    label_column: str = "label"
+    id_column: str = "id"
+    feature_column: str | None = "features"
+    feature_columns: tuple[str, ...] = ()
+    feature_dim: int | None = None
+    reject_unreadable_files: bool = False
+    strategy: str = "cluster"
+    target: str | int | float | None = None
+    target_counts: dict = field(default_factory=dict)
+    clusters_per_class: int = 8
+    kmeans_sample: int = 100_000
+    holdout_fraction: float = 0.1
+    seed: int = 0
+    output_format: str = "both"
+    num_shards: int | None = None
+    shard_mb: int = 128
+    batch_size: int = 8192
+
+    @property
+    def formats(self) -> tuple[str, ...]:
+        return ("parquet", "tfrecord") if self.output_format == "both" else (self.output_format,)
+
+    @property
+    def clusters(self) -> int:
+        """k used: 1 for the random strategies and none, which resample a class as a whole."""
+        return self.clusters_per_class if self.strategy == "cluster" else 1
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["feature_columns"] = list(self.feature_columns)
+        return d
+
+    @classmethod
+    def from_options(cls, o: BalanceOptions, input_path: str, output: str) -> BalanceConfig:
+        fmt = o.input_format or guess_format(input_path)
+        if o.feature_column and o.feature_columns:
+            raise ValueError("Pass either --feature_column or --feature_columns, not both.")
+        cols = tuple(c.strip() for c in o.feature_columns.split(",") if c.strip()) if o.feature_columns else ()
+        if o.feature_columns is not None and not cols:
+            raise ValueError(f"--feature_columns names no column. Received: {o.feature_columns!r}")
+        if fmt == "tfrecord" and cols:
+            raise ValueError("TFRecord input takes --feature_column (one float-list feature), not --feature_columns.")
+        feature_column = None if cols else (o.feature_column or ("features" if fmt != "csv" else None))
+        checks = [
+            (o.clusters_per_class >= 1, f"--clusters_per_class must be at least 1. Received: {o.clusters_per_class}"),
+            (o.kmeans_sample >= 1, f"--kmeans_sample must be at least 1. Received: {o.kmeans_sample}"),
+            (0 <= o.holdout_fraction < 1, f"--holdout_fraction must be in [0, 1). Received: {o.holdout_fraction}"),
+            (o.num_shards is None or o.num_shards >= 1, f"--num_shards must be at least 1. Received: {o.num_shards}"),
+            (o.shard_mb >= 1, f"--shard_mb must be at least 1. Received: {o.shard_mb}"),
+            (o.batch_size >= 1, f"--batch_size must be at least 1. Received: {o.batch_size}"),
+            (o.feature_dim is None or o.feature_dim >= 1, f"--feature_dim must be at least 1. Received: {o.feature_dim}"),
+            (o.seed >= 0, f"--seed must be a non-negative integer. Received: {o.seed}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+        target_counts = {}
+        if o.target_counts:
+            try:
+                target_counts = json.loads(o.target_counts)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"--target_counts is not valid JSON ({e}). Received: {o.target_counts!r}") from None
+            if not isinstance(target_counts, dict):
+                raise ValueError(f"--target_counts must be a JSON object of class to count. Received: {o.target_counts!r}")
+            target_counts = {str(k): v for k, v in target_counts.items()}
+        return cls(
+            input=input_path,
+            output=output.rstrip("/"),
+            input_format=fmt,
+            label_column=o.label_column,
+            id_column=o.id_column,
+            feature_column=feature_column,
+            feature_columns=cols,
+            feature_dim=o.feature_dim,
+            reject_unreadable_files=o.reject_unreadable_files,
+            strategy=o.strategy,
+            target=parse_target(o.target),
+            target_counts=target_counts,
+            clusters_per_class=o.clusters_per_class,
+            kmeans_sample=o.kmeans_sample,
+            holdout_fraction=o.holdout_fraction,
+            seed=o.seed,
+            output_format=o.output_format,
+            num_shards=o.num_shards,
+            shard_mb=o.shard_mb,
+            batch_size=o.batch_size,
+        )
+
+
+def guess_format(path: str) -> str:
+    lowered = path.lower().rstrip("/*")
+    for suffix, fmt in ((".parquet", "parquet"), (".pq", "parquet"), (".csv", "csv"),
+                        (".tfrecord", "tfrecord"), (".tfrecord.gz", "tfrecord"), (".tfrecords", "tfrecord")):
+        if lowered.endswith(suffix):
+            return fmt
+    raise ValueError(
+        f"Cannot tell the format of --input {path!r} from its name: pass --input_format "
+        f"({', '.join(INPUT_FORMATS)})."
+    )

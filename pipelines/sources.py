@@ -1,0 +1,236 @@
+"""Corpus readers: files to raw batches (see transforms/records.py), in bounded memory.
+
+A file is split into *units* that workers read in parallel: one per Parquet row
+group, one per CSV or TFRecord file. Each unit is read in batches of at most
+`batch_size` rows. Plain Python over Beam's FileSystems (local disk, gs://, ...),
+so tests run them without Beam.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+from transforms import records
+
+
+class UnreadableFile(Exception):
+    """A file that cannot be read at all; the message names the file."""
+
+
+def open_file(path: str):
+    return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+
+
+def list_units(path: str, fmt: str) -> list[tuple[str, int, int]]:
+    """(path, row_group, first_row) units of a file; row_group -1 = whole file."""
+    if fmt != "parquet":
+        return [(path, -1, 0)]
+    try:
+        with open_file(path) as f:
+            meta = pq.ParquetFile(f).metadata
+    except (OSError, pa.ArrowException):
+        return [(path, -2, 0)]  # read_unit reports it, naming the file
+    units, first = [], 0
+    for rg in range(meta.num_row_groups):
+        units.append((path, rg, first))
+        first += meta.row_group(rg).num_rows
+    return units
+
+
+def read_unit(unit: tuple[str, int, int], cfg) -> Iterator[dict]:
+    """Raw batches of one unit; raises UnreadableFile naming the file."""
+    path, rg, first = unit
+    try:
+        if rg == -2:
+            with open_file(path) as f:
+                pq.ParquetFile(f)  # re-raises the footer error with its message
+        if cfg.input_format == "parquet":
+            yield from _read_parquet(path, rg, first, cfg)
+        elif cfg.input_format == "csv":
+            yield from _read_csv(path, cfg)
+        else:
+            yield from _read_tfrecord(path, cfg)
+    except UnreadableFile:
+        raise
+    except (OSError, pa.ArrowException, ValueError) as e:
+        raise UnreadableFile(f"cannot read {path}: {type(e).__name__}: {e}") from e
+    except Exception as e:  # tf.errors.DataLossError and friends
+        if type(e).__module__.startswith("tensorflow"):
+            raise UnreadableFile(f"cannot read {path}: {type(e).__name__}: {e}") from e
+        raise
+
+
+def _require(names: list[str], present: list[str], path: str, flag: str) -> None:
+    missing = [c for c in names if c not in present]
+    if missing:
+        raise UnreadableFile(
+            f"{path} has no column {missing[0]!r} (its columns: {present}); set {flag}"
+        )
+
+
+def _read_parquet(path: str, rg: int, first: int, cfg) -> Iterator[dict]:
+    with open_file(path) as f:
+        pf = pq.ParquetFile(f)
+        names = pf.schema_arrow.names
+        _require([cfg.label_column], names, path, "--label_column")
+        feats = list(cfg.feature_columns) or [cfg.feature_column]
+        _require(feats, names, path, "--feature_columns" if cfg.feature_columns else "--feature_column")
+        has_id = cfg.id_column in names
+        columns = [cfg.label_column, *feats] + ([cfg.id_column] if has_id else [])
+        row = first
+        for batch in pf.iter_batches(batch_size=cfg.batch_size, row_groups=[rg], columns=columns):
+            yield _raw_from_table(batch, path, row, cfg, has_id)
+            row += batch.num_rows
+
+
+def _raw_from_table(batch: pa.RecordBatch, path: str, first: int, cfg, has_id: bool) -> dict:
+    n = batch.num_rows
+    if cfg.feature_columns:
+        values, lengths, errors = records.ragged_from_columns(
+            [batch.column(c) for c in cfg.feature_columns], list(cfg.feature_columns)
+        )
+    else:
+        col = batch.column(cfg.feature_column)
+        if not (pa.types.is_list(col.type) or pa.types.is_large_list(col.type)
+                or pa.types.is_fixed_size_list(col.type)):
+            raise UnreadableFile(
+                f"{path}: column {cfg.feature_column!r} is {col.type}, not a list of numbers; "
+                "for one number per column use --feature_columns a,b,c"
+            )
+        values, lengths = records.ragged_from_list(col)
+        errors = None
+    return {
+        "source": path,
+        "row": np.arange(first, first + n, dtype=np.int64),
+        "id": records.label_strings(batch.column(cfg.id_column)) if has_id else None,
+        "label": records.label_strings(batch.column(cfg.label_column)),
+        "values": values,
+        "lengths": lengths,
+        "errors": errors,
+    }
+
+
+def _read_csv(path: str, cfg) -> Iterator[dict]:
+    ragged: list = []
+
+    def on_invalid(row) -> str:
+        ragged.append((row.number, f"row has {row.actual_columns} fields, expected {row.expected_columns}"))
+        return "skip"
+
+    with open_file(path) as f:
+        reader = pacsv.open_csv(
+            f,
+            read_options=pacsv.ReadOptions(use_threads=False, block_size=1 << 22),
+            parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid),
+            convert_options=pacsv.ConvertOptions(strings_can_be_null=True, null_values=[""],
+                                                 column_types=None, auto_dict_encode=False),
+        )
+        names = reader.schema.names
+        _require([cfg.label_column], names, path, "--label_column")
+        has_id = cfg.id_column in names
+        feats = list(cfg.feature_columns) or [c for c in names if c not in (cfg.label_column, cfg.id_column)]
+        _require(feats, names, path, "--feature_columns")
+        csv_cfg = _CsvView(cfg, tuple(feats))
+        row = 0
+        for batch in reader:
+            for start in range(0, batch.num_rows, cfg.batch_size):
+                part = batch.slice(start, cfg.batch_size)
+                yield _raw_from_table(part, path, row, csv_cfg, has_id)
+                row += part.num_rows
+            if ragged:
+                yield _ragged_rows(path, ragged)
+                ragged.clear()
+        if ragged:
+            yield _ragged_rows(path, ragged)
+
+
+class _CsvView:
+    """cfg with the CSV's feature columns filled in."""
+
+    def __init__(self, cfg, feature_columns):
+        self._cfg, self.feature_columns = cfg, feature_columns
+
+    def __getattr__(self, name):
+        return getattr(self._cfg, name)
+
+
+def _ragged_rows(path: str, rows: list) -> dict:
+    n = len(rows)
+    return {
+        "source": path,
+        "row": np.array([-1 if num is None else num - 1 for num, _ in rows], dtype=np.int64),
+        "id": None,
+        "label": np.full(n, None, dtype=object),
+        "values": np.zeros(0, np.float32),
+        "lengths": np.full(n, -1, np.int64),
+        "errors": np.array([reason for _, reason in rows], dtype=object),
+    }
+
+
+def _read_tfrecord(path: str, cfg) -> Iterator[dict]:
+    import tensorflow as tf
+
+    with open_file(path) as f:
+        head = f.read(2)
+    compression = "GZIP" if head == b"\x1f\x8b" else ""
+    ds = tf.data.TFRecordDataset(path, compression_type=compression).batch(cfg.batch_size)
+    spec = None
+    row = 0
+    for serialized in ds:
+        if spec is None:
+            spec = _tfrecord_spec(serialized[0].numpy(), cfg, path)
+        parsed = tf.io.parse_example(serialized, spec)
+        n = int(serialized.shape[0])
+        values = parsed[cfg.feature_column]
+        lengths = values.row_lengths().numpy().astype(np.int64)
+        label = parsed[cfg.label_column]
+        label_len = label.row_lengths().numpy()
+        label_vals = label.flat_values.numpy()
+        starts = np.concatenate([[0], np.cumsum(label_len)[:-1]])
+        labels = np.full(n, None, dtype=object)
+        for i in np.flatnonzero(label_len > 0):
+            v = label_vals[starts[i]]
+            labels[i] = v.decode("utf-8", "replace") if isinstance(v, bytes) else str(int(v))
+        ids = None
+        if cfg.id_column in spec:
+            id_t = parsed[cfg.id_column]
+            id_len, id_vals = id_t.row_lengths().numpy(), id_t.flat_values.numpy()
+            id_starts = np.concatenate([[0], np.cumsum(id_len)[:-1]])
+            ids = np.full(n, None, dtype=object)
+            for i in np.flatnonzero(id_len > 0):
+                ids[i] = id_vals[id_starts[i]].decode("utf-8", "replace")
+        yield {
+            "source": path,
+            "row": np.arange(row, row + n, dtype=np.int64),
+            "id": ids,
+            "label": labels,
+            "values": values.flat_values.numpy().astype(np.float32),
+            "lengths": lengths,
+            "errors": None,
+        }
+        row += n
+
+
+def _tfrecord_spec(first: bytes, cfg, path: str) -> dict:
+    import tensorflow as tf
+
+    ex = tf.train.Example.FromString(first)
+    feats = ex.features.feature
+    _require([cfg.label_column, cfg.feature_column], list(feats.keys()), path,
+             "--label_column / --feature_column")
+    kind = feats[cfg.label_column].WhichOneof("kind")
+    label_dtype = tf.string if kind == "bytes_list" else tf.int64
+    spec = {
+        cfg.label_column: tf.io.RaggedFeature(label_dtype),
+        cfg.feature_column: tf.io.RaggedFeature(tf.float32),
+    }
+    if cfg.id_column in feats:
+        spec[cfg.id_column] = tf.io.RaggedFeature(tf.string)
+    return spec

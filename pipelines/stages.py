@@ -1,0 +1,390 @@
+"""The Beam stages of pipelines.balance: thin wrappers around transforms/.
+
+The job makes three passes over the input and keeps no record in between, so its
+memory does not grow with the corpus on any runner (a runner that buffers a
+PCollection between stages, like the FnApiRunner, never holds the data). What
+flows from one pass to the next is small, and travels as side inputs:
+
+  pass 1  ReadCorpus -> ClassStats           counts, hold-out top, k-means sample
+          FitKMeans (per class, parallel)    centroids               -> class models
+  pass 2  ReadCorpus -> hold-out, AssignClusters -> bucket histograms per
+          (class, cluster)  -> Plan          quotas and copy rules   -> plan
+  pass 3  ReadCorpus -> Resample -> fragments; boundary buckets -> GroupByKey ->
+          Settle -> fragments;  MergeShards -> Finalize (manifest.json last)
+"""
+
+from __future__ import annotations
+
+import logging
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.io import fileio
+from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import GlobalWindows
+
+from pipelines import shards, sources
+from transforms import hashing, kmeans, records, selection
+from transforms.stats import ClassStats, holdout_mask
+
+NS = "balance"
+log = logging.getLogger("pipelines.balance")
+
+
+def _windowed(value):
+    return GlobalWindows.windowed_value(value)
+
+
+# ---------------------------------------------------------------- reading
+
+class _ReadValid(beam.DoFn):
+    """Reads one unit (row group or file) and validates it, batch by batch."""
+
+    def __init__(self, cfg, count: bool):
+        self.cfg, self.count = cfg, count
+        self.read = Metrics.counter(NS, "records_read")
+        self.rejected = Metrics.counter(NS, "records_rejected")
+        self.files_rejected = Metrics.counter(NS, "files_rejected")
+
+    def process(self, unit, dim):
+        try:
+            for raw in sources.read_unit(unit, self.cfg):
+                good, bad = records.validate(raw, dim)
+                if self.count:
+                    self.read.inc(len(raw["row"]))
+                if bad is not None:
+                    if self.count:
+                        self.rejected.inc(len(bad["row"]))
+                    yield beam.pvalue.TaggedOutput("rejected", bad)
+                if good is not None:
+                    yield good
+        except sources.UnreadableFile as e:
+            if not self.cfg.reject_unreadable_files:
+                raise sources.UnreadableFile(
+                    f"{e}. Fix or remove the file, or pass --reject_unreadable_files to reject it and go on."
+                ) from e
+            if self.count:
+                self.read.inc(1)
+                self.rejected.inc(1)
+                self.files_rejected.inc(1)
+            yield beam.pvalue.TaggedOutput("rejected", records.rejected_file(unit[0], f"unreadable file: {e}"))
+
+
+class _LengthHistogram(beam.DoFn):
+    def __init__(self, cfg):
+        self.cfg = cfg
+
+    def process(self, unit):
+        try:
+            for raw in sources.read_unit(unit, self.cfg):
+                lengths = raw["lengths"][raw["lengths"] >= 0]
+                values, counts = np.unique(lengths, return_counts=True)
+                yield dict(zip(values.tolist(), counts.tolist(), strict=True))
+        except sources.UnreadableFile:
+            if not self.cfg.reject_unreadable_files:
+                raise
+
+
+def _units(pbegin, cfg):
+    return (
+        pbegin
+        | "Pattern" >> beam.Create([cfg.input])
+        | "Match" >> fileio.MatchAll()
+        | "Units" >> beam.FlatMap(lambda m, fmt: sources.list_units(m.path, fmt), cfg.input_format)
+        | "Spread" >> beam.Reshuffle()
+    )
+
+
+class ReadCorpus(beam.PTransform):
+    """Input files -> (valid batches, rejected batches)."""
+
+    def __init__(self, cfg, dim, count: bool = False):
+        super().__init__()
+        self.cfg, self.dim, self.count = cfg, dim, count
+
+    def expand(self, pbegin):
+        out = _units(pbegin, self.cfg) | "ReadValid" >> beam.ParDo(
+            _ReadValid(self.cfg, self.count), self.dim
+        ).with_outputs("rejected", main="good")
+        return out.good, out.rejected
+
+
+def _sum_dicts(dicts):
+    total: dict = {}
+    for d in dicts:
+        for k, v in d.items():
+            total[k] = total.get(k, 0) + v
+    return total
+
+
+def _mode(histogram: dict) -> int:
+    if not histogram:
+        raise ValueError("No record of the input has features: check --feature_column and --input.")
+    best = max(histogram.values())
+    return min(k for k, v in histogram.items() if v == best)  # ties: the shorter length
+
+
+class FeatureDimension(beam.PTransform):
+    """The most common vector length in the corpus (a global statistic)."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.cfg = cfg
+
+    def expand(self, pbegin):
+        return (
+            _units(pbegin, self.cfg)
+            | "Lengths" >> beam.ParDo(_LengthHistogram(self.cfg))
+            | "Sum" >> beam.CombineGlobally(_sum_dicts)
+            | "Mode" >> beam.Map(_mode)
+        )
+
+
+# ---------------------------------------------------------------- pass 1
+
+class _ClassPartials(beam.DoFn):
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.threshold = hashing.fraction_threshold(cfg.holdout_fraction)
+
+    def process(self, good, dim):
+        m = self.cfg.kmeans_sample if self.cfg.clusters > 1 else 0
+        labels = good["label"]
+        for label in np.unique(labels.astype(str)):
+            rows = labels == label
+            stats = ClassStats(m, dim).add(
+                good["key"][rows], good["id"][rows], good["features"][rows], self.cfg.seed, self.threshold
+            )
+            yield str(label), stats
+
+
+class _ClassStatsFn(beam.CombineFn):
+    def __init__(self, cfg):
+        self.cfg = cfg
+
+    def create_accumulator(self):
+        return None
+
+    def add_input(self, acc, stats):
+        return stats if acc is None else acc.merge(stats)
+
+    def merge_accumulators(self, accs):
+        out = None
+        for a in accs:
+            if a is not None:
+                out = a if out is None else out.merge(a)
+        return out
+
+    def extract_output(self, acc):
+        return acc.extract(self.cfg.seed)
+
+
+class _FitKMeans(beam.DoFn):
+    def __init__(self, cfg):
+        self.cfg = cfg
+
+    def process(self, item):
+        label, summary = item
+        if self.cfg.clusters > 1 and len(summary.sample):
+            centroids = kmeans.fit_centroids(
+                summary.sample, self.cfg.clusters, hashing.seed_for(self.cfg.seed, label)
+            )
+        else:
+            centroids = None
+        log.info("class %r: %d records, %d in train, %s clusters", label, summary.count,
+                 summary.train, 1 if centroids is None else len(centroids))
+        yield label, {"count": summary.count, "train": summary.train,
+                      "max_hold": summary.max_hold, "centroids": centroids}
+
+
+class ClassModels(beam.PTransform):
+    """Valid batches -> (label, {count, train, max_hold, centroids})."""
+
+    def __init__(self, cfg, dim):
+        super().__init__()
+        self.cfg, self.dim = cfg, dim
+
+    def expand(self, good):
+        return (
+            good
+            | "Partials" >> beam.ParDo(_ClassPartials(self.cfg), self.dim)
+            | "Combine" >> beam.CombinePerKey(_ClassStatsFn(self.cfg)).with_hot_key_fanout(8)
+            | "FitKMeans" >> beam.ParDo(_FitKMeans(self.cfg))
+        )
+
+
+# ---------------------------------------------------------------- pass 2
+
+def split_and_assign(good: dict, models: dict, cfg):
+    """Per class in the batch: (label, model, holdout mask, cluster per row)."""
+    threshold = hashing.fraction_threshold(cfg.holdout_fraction)
+    labels = good["label"]
+    for label in np.unique(labels.astype(str)):
+        rows = np.flatnonzero(labels == label)
+        model = models[str(label)]
+        held = holdout_mask(good["key"][rows], cfg.seed, threshold, model["max_hold"])
+        train = rows[~held]
+        c = model["centroids"]
+        clusters = kmeans.assign(good["features"][train], c) if c is not None else np.zeros(len(train), np.int32)
+        yield str(label), model, rows[held], train, clusters
+
+
+class _BucketHistograms(beam.DoFn):
+    def __init__(self, cfg):
+        self.cfg = cfg
+
+    def process(self, good, models):
+        for label, model, _, train, clusters in split_and_assign(good, models, self.cfg):
+            bits = selection.bucket_bits(model["train"])
+            u = hashing.decision(good["key"][train], self.cfg.seed, hashing.COPIES)
+            for c in np.unique(clusters):
+                yield (label, int(c)), selection.bucket_histogram(u[clusters == c], bits)
+
+
+def _add_arrays(arrays):
+    total = None
+    for a in arrays:
+        total = a.copy() if total is None else total + a
+    return total
+
+
+class ClusterHistograms(beam.PTransform):
+    """Valid batches -> ((label, cluster), hash-bucket histogram of its train rows)."""
+
+    def __init__(self, cfg, models):
+        super().__init__()
+        self.cfg, self.models = cfg, models
+
+    def expand(self, good):
+        return (
+            good
+            | "Buckets" >> beam.ParDo(_BucketHistograms(self.cfg), self.models)
+            | "Sum" >> beam.CombinePerKey(_add_arrays).with_hot_key_fanout(8)
+        )
+
+
+# ---------------------------------------------------------------- pass 3
+
+class _Resample(beam.DoFn):
+    """Copies of each train row by its group's rule; val rows as they are."""
+
+    def __init__(self, cfg, staging: str):
+        self.cfg, self.staging = cfg, staging
+        self.holdout = Metrics.counter(NS, "records_holdout")
+        self.train = Metrics.counter(NS, "records_train_input")
+        self.written = Metrics.counter(NS, "records_written")
+
+    def start_bundle(self):
+        self.writer = shards.FragmentWriter(self.staging)
+
+    def process(self, good, models, plan):
+        for label, _, held, train, clusters in split_and_assign(good, models, self.cfg):
+            cp = plan["classes"][label]
+            self.holdout.inc(len(held))
+            self.train.inc(len(train))
+            if len(held):
+                write_val(self.writer, good, held, cp["index"], plan, self.cfg)
+            u = hashing.decision(good["key"][train], self.cfg.seed, hashing.COPIES)
+            for c in np.unique(clusters):
+                in_c = clusters == c
+                rule = cp["rules"][int(c)]
+                copies, pending = selection.copies_by_rule(u[in_c], rule)
+                rows = train[in_c]
+                self.written.inc(int(copies[~pending].sum()))
+                write_train(self.writer, good, rows[~pending], copies[~pending], cp, int(c), self.cfg)
+                if pending.any():
+                    yield beam.pvalue.TaggedOutput(
+                        "boundary", ((label, int(c)), records.take(good, rows[pending]))
+                    )
+        yield from self.writer.drain()
+
+    def finish_bundle(self):
+        for fragment in self.writer.flush():
+            yield _windowed(fragment)
+
+
+def write_train(writer, good, rows, copies, cp, cluster, cfg):
+    """Expands rows into their copies and sends each copy to its shard."""
+    if not len(rows):
+        return
+    rep = np.repeat(rows, copies)
+    if not len(rep):
+        return
+    copy_index = np.arange(len(rep)) - np.repeat(np.cumsum(copies) - copies, copies)
+    base = hashing.decision(good["key"][rep], cfg.seed, hashing.SHARD)
+    order = hashing.mix64(base + copy_index.astype(np.uint64))
+    shard = (order % np.uint64(cp["shards"])).astype(np.int64)
+    for s in np.unique(shard):
+        at = shard == s
+        idx = rep[at]
+        writer.add(("train", cp["index"], int(s)), shards.rows_table(
+            good["id"][idx], order[at], np.full(len(idx), cp["index"]), np.full(len(idx), cluster),
+            good["features"][idx]))
+
+
+def write_val(writer, good, rows, index, plan, cfg):
+    order = hashing.decision(good["key"][rows], cfg.seed, hashing.SHARD)
+    shard = (order % np.uint64(plan["val_shards"])).astype(np.int64)
+    for s in np.unique(shard):
+        at = shard == s
+        idx = rows[at]
+        writer.add(("val", 0, int(s)), shards.rows_table(
+            good["id"][idx], order[at], np.full(len(idx), index), np.full(len(idx), -1),
+            good["features"][idx]))
+
+
+class _SettleBoundary(beam.DoFn):
+    """All rows of one group's boundary bucket: sorted, the first `need` get the extra copy."""
+
+    def __init__(self, cfg, staging: str):
+        self.cfg, self.staging = cfg, staging
+        self.written = Metrics.counter(NS, "records_written")
+
+    def process(self, item, plan):
+        (label, cluster), batches = item
+        batch = records.concat(list(batches))
+        cp = plan["classes"][label]
+        rule = cp["rules"][cluster]
+        u = hashing.decision(batch["key"], self.cfg.seed, hashing.COPIES)
+        copies = selection.settle_boundary(u, batch["id"].astype(str), rule)
+        writer = shards.FragmentWriter(self.staging)
+        self.written.inc(int(copies.sum()))
+        write_train(writer, batch, np.arange(len(u)), copies, cp, cluster, self.cfg)
+        yield from writer.flush()
+
+
+class _WriteRejected(beam.DoFn):
+    def __init__(self, staging: str):
+        self.staging = staging
+
+    def start_bundle(self):
+        self.writer = shards.FragmentWriter(self.staging)
+
+    def process(self, bad):
+        self.writer.add(("rejected", 0, 0), shards.rejected_table(bad))
+        yield from self.writer.drain()
+
+    def finish_bundle(self):
+        for fragment in self.writer.flush():
+            yield _windowed(fragment)
+
+
+class Resample(beam.PTransform):
+    """Pass 3: valid and rejected batches -> fragments (dest, path, rows)."""
+
+    def __init__(self, cfg, staging, models, plan):
+        super().__init__()
+        self.cfg, self.staging, self.models, self.plan = cfg, staging, models, plan
+
+    def expand(self, pcolls):
+        good, rejected = pcolls
+        out = good | "Resample" >> beam.ParDo(
+            _Resample(self.cfg, self.staging), self.models, self.plan
+        ).with_outputs("boundary", main="fragments")
+        settled = (
+            out.boundary
+            | "GatherBoundary" >> beam.GroupByKey()
+            | "SettleBoundary" >> beam.ParDo(_SettleBoundary(self.cfg, self.staging), self.plan)
+        )
+        bad = rejected | "WriteRejected" >> beam.ParDo(_WriteRejected(self.staging))
+        return (out.fragments, settled, bad) | "AllFragments" >> beam.Flatten()
