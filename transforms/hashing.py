@@ -45,9 +45,7 @@ def hash_strings(values) -> np.ndarray:
     arr = values if isinstance(values, pa.Array) else pa.array(values)
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
-    if pa.types.is_string(arr.type) or pa.types.is_binary(arr.type):
-        arr = arr.cast(pa.large_binary())
-    elif pa.types.is_large_string(arr.type):
+    if arr.type in (pa.string(), pa.binary(), pa.large_string(), pa.null()):
         arr = arr.cast(pa.large_binary())
     elif not pa.types.is_large_binary(arr.type):
         raise TypeError(f"hash_strings needs strings or bytes, got Arrow type {arr.type}")

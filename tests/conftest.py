@@ -1,0 +1,88 @@
+"""Shared fixtures: small generated corpora and a helper that runs the job."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+SIZES = {"a": 400, "b": 120, "c": 30, "d": 8}  # imbalance ratio 50
+
+
+def make_vectors(sizes=SIZES, dim=6, seed=0):
+    """Labels and features with 3 Gaussian blobs per class, interleaved."""
+    rng = np.random.default_rng(seed)
+    labels, feats = [], []
+    for ci, (label, n) in enumerate(sizes.items()):
+        centres = rng.normal(0, 8, size=(3, dim)) + ci * 20
+        which = rng.integers(0, 3, size=n)
+        feats.append(centres[which] + rng.normal(0, 1, size=(n, dim)))
+        labels += [label] * n
+    x = np.concatenate(feats).astype(np.float32)
+    perm = rng.permutation(len(labels))
+    return [labels[i] for i in perm], x[perm]
+
+
+BAD_ROWS = [  # (label, features, reason fragment)
+    ("a", [float("nan")] * 6, "NaN"),
+    ("b", [1.0] * 5, "has 5 values, expected 6"),
+    ("", [0.0] * 6, "label is empty"),
+    (None, [0.0] * 6, "label is missing"),
+    ("c", [float("inf")] + [0.0] * 5, "NaN, inf"),
+    ("d", None, "features are missing"),
+]
+
+
+def write_parquet_corpus(folder, files=2, row_group=97, bad=True, dim=6, sizes=SIZES, seed=0):
+    labels, x = make_vectors(sizes, dim, seed)
+    feats = [list(map(float, r)) for r in x]
+    if bad:
+        for label, f, _ in BAD_ROWS:
+            labels.append(label)
+            feats.append(f)
+    os.makedirs(folder, exist_ok=True)
+    n = len(labels)
+    bounds = np.linspace(0, n, files + 1).astype(int)
+    for i in range(files):
+        sl = slice(bounds[i], bounds[i + 1])
+        table = pa.table({
+            "label": pa.array(labels[sl], pa.string()),
+            "features": pa.array(feats[sl], pa.list_(pa.float32())),
+        })
+        pq.write_table(table, os.path.join(folder, f"part-{i}.parquet"), row_group_size=row_group)
+    return os.path.join(folder, "*.parquet")
+
+
+@pytest.fixture
+def parquet_corpus(tmp_path):
+    return write_parquet_corpus(str(tmp_path / "corpus"))
+
+
+def run_job(input_glob, out, *extra, runner="FnApiRunner"):
+    from pipelines import balance
+
+    argv = ["--input", input_glob, "--output", str(out), f"--runner={runner}", *extra]
+    return balance.run(argv)
+
+
+def read_manifest(out):
+    with open(os.path.join(out, "manifest.json")) as f:
+        return json.load(f)
+
+
+def train_records(out, fmt="parquet"):
+    """All train rows as sorted (id, label_text, cluster) tuples, from the files."""
+    import pyarrow.dataset as ds
+
+    base = os.path.join(out, "train")
+    files = sorted(glob.glob(os.path.join(base, "*", "*.parquet")))  # tfrecord.gz files sit beside them
+    table = ds.dataset(files, format="parquet", partitioning="hive", partition_base_dir=base).to_table(
+        columns=["id", "label_text", "cluster"])
+    return sorted(zip(*(table.column(c).to_pylist() for c in ("id", "label_text", "cluster")), strict=True))

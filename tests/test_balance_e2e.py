@@ -1,0 +1,225 @@
+"""pipelines.balance end to end on the FnApiRunner: the files agree with the manifest."""
+
+from __future__ import annotations
+
+import collections
+import glob
+import json
+import os
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from conftest import BAD_ROWS, SIZES, read_manifest, run_job, train_records, write_parquet_corpus
+
+N_INPUT = sum(SIZES.values()) + len(BAD_ROWS)
+
+
+def tfrecord_count(path):
+    import tensorflow as tf
+
+    return sum(1 for _ in tf.data.TFRecordDataset(path, compression_type="GZIP"))
+
+
+@pytest.fixture(scope="module")
+def balanced(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    corpus = write_parquet_corpus(str(root / "corpus"))
+    out = root / "out"
+    manifest = run_job(corpus, out, "--num_shards", "2", "--clusters_per_class", "3")
+    return corpus, str(out), manifest
+
+
+def test_manifest_counts_equal_the_files(balanced):
+    _, out, m = balanced
+    assert m == read_manifest(out)
+    assert m["schema_version"] == 1 and m["formats"] == ["parquet", "tfrecord"]
+    for c in m["classes"]:
+        for fmt in m["formats"]:
+            assert len(c["shards"][fmt]) == 2
+            for shard in c["shards"][fmt]:
+                path = os.path.join(out, shard["path"])
+                n = pq.read_metadata(path).num_rows if fmt == "parquet" else tfrecord_count(path)
+                assert n == shard["records"]
+            assert sum(s["records"] for s in c["shards"][fmt]) == c["output"]
+        table = pq.ParquetDataset([os.path.join(out, s["path"]) for s in c["shards"]["parquet"]]).read()
+        assert set(table.column("label_text").to_pylist()) == {c["label"]}
+        assert set(table.column("label").to_pylist()) == {c["index"]}
+        counts = collections.Counter(table.column("cluster").to_pylist())
+        for cl in c["clusters"]:
+            assert counts.get(cl["id"], 0) == cl["output"] == cl["quota"]
+    val = sum(pq.read_metadata(os.path.join(out, s["path"])).num_rows for s in m["val"]["shards"]["parquet"])
+    assert val == m["val"]["records"] == m["totals"]["holdout"]
+
+
+def test_class_totals_exact_and_counts_reconcile(balanced):
+    _, _, m = balanced
+    t = m["totals"]
+    assert t["read"] == N_INPUT
+    assert t["read"] == t["rejected"] + t["holdout"] + t["train_input"]
+    targets = {c["target"] for c in m["classes"]}
+    assert len(targets) == 1  # the cluster strategy brings every class to T
+    # T = max over classes of K_c * largest cluster
+    jj = max(sum(1 for x in c["clusters"] if x["input"]) * max(x["input"] for x in c["clusters"])
+             for c in m["classes"])
+    assert targets == {jj}
+    for c in m["classes"]:
+        assert c["input"] == c["holdout"] + c["train_input"] == SIZES[c["label"]]
+        assert c["output"] == c["target"] == sum(x["output"] for x in c["clusters"])
+        live = [x["quota"] for x in c["clusters"] if x["input"]]
+        assert max(live) - min(live) <= 1
+        assert 0.04 < c["holdout"] / c["input"] < 0.2 or c["input"] < 20
+
+
+def test_rejected_rows_have_their_reasons(balanced):
+    _, out, m = balanced
+    lines = [json.loads(x) for f in glob.glob(os.path.join(out, "rejected", "*.jsonl")) for x in open(f)]
+    assert len(lines) == len(BAD_ROWS) == m["rejected"]["records"]
+    reasons = " | ".join(x["reason"] for x in lines)
+    for _, _, fragment in BAD_ROWS:
+        assert fragment in reasons
+    assert all(x["source"].endswith(".parquet") and x["row"] >= 0 for x in lines)
+
+
+def test_val_is_disjoint_from_train_and_nothing_temporary_is_left(balanced):
+    _, out, _ = balanced
+    train_ids = {r[0] for r in train_records(out)}
+    val = pq.ParquetDataset(glob.glob(os.path.join(out, "val", "*.parquet"))).read()
+    assert not train_ids & set(val.column("id").to_pylist())
+    assert set(val.column("cluster").to_pylist()) == {-1}
+    leftovers = [p for p in glob.glob(os.path.join(out, "**"), recursive=True)
+                 if ".staging" in p or "inprogress" in p]
+    assert leftovers == []
+    assert os.path.getsize(os.path.join(out, "report.png")) > 1000
+
+
+def test_same_records_whatever_the_files_and_batch_sizes(balanced, tmp_path):
+    corpus, out, _ = balanced
+    other = write_parquet_corpus(str(tmp_path / "resplit"), files=3, row_group=31)
+    run_job(other, tmp_path / "out2", "--num_shards", "2", "--clusters_per_class", "3", "--batch_size", "17")
+    assert train_records(out) == train_records(tmp_path / "out2")
+    for a, b in zip(sorted(glob.glob(os.path.join(out, "train", "*", "*.parquet"))),
+                    sorted(glob.glob(os.path.join(tmp_path, "out2", "train", "*", "*.parquet"))), strict=True):
+        assert pq.read_table(a).equals(pq.read_table(b))  # same rows, same order, same shard
+
+
+def test_multi_processing_mode_gives_identical_records(balanced, tmp_path):
+    corpus, out, _ = balanced
+    run_job(corpus, tmp_path / "mp", "--num_shards", "2", "--clusters_per_class", "3",
+            "--direct_running_mode=multi_processing", "--direct_num_workers=2", runner="DirectRunner")
+    assert train_records(out) == train_records(tmp_path / "mp")
+
+
+def test_rerun_into_same_folder_removes_stale_shards(balanced, tmp_path):
+    corpus, _, _ = balanced
+    out = tmp_path / "again"
+    run_job(corpus, out, "--num_shards", "3", "--output_format", "parquet")
+    m = run_job(corpus, out, "--num_shards", "1", "--output_format", "parquet")
+    files = sorted(os.path.relpath(p, out) for p in glob.glob(str(out / "train" / "*" / "*")))
+    assert files == sorted(s["path"] for c in m["classes"] for s in c["shards"]["parquet"])
+
+
+@pytest.mark.parametrize("strategy,expect", [
+    ("oversample", lambda c, big: c["output"] == big),
+    ("undersample", lambda c, big: c["output"] == min(x["train_input"] for x in c["_all"])),
+    ("none", lambda c, big: c["output"] == c["train_input"]),
+])
+def test_random_strategies(tmp_path, parquet_corpus, strategy, expect):
+    m = run_job(parquet_corpus, tmp_path / strategy, "--strategy", strategy, "--output_format", "parquet")
+    big = max(c["train_input"] for c in m["classes"])
+    for c in m["classes"]:
+        c["_all"] = m["classes"]
+        assert expect(c, big), (strategy, c["label"], c["output"])
+        assert [x["id"] for x in c["clusters"]] == [0]
+    counts = collections.Counter(r[1] for r in train_records(tmp_path / strategy))
+    assert counts == {c["label"]: c["output"] for c in m["classes"]}
+
+
+def test_target_counts_and_number_target(tmp_path, parquet_corpus):
+    m = run_job(parquet_corpus, tmp_path / "o", "--target", "150", "--target_counts", '{"d": 40}',
+                "--output_format", "parquet")
+    assert {c["label"]: c["output"] for c in m["classes"]} == {"a": 150, "b": 150, "c": 150, "d": 40}
+
+
+def test_csv_input_with_bad_rows(tmp_path):
+    rows = ["label,f0,f1,f2"]
+    rng = np.random.default_rng(0)
+    for i in range(200):
+        label = "x" if i % 10 else "y"
+        rows.append(f"{label}," + ",".join(f"{v:.4f}" for v in rng.normal(size=3)))
+    rows += ["y,1,2", "x,1,abc,3", "x,1,,3", ",1,2,3", "y,1,2,3,4"]
+    path = tmp_path / "data.csv"
+    path.write_text("\n".join(rows) + "\n")
+    m = run_job(str(path), tmp_path / "out", "--strategy", "oversample", "--output_format", "parquet")
+    t = m["totals"]
+    assert t["read"] == 205 and t["rejected"] == 5
+    assert m["payload"] == {"kind": "features", "dim": 3}
+    reasons = sorted(json.loads(x)["reason"] for x in open(glob.glob(str(tmp_path / "out/rejected/*.jsonl"))[0]))
+    assert reasons == sorted([
+        "row has 3 fields, expected 4", "value 'abc' in column 'f1' is not a number",
+        "missing value in column 'f1'", "label is missing", "row has 5 fields, expected 4"])
+
+
+def test_tfrecord_input_with_integer_labels_and_ids(tmp_path):
+    tf = pytest.importorskip("tensorflow")
+    path = str(tmp_path / "data.tfrecord.gz")
+    rng = np.random.default_rng(0)
+    with tf.io.TFRecordWriter(path, options="GZIP") as w:
+        for i in range(150):
+            label = 0 if i % 5 else 10
+            n = 4 if i != 7 else 3
+            ex = tf.train.Example(features=tf.train.Features(feature={
+                "id": tf.train.Feature(bytes_list=tf.train.BytesList(value=[f"rec-{i}".encode()])),
+                "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
+                "features": tf.train.Feature(float_list=tf.train.FloatList(value=rng.normal(size=n).tolist())),
+            }))
+            w.write(ex.SerializeToString())
+    m = run_job(path, tmp_path / "out", "--clusters_per_class", "2", "--output_format", "tfrecord")
+    assert [c["label"] for c in m["classes"]] == ["0", "10"]  # numeric order
+    assert m["payload"]["dim"] == 4  # the most common length
+    assert m["totals"]["rejected"] == 1
+    ids = set()
+    for c in m["classes"]:
+        for s in c["shards"]["tfrecord"]:
+            for rec in tf.data.TFRecordDataset(os.path.join(tmp_path, "out", s["path"]), compression_type="GZIP"):
+                ids.add(tf.train.Example.FromString(rec.numpy()).features.feature["id"].bytes_list.value[0])
+    assert all(i.startswith(b"rec-") for i in ids)
+
+
+def test_unreadable_file_fails_naming_it_or_is_rejected(tmp_path):
+    folder = tmp_path / "mixed"
+    write_parquet_corpus(str(folder), files=1, bad=False)
+    (folder / "broken.parquet").write_bytes(b"PAR1 this is not parquet")
+    from pipelines.sources import UnreadableFile
+
+    with pytest.raises(Exception, match="broken.parquet"):
+        run_job(str(folder), tmp_path / "o1")
+    m = run_job(str(folder), tmp_path / "o2", "--reject_unreadable_files", "--output_format", "parquet")
+    assert m["totals"]["rejected"] == 1 and m["totals"]["read"] == sum(SIZES.values()) + 1
+    assert UnreadableFile
+
+
+def test_clear_errors_before_running(tmp_path):
+    from pipelines import balance
+
+    with pytest.raises(ValueError, match="matches no parquet file"):
+        balance.run(["--input", str(tmp_path / "none*.parquet"), "--output", str(tmp_path / "o")])
+    single = tmp_path / "one"
+    single.mkdir()
+    pq.write_table(pa.table({"label": ["a"] * 5, "features": [[1.0, 2.0]] * 5}), single / "x.parquet")
+    with pytest.raises(Exception, match="single class"):
+        run_job(str(single), tmp_path / "o")
+    with pytest.raises(ValueError, match="--holdout_fraction must be in"):
+        run_job(str(single), tmp_path / "o", "--holdout_fraction", "1.5")
+
+
+def test_demo_runs_as_the_default(tmp_path, capsys):
+    from pipelines import balance
+
+    m = balance.run(["--demo_dir", str(tmp_path / "demo"), "--runner=FnApiRunner"])
+    inputs = [c["input"] for c in m["classes"]]
+    assert max(inputs) / min(inputs) >= 20
+    assert m["totals"]["rejected"] == 3
+    printed = capsys.readouterr().out
+    assert "read 566 = rejected 3" in printed and "manifest.json" in printed

@@ -1,0 +1,56 @@
+"""Combiners without Beam: one accumulator, many merged, merged in another order."""
+
+import itertools
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from transforms import hashing
+from transforms.sampling import BottomM
+from transforms.stats import ClassStats, holdout_mask
+
+
+def rows(n, seed=0):
+    rng = np.random.default_rng(seed)
+    ids = np.array([f"r{i}" for i in range(n)], dtype=object)
+    return hashing.hash_strings(list(ids)), ids, rng.normal(size=(n, 3)).astype(np.float32)
+
+
+def test_bottom_m_same_sample_whatever_the_merge_order():
+    keys, ids, x = rows(500)
+    whole = BottomM(40, 3).add(keys, ids, x).extract()
+    parts = [BottomM(40, 3).add(keys[s], ids[s], x[s]) for s in np.array_split(np.arange(500), 5)]
+    for perm in itertools.islice(itertools.permutations(parts), 0, 120, 17):
+        acc = BottomM(40, 3)
+        for p in perm:
+            acc.merge(BottomM(40, 3).merge(p))
+        got = acc.extract()
+        assert np.array_equal(got[0], whole[0]) and np.array_equal(got[2], whole[2])
+    assert np.all(np.diff(whole[0].astype(np.float64)) >= 0)
+    assert len(whole[0]) == 40 and set(whole[0]) == set(np.sort(keys)[:40])
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(1, 400), st.integers(1, 6), st.floats(0, 0.9))
+def test_class_stats_split_independent(n, parts, fraction):
+    keys, ids, x = rows(n, n)
+    thr = hashing.fraction_threshold(fraction)
+    one = ClassStats(25, 3).add(keys, ids, x, 7, thr).extract(7)
+    acc = ClassStats(25, 3)
+    for s in reversed(np.array_split(np.arange(n), parts)):
+        if len(s):
+            acc.merge(ClassStats(25, 3).add(keys[s], ids[s], x[s], 7, thr))
+    many = acc.extract(7)
+    assert (one.count, one.train, one.max_hold) == (many.count, many.train, many.max_hold)
+    assert np.array_equal(one.sample, many.sample)
+    # the train count is what the hold-out mask leaves, and never zero
+    held = holdout_mask(keys, 7, thr, one.max_hold)
+    assert one.train == n - held.sum() >= 1
+
+
+def test_single_record_class_stays_in_train():
+    keys, ids, x = rows(1)
+    s = ClassStats(10, 3).add(keys, ids, x, 0, hashing.fraction_threshold(0.99)).extract(0)
+    assert s.train == 1 and len(s.sample) == 1
+    assert not holdout_mask(keys, 0, hashing.fraction_threshold(0.99), s.max_hold).any()
