@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml setup.py
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m pipelines.balance --runner=FnApiRunner
+	$(BIN)/python -m pipelines.balance
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"

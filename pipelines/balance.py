@@ -196,7 +196,8 @@ def report(manifest: dict, cfg: BalanceConfig, result, seconds: float) -> None:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s",
+                        datefmt="%H:%M:%S", force=True)
     logging.getLogger("pipelines").setLevel(logging.INFO)
     try:
         run()

@@ -85,6 +85,8 @@ def make_plan(histograms, models: dict, cfg, dim: int) -> dict:
             "rules": rules,
         }
     holdout = sum(c["holdout"] for c in classes.values())
+    log.info("plan (%s): %d classes, %d training records -> %d to write", cfg.strategy, len(classes),
+             sum(c["train"] for c in classes.values()), sum(c["target"] for c in classes.values()))
     return {
         "order": labels, "classes": classes, "dim": dim,
         "val_shards": planning.shard_count(holdout, row_bytes(dim), target_bytes),
@@ -116,7 +118,10 @@ def write_shard(dest, table, paths, plan, cfg) -> dict:
     if dest[0] == "rejected":
         table = table if table is not None else shards.REJECTED_SCHEMA.empty_table()
         _write(out, paths["jsonl"], shards.jsonl_bytes(table))
-        return {"dest": list(dest), "records": table.num_rows, "paths": paths, "clusters": {}}
+        labels, counts = np.unique([str(v) for v in table.column("label").to_pylist()], return_counts=True)
+        by_label = {str(k): int(n) for k, n in zip(labels, counts, strict=True)}
+        return {"dest": list(dest), "records": table.num_rows, "paths": paths, "clusters": {},
+                "by_label": by_label}
     dim = plan["dim"]
     if table is None:
         table = shards.row_schema(dim).empty_table()
@@ -195,6 +200,7 @@ def build_manifest(by_dest: dict, plan: dict, cfg, run_info: dict) -> dict:
     if val_records != holdout:
         raise RuntimeError(f"internal: val/ holds {val_records} records, the hold-out {holdout}")
     rejected = by_dest[("rejected", 0, 0)]["records"]
+    by_label = by_dest[("rejected", 0, 0)]["by_label"]
     train_input = sum(c["train_input"] for c in classes)
     return {
         "schema_version": SCHEMA_VERSION,
@@ -207,7 +213,8 @@ def build_manifest(by_dest: dict, plan: dict, cfg, run_info: dict) -> dict:
         "classes": classes,
         "val": {"records": val_records,
                 "shards": {fmt: [{"path": i["paths"][fmt], "records": i["records"]} for i in val] for fmt in formats}},
-        "rejected": {"records": rejected, "path": "rejected/"},
+        "rejected": {"records": rejected, "path": "rejected/",
+                     "by_label": by_label},  # rejected records per label as read ("None": no label)
         "run": run_info,
     }
 

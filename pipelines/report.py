@@ -7,12 +7,17 @@ import io
 
 def summary_table(manifest: dict) -> str:
     """Per class: read, rejected, held out, clusters, target, written; then totals."""
-    rows = [("class", "read", "held out", "train in", "clusters", "target", "written")]
+    rows = [("class", "read", "rejected", "held out", "train in", "clusters", "target", "written")]
+    by_label = dict(manifest["rejected"].get("by_label", {}))
     for c in manifest["classes"]:
         k = sum(1 for x in c["clusters"] if x["input"] > 0)
-        rows.append((c["label"], c["input"], c["holdout"], c["train_input"], k, c["target"], c["output"]))
+        bad = by_label.pop(c["label"], 0)
+        rows.append((c["label"], c["input"] + bad, bad, c["holdout"], c["train_input"], k, c["target"], c["output"]))
+    if by_label:  # rejected records whose label is missing or names no valid class
+        n = sum(by_label.values())
+        rows.append(("(other)", n, n, 0, 0, "", "", 0))
     t = manifest["totals"]
-    rows.append(("TOTAL", t["read"] - t["rejected"], t["holdout"], t["train_input"], "", "", t["output"]))
+    rows.append(("TOTAL", t["read"], t["rejected"], t["holdout"], t["train_input"], "", "", t["output"]))
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(str(v).rjust(w) if i else str(v).ljust(w) for i, (v, w) in enumerate(zip(r, widths, strict=True)))
              for r in rows]

@@ -45,6 +45,7 @@ class _ReadValid(beam.DoFn):
         self.read = Metrics.counter(NS, "records_read")
         self.rejected = Metrics.counter(NS, "records_rejected")
         self.files_rejected = Metrics.counter(NS, "files_rejected")
+        self.seen = 0
 
     def process(self, unit, dim):
         try:
@@ -52,6 +53,7 @@ class _ReadValid(beam.DoFn):
                 good, bad = records.validate(raw, dim)
                 if self.count:
                     self.read.inc(len(raw["row"]))
+                    self._progress(len(raw["row"]))
                 if bad is not None:
                     if self.count:
                         self.rejected.inc(len(bad["row"]))
@@ -68,6 +70,11 @@ class _ReadValid(beam.DoFn):
                 self.rejected.inc(1)
                 self.files_rejected.inc(1)
             yield beam.pvalue.TaggedOutput("rejected", records.rejected_file(unit[0], f"unreadable file: {e}"))
+
+    def _progress(self, n: int) -> None:
+        before, self.seen = self.seen, self.seen + n
+        if before // 1_000_000 != self.seen // 1_000_000:
+            log.info("final pass: this worker has resampled %d records", self.seen)
 
 
 class _LengthHistogram(beam.DoFn):

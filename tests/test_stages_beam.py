@@ -1,0 +1,72 @@
+"""Beam stages with TestPipeline and assert_that, on small in-memory batches."""
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from pipelines import stages
+from pipelines.options import BalanceConfig
+from transforms import hashing, kmeans, records
+from transforms.stats import ClassStats
+
+
+def batches(n_per_class, dim=3, parts=4, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = np.array([c for c, n in n_per_class.items() for _ in range(n)], dtype=object)
+    x = rng.normal(size=(len(labels), dim)).astype(np.float32)
+    keys = hashing.content_keys(labels, x)
+    good = {"id": hashing.hex_ids(keys).astype(object), "key": keys, "label": labels, "features": x}
+    return [records.take(good, s) for s in np.array_split(rng.permutation(len(labels)), parts)]
+
+
+CFG = BalanceConfig(input="unused", output="unused", input_format="parquet", clusters_per_class=2,
+                    kmeans_sample=50, holdout_fraction=0.2, seed=3)
+
+
+def pipeline():
+    return TestPipeline(options=PipelineOptions(["--runner=FnApiRunner"]))
+
+
+def test_class_models_count_and_fit_per_class():
+    with pipeline() as p:
+        models = p | beam.Create(batches({"a": 200, "b": 9})) | stages.ClassModels(CFG, 3)
+        summary = models | beam.Map(lambda kv: (kv[0], kv[1]["count"], len(kv[1]["centroids"]),
+                                                kv[1]["train"] >= 1))
+        assert_that(summary, equal_to([("a", 200, 2, True), ("b", 9, 2, True)]))
+
+
+def pure_models(data):
+    """What ClassModels computes, without Beam: one accumulator per class over all rows."""
+    good = records.concat(data)
+    out = {}
+    for label in sorted(set(good["label"])):
+        rows = good["label"] == label
+        stats = ClassStats(CFG.kmeans_sample, 3).add(
+            good["key"][rows], good["id"][rows], good["features"][rows], CFG.seed,
+            hashing.fraction_threshold(CFG.holdout_fraction)).extract(CFG.seed)
+        centroids = kmeans.fit_centroids(stats.sample, 2, hashing.seed_for(CFG.seed, label))
+        out[label] = {"count": stats.count, "train": stats.train, "max_hold": stats.max_hold,
+                      "centroids": centroids}
+    return out
+
+
+def test_models_do_not_depend_on_how_batches_are_cut():
+    want = pure_models(batches({"a": 300, "b": 40}, parts=1))
+    expected = [(k, v["train"], v["centroids"].tobytes()) for k, v in want.items()]
+    with pipeline() as p:
+        out = (p | beam.Create(batches({"a": 300, "b": 40}, parts=7)) | stages.ClassModels(CFG, 3)
+               | beam.Map(lambda kv: (kv[0], kv[1]["train"], kv[1]["centroids"].tobytes())))
+        assert_that(out, equal_to(expected))
+
+
+def test_cluster_histograms_add_up_to_the_train_rows():
+    data = batches({"a": 500, "b": 30})
+    models = pure_models(data)
+    with pipeline() as p:
+        hist = (p | beam.Create(data)
+                | stages.ClusterHistograms(CFG, beam.pvalue.AsDict(p | "M" >> beam.Create(list(models.items()))))
+                | beam.Map(lambda kv: (kv[0][0], int(kv[1].sum())))
+                | beam.CombinePerKey(sum))
+        assert_that(hist, equal_to([("a", models["a"]["train"]), ("b", models["b"]["train"])]))
