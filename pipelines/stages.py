@@ -156,13 +156,11 @@ class _ClassPartials(beam.DoFn):
 
     def process(self, good, dim):
         m = self.cfg.kmeans_sample if self.cfg.clusters > 1 else 0
-        labels = good["label"]
-        for label in np.unique(labels.astype(str)):
-            rows = labels == label
+        for label, rows in records.group_rows(good["label"]):
             stats = ClassStats(m, dim).add(
                 good["key"][rows], good["id"][rows], good["features"][rows], self.cfg.seed, self.threshold
             )
-            yield str(label), stats
+            yield label, stats
 
 
 class _ClassStatsFn(beam.CombineFn):
@@ -225,15 +223,13 @@ class ClassModels(beam.PTransform):
 def split_and_assign(good: dict, models: dict, cfg):
     """Per class in the batch: (label, model, holdout mask, cluster per row)."""
     threshold = hashing.fraction_threshold(cfg.holdout_fraction)
-    labels = good["label"]
-    for label in np.unique(labels.astype(str)):
-        rows = np.flatnonzero(labels == label)
-        model = models[str(label)]
+    for label, rows in records.group_rows(good["label"]):
+        model = models[label]
         held = holdout_mask(good["key"][rows], cfg.seed, threshold, model["max_hold"])
         train = rows[~held]
         c = model["centroids"]
         clusters = kmeans.assign(good["features"][train], c) if c is not None else np.zeros(len(train), np.int32)
-        yield str(label), model, rows[held], train, clusters
+        yield label, model, rows[held], train, clusters
 
 
 class _BucketHistograms(beam.DoFn):

@@ -165,6 +165,14 @@ def _set(reasons: np.ndarray, mask: np.ndarray, text: str) -> None:
     reasons[mask] = text
 
 
+def group_rows(labels: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    """(label, row positions) per distinct label of a batch, in label order; one sort."""
+    uniq, inverse = np.unique(np.asarray(labels).astype(str), return_inverse=True)
+    order = np.argsort(inverse, kind="stable")
+    bounds = np.searchsorted(inverse[order], np.arange(len(uniq) + 1))
+    return [(str(u), order[bounds[i]:bounds[i + 1]]) for i, u in enumerate(uniq)]
+
+
 def take(batch: dict, index: np.ndarray) -> dict:
     """Rows `index` (mask or positions) of a columnar batch."""
     return {k: v[index] for k, v in batch.items()}

@@ -4,6 +4,9 @@ A bottom-m sample is a mergeable summary: the bottom m of a union is the bottom 
 of the parts' bottom m's, so workers can sample their share of a class and the
 results combine in any order and grouping to the same sample. Used for the k-means
 sample, whose size is bounded by m whatever the class size.
+
+Rows that tie on the 64-bit key are the same record (keys are hashes of ids), so
+which of them survives a cut does not change the sample's content.
 """
 
 from __future__ import annotations
@@ -12,33 +15,48 @@ import numpy as np
 
 
 class BottomM:
-    """The m rows with the smallest uint64 keys seen so far (ties: by id)."""
+    """The m rows with the smallest uint64 keys seen so far."""
 
     def __init__(self, m: int, dim: int, dtype=np.float32):
         self.m = int(m)
-        self.keys = np.zeros(0, np.uint64)
-        self.ids = np.zeros(0, dtype=object)
-        self.rows = np.zeros((0, dim), dtype=dtype)
+        self.dim = dim
+        self.dtype = dtype
+        self._parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self._rows = 0
 
     def add(self, keys: np.ndarray, ids: np.ndarray, rows: np.ndarray) -> BottomM:
-        self.keys = np.concatenate([self.keys, np.asarray(keys, np.uint64)])
-        self.ids = np.concatenate([self.ids, np.asarray(ids, dtype=object)])
-        self.rows = np.concatenate([self.rows, np.asarray(rows, self.rows.dtype)])
-        if len(self.keys) > 2 * self.m:
+        if self.m == 0 or len(keys) == 0:
+            return self
+        self._parts.append((np.asarray(keys, np.uint64), np.asarray(ids, dtype=object),
+                            np.asarray(rows, self.dtype)))
+        self._rows += len(keys)
+        if self._rows > 2 * self.m:  # amortised: each row is copied O(1) times
             self._compact()
         return self
 
     def merge(self, other: BottomM) -> BottomM:
-        return self.add(other.keys, other.ids, other.rows)
+        for part in other._parts:
+            self.add(*part)
+        return self
+
+    def _concat(self):
+        if not self._parts:
+            return np.zeros(0, np.uint64), np.zeros(0, object), np.zeros((0, self.dim), self.dtype)
+        if len(self._parts) == 1:
+            return self._parts[0]
+        return tuple(np.concatenate([p[i] for p in self._parts]) for i in range(3))
 
     def _compact(self) -> None:
-        if len(self.keys) <= self.m:
-            return
-        order = np.lexsort((self.ids.astype(str), self.keys))[: self.m]
-        self.keys, self.ids, self.rows = self.keys[order], self.ids[order], self.rows[order]
+        keys, ids, rows = self._concat()
+        if len(keys) > self.m:
+            keep = np.argpartition(keys, self.m - 1)[: self.m]
+            keys, ids, rows = keys[keep], ids[keep], rows[keep]
+        self._parts = [(keys, ids, rows)]
+        self._rows = len(keys)
 
     def extract(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(keys, ids, rows) of the sample, in increasing key order."""
         self._compact()
-        order = np.lexsort((self.ids.astype(str), self.keys))
-        return self.keys[order], self.ids[order], self.rows[order]
+        keys, ids, rows = self._parts[0] if self._parts else self._concat()
+        order = np.argsort(keys, kind="stable")
+        return keys[order], ids[order], rows[order]
