@@ -45,8 +45,17 @@ def class_counts(rows: int, classes: int, ratio: float) -> np.ndarray:
     return counts
 
 
-def generate(rows: int, dim: int, classes: int, ratio: float, seed: int, output: str,
-             ids: bool = False, row_group: int = ROW_GROUP, rows_per_file: int = ROWS_PER_FILE) -> dict:
+def generate(
+    rows: int,
+    dim: int,
+    classes: int,
+    ratio: float,
+    seed: int,
+    output: str,
+    ids: bool = False,
+    row_group: int = ROW_GROUP,
+    rows_per_file: int = ROWS_PER_FILE,
+) -> dict:
     """Writes the corpus under `output`; returns its description (also OUTPUT/_corpus.json)."""
     rng = np.random.default_rng(seed)
     counts = class_counts(rows, classes, ratio)
@@ -56,8 +65,10 @@ def generate(rows: int, dim: int, classes: int, ratio: float, seed: int, output:
     for stale in os.listdir(output):
         if stale.endswith(".parquet") or stale == "_corpus.json":
             os.remove(os.path.join(output, stale))
-    schema = pa.schema([("label", pa.string()), ("features", pa.list_(pa.float32(), dim))]
-                       + ([("id", pa.string())] if ids else []))
+    schema = pa.schema(
+        [("label", pa.string()), ("features", pa.list_(pa.float32(), dim))]
+        + ([("id", pa.string())] if ids else [])
+    )
     groups_per_file = max(1, rows_per_file // row_group)
     remaining = counts.copy()
     writer, files, done, group = None, [], 0, 0
@@ -68,8 +79,10 @@ def generate(rows: int, dim: int, classes: int, ratio: float, seed: int, output:
         label = rng.permutation(np.repeat(np.arange(classes), per_class))
         sub = rng.integers(0, SUBCLUSTERS, n)
         x = centres[label, sub] + rng.standard_normal((n, dim), dtype=np.float32)
-        columns = [pa.array(names[label], pa.string()),
-                   pa.FixedSizeListArray.from_arrays(pa.array(x.ravel()), dim)]
+        columns = [
+            pa.array(names[label], pa.string()),
+            pa.FixedSizeListArray.from_arrays(pa.array(x.ravel()), dim),
+        ]
         if ids:
             columns.append(pa.array([f"r{i:012d}" for i in range(done, done + n)], pa.string()))
         if group % groups_per_file == 0:
@@ -82,16 +95,26 @@ def generate(rows: int, dim: int, classes: int, ratio: float, seed: int, output:
         group += 1
     if writer is not None:
         writer.close()
-    info = {"rows": rows, "dim": dim, "classes": classes, "ratio": ratio, "seed": seed, "ids": ids,
-            "subclusters": SUBCLUSTERS, "row_group": row_group, "files": files,
-            "class_counts": {str(names[c]): int(counts[c]) for c in range(classes)}}
+    info = {
+        "rows": rows,
+        "dim": dim,
+        "classes": classes,
+        "ratio": ratio,
+        "seed": seed,
+        "ids": ids,
+        "subclusters": SUBCLUSTERS,
+        "row_group": row_group,
+        "files": files,
+        "class_counts": {str(names[c]): int(counts[c]) for c in range(classes)},
+    }
     with open(os.path.join(output, "_corpus.json"), "w") as f:
         json.dump(info, f, indent=2)
     return info
 
 
-def is_complete(output: str, rows: int, dim: int, classes: int, ratio: float, seed: int,
-                ids: bool = False) -> bool:
+def is_complete(
+    output: str, rows: int, dim: int, classes: int, ratio: float, seed: int, ids: bool = False
+) -> bool:
     """Whether `output` already holds this exact corpus (its _corpus.json says so)."""
     try:
         with open(os.path.join(output, "_corpus.json")) as f:
@@ -100,11 +123,14 @@ def is_complete(output: str, rows: int, dim: int, classes: int, ratio: float, se
         return False
     want = {"rows": rows, "dim": dim, "classes": classes, "ratio": ratio, "seed": seed, "ids": ids}
     return all(info.get(k) == v for k, v in want.items()) and all(
-        os.path.exists(os.path.join(output, f)) for f in info["files"])
+        os.path.exists(os.path.join(output, f)) for f in info["files"]
+    )
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.make_corpus", description=__doc__.split("\n\n")[1])
+    ap = argparse.ArgumentParser(
+        prog="python -m benchmarks.make_corpus", description=__doc__.split("\n\n")[1]
+    )
     ap.add_argument("--rows", type=int, required=True)
     ap.add_argument("--dim", type=int, default=64)
     ap.add_argument("--classes", type=int, default=10)
@@ -115,8 +141,11 @@ def main() -> None:
     ap.add_argument("--output", required=True)
     a = ap.parse_args()
     started = time.time()
-    info = generate(a.rows, a.dim, a.classes, a.ratio, a.seed, a.output, a.ids, rows_per_file=a.rows_per_file)
-    print(f"{a.rows} rows in {len(info['files'])} files under {a.output} ({time.time() - started:.1f}s)")
+    info = generate(
+        a.rows, a.dim, a.classes, a.ratio, a.seed, a.output, a.ids, rows_per_file=a.rows_per_file
+    )
+    seconds = time.time() - started
+    print(f"{a.rows} rows in {len(info['files'])} files under {a.output} ({seconds:.1f}s)")
     print("class counts: " + ", ".join(f"{k}={v}" for k, v in info["class_counts"].items()))
 
 

@@ -125,7 +125,7 @@ def write_shard(dest, table, paths, plan, cfg) -> dict:
     dim = plan["dim"]
     if table is None:
         table = shards.row_schema(dim).empty_table()
-    table = shards.output_table(shards.sort_rows(table), plan["order"])
+    table = shards.output_table(table, plan["order"])
     for fmt, rel in paths.items():
         data = shards.parquet_bytes(table) if fmt == "parquet" else shards.tfrecord_bytes(table, dim)
         _write(out, rel, data)
@@ -231,9 +231,11 @@ def _remove_stale(out: str, infos) -> None:
 
 
 def _remove_tree(path: str) -> None:
-    found = [m.path for r in FileSystems.match([FileSystems.join(path, "**")]) for m in r.metadata_list]
-    shards.delete(found)
+    """Deletes a folder and everything in it (one call on local disk)."""
     try:
         FileSystems.delete([path])
-    except Exception:  # noqa: BLE001 - an empty local folder may remain; harmless
+        return
+    except Exception:  # noqa: BLE001 - object stores: delete the objects one by one
         pass
+    found = [m.path for r in FileSystems.match([FileSystems.join(path, "**")]) for m in r.metadata_list]
+    shards.delete(found)

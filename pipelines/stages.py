@@ -285,20 +285,19 @@ class _Resample(beam.DoFn):
             cp = plan["classes"][label]
             self.holdout.inc(len(held))
             self.train.inc(len(train))
-            if len(held):
-                write_val(self.writer, good, held, cp["index"], plan, self.cfg)
+            write_val(self.writer, good, held, cp["index"], plan, self.cfg)
             u = hashing.decision(good["key"][train], self.cfg.seed, hashing.COPIES)
+            copies = np.zeros(len(train), np.int64)
+            pending = np.zeros(len(train), bool)
             for c in np.unique(clusters):
                 in_c = clusters == c
-                rule = cp["rules"][int(c)]
-                copies, pending = selection.copies_by_rule(u[in_c], rule)
-                rows = train[in_c]
-                self.written.inc(int(copies[~pending].sum()))
-                write_train(self.writer, good, rows[~pending], copies[~pending], cp, int(c), self.cfg)
-                if pending.any():
-                    yield beam.pvalue.TaggedOutput(
-                        "boundary", ((label, int(c)), records.take(good, rows[pending]))
-                    )
+                copies[in_c], pending[in_c] = selection.copies_by_rule(u[in_c], cp["rules"][int(c)])
+            done = ~pending
+            self.written.inc(int(copies[done].sum()))
+            write_train(self.writer, good, train[done], copies[done], clusters[done], cp, self.cfg)
+            for c in np.unique(clusters[pending]):
+                rows = train[pending & (clusters == c)]
+                yield beam.pvalue.TaggedOutput("boundary", ((label, int(c)), records.take(good, rows)))
         yield from self.writer.drain()
 
     def finish_bundle(self):
@@ -306,34 +305,32 @@ class _Resample(beam.DoFn):
             yield _windowed(fragment)
 
 
-def write_train(writer, good, rows, copies, cp, cluster, cfg):
-    """Expands rows into their copies and sends each copy to its shard."""
-    if not len(rows):
-        return
-    rep = np.repeat(rows, copies)
+def write_train(writer, good, rows, copies, clusters, cp, cfg):
+    """Expands rows into their copies and sends each copy to its shard.
+
+    A copy's shard and its place in the shard come from hash(id, copy, seed).
+    """
+    rep = np.repeat(np.arange(len(rows)), copies)
     if not len(rep):
         return
     copy_index = np.arange(len(rep)) - np.repeat(np.cumsum(copies) - copies, copies)
-    base = hashing.decision(good["key"][rep], cfg.seed, hashing.SHARD)
+    src = rows[rep]
+    base = hashing.decision(good["key"][src], cfg.seed, hashing.SHARD)
     order = hashing.mix64(base + copy_index.astype(np.uint64))
     shard = (order % np.uint64(cp["shards"])).astype(np.int64)
-    for s in np.unique(shard):
-        at = shard == s
-        idx = rep[at]
-        writer.add(("train", cp["index"], int(s)), shards.rows_table(
-            good["id"][idx], order[at], np.full(len(idx), cp["index"]), np.full(len(idx), cluster),
-            good["features"][idx]))
+    writer.add_split("train", cp["index"], shard, {
+        "id": good["id"][src], "order": order, "label": np.full(len(src), cp["index"], np.int32),
+        "cluster": clusters[rep].astype(np.int32), "features": good["features"][src]})
 
 
 def write_val(writer, good, rows, index, plan, cfg):
+    if not len(rows):
+        return
     order = hashing.decision(good["key"][rows], cfg.seed, hashing.SHARD)
     shard = (order % np.uint64(plan["val_shards"])).astype(np.int64)
-    for s in np.unique(shard):
-        at = shard == s
-        idx = rows[at]
-        writer.add(("val", 0, int(s)), shards.rows_table(
-            good["id"][idx], order[at], np.full(len(idx), index), np.full(len(idx), -1),
-            good["features"][idx]))
+    writer.add_split("val", 0, shard, {
+        "id": good["id"][rows], "order": order, "label": np.full(len(rows), index, np.int32),
+        "cluster": np.full(len(rows), -1, np.int32), "features": good["features"][rows]})
 
 
 class _SettleBoundary(beam.DoFn):
@@ -352,7 +349,8 @@ class _SettleBoundary(beam.DoFn):
         copies = selection.settle_boundary(u, batch["id"].astype(str), rule)
         writer = shards.FragmentWriter(self.staging)
         self.written.inc(int(copies.sum()))
-        write_train(writer, batch, np.arange(len(u)), copies, cp, cluster, self.cfg)
+        n = len(u)
+        write_train(writer, batch, np.arange(n), copies, np.full(n, cluster), cp, self.cfg)
         yield from writer.flush()
 
 
@@ -364,7 +362,7 @@ class _WriteRejected(beam.DoFn):
         self.writer = shards.FragmentWriter(self.staging)
 
     def process(self, bad):
-        self.writer.add(("rejected", 0, 0), shards.rejected_table(bad))
+        self.writer.add(("rejected", 0, 0), bad)
         yield from self.writer.drain()
 
     def finish_bundle(self):

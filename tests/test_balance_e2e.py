@@ -223,3 +223,12 @@ def test_demo_runs_as_the_default(tmp_path, capsys):
     assert m["totals"]["rejected"] == 3
     printed = capsys.readouterr().out
     assert "read 566 = rejected 3" in printed and "manifest.json" in printed
+
+
+def test_output_is_complete_when_writers_flush_mid_bundle(tmp_path, parquet_corpus, monkeypatch):
+    from pipelines import shards
+
+    monkeypatch.setattr(shards, "FLUSH_BYTES", 4096)  # in-process runner: every few rows
+    m = run_job(parquet_corpus, tmp_path / "o", "--output_format", "parquet", "--num_shards", "3")
+    counts = collections.Counter(r[1] for r in train_records(tmp_path / "o"))
+    assert counts == {c["label"]: c["target"] for c in m["classes"]}

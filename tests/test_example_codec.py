@@ -42,6 +42,9 @@ def test_encoder_matches_tensorflow():
     x = rng.normal(size=(5, 5)).astype(np.float32)
     ours = example_codec.encode_examples(ids, 3, "cät/ 1", clusters, floats={"features": x})
     ref = reference(ids, 3, "cät/ 1", clusters, x)
+    # the vectorised path (mixed layouts: id lengths, 1-, 2- and 10-byte cluster varints)
+    assert example_codec.encode_tfrecords(ids, 3, "cät/ 1", clusters, floats={"features": x}) == \
+        example_codec.tfrecord_frames(ours)
     for a, b in zip(ours, ref, strict=True):  # the same message (map order aside)
         assert tf.train.Example.FromString(a) == tf.train.Example.FromString(b)
     parsed = tf.io.parse_example(tf.constant(ours), SPEC)
@@ -51,7 +54,9 @@ def test_encoder_matches_tensorflow():
     assert set(parsed["label"].numpy().tolist()) == {3}
 
 
-def test_tfrecord_shard_reads_back_with_tf_data(tmp_path):
+@pytest.mark.parametrize("encode_rows", [16384, 7])  # one gzip member, or many
+def test_tfrecord_shard_reads_back_with_tf_data(tmp_path, monkeypatch, encode_rows):
+    monkeypatch.setattr(shards, "ENCODE_ROWS", encode_rows)
     rng = np.random.default_rng(1)
     x = rng.normal(size=(300, 5)).astype(np.float32)
     table = pa.table({

@@ -43,7 +43,7 @@ def label_strings(column: pa.Array) -> np.ndarray:
         column = column.cast(pa.string())
     if not pa.types.is_string(column.type) and not pa.types.is_large_string(column.type):
         column = column.cast(pa.string())
-    return np.asarray(column.to_pylist(), dtype=object)
+    return column.to_numpy(zero_copy_only=False).astype(object, copy=False)
 
 
 def ragged_from_list(column: pa.Array) -> tuple[np.ndarray, np.ndarray]:
@@ -102,8 +102,9 @@ def validate(raw: dict, dim: int) -> tuple[dict | None, dict | None]:
     reasons = np.array(raw["errors"], dtype=object, copy=True) if raw.get("errors") is not None else np.full(n, None, object)
     free = reasons == None  # noqa: E711
 
-    missing_label = np.array([v is None for v in label], dtype=bool)
-    empty_label = np.array([v is not None and not str(v).strip() for v in label], dtype=bool)
+    lab = pa.array(label, pa.string())
+    missing_label = lab.is_null().to_numpy(zero_copy_only=False)
+    empty_label = pc.equal(pc.utf8_trim_whitespace(lab), "").fill_null(False).to_numpy(zero_copy_only=False)
     _set(reasons, free & missing_label, "label is missing")
     free = reasons == None  # noqa: E711
     _set(reasons, free & empty_label, "label is empty")
@@ -131,11 +132,12 @@ def validate(raw: dict, dim: int) -> tuple[dict | None, dict | None]:
 
     good = None
     if len(keep):
-        labels = np.asarray([str(v) for v in label[keep]], dtype=object)
+        labels = np.asarray(label[keep], dtype=object)  # str: readers give str or None
         ids_in = raw.get("id")
         if ids_in is not None:
-            ids = np.asarray([None if v is None else str(v) for v in ids_in[keep]], dtype=object)
-            no_id = np.array([v is None or v == "" for v in ids], dtype=bool)
+            ids = np.asarray(ids_in[keep], dtype=object)
+            id_arr = pa.array(ids, pa.string())
+            no_id = pc.or_(id_arr.is_null(), pc.equal(id_arr, "")).fill_null(True).to_numpy(zero_copy_only=False)
         else:
             ids = np.full(len(keep), None, dtype=object)
             no_id = np.ones(len(keep), dtype=bool)
