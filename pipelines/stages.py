@@ -180,6 +180,11 @@ class _ClassStatsFn(beam.CombineFn):
                 out = a if out is None else out.merge(a)
         return out
 
+    def compact(self, acc):
+        if acc is not None:
+            acc.sample.compact()  # ship at most m sample rows per accumulator
+        return acc
+
     def extract_output(self, acc):
         return acc.extract(self.cfg.seed)
 
@@ -213,7 +218,8 @@ class ClassModels(beam.PTransform):
         return (
             good
             | "Partials" >> beam.ParDo(_ClassPartials(self.cfg), self.dim)
-            | "Combine" >> beam.CombinePerKey(_ClassStatsFn(self.cfg)).with_hot_key_fanout(8)
+            # Fan-out multiplies the sample rows a worker holds per class, so keep it small.
+            | "Combine" >> beam.CombinePerKey(_ClassStatsFn(self.cfg)).with_hot_key_fanout(2)
             | "FitKMeans" >> beam.ParDo(_FitKMeans(self.cfg))
         )
 

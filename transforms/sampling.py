@@ -30,7 +30,7 @@ class BottomM:
         self._parts.append((np.asarray(keys, np.uint64), np.asarray(ids, dtype=object),
                             np.asarray(rows, self.dtype)))
         self._rows += len(keys)
-        if self._rows > 2 * self.m:  # amortised: each row is copied O(1) times
+        if self._rows > self.m + max(self.m // 4, 4096):  # amortised: O(1) copies per row
             self._compact()
         return self
 
@@ -45,6 +45,11 @@ class BottomM:
         if len(self._parts) == 1:
             return self._parts[0]
         return tuple(np.concatenate([p[i] for p in self._parts]) for i in range(3))
+
+    def compact(self) -> BottomM:
+        """Cuts to at most m rows (before an accumulator is shipped)."""
+        self._compact()
+        return self
 
     def _compact(self) -> None:
         keys, ids, rows = self._concat()
