@@ -185,7 +185,10 @@ def write_atomic(path: str, data: bytes) -> None:
 
 def parquet_bytes(table: pa.Table) -> bytes:
     buf = io.BytesIO()
-    pq.write_table(table, buf, compression="snappy", row_group_size=64 * 1024)
+    # Dictionary encoding only where values repeat: tried on float features it costs a
+    # third of the write time and is dropped anyway.
+    pq.write_table(table, buf, compression="snappy", row_group_size=64 * 1024,
+                   use_dictionary=["label_text", "cluster"])
     return buf.getvalue()
 
 
