@@ -64,7 +64,7 @@ def run(rows: int, dim: int, repeat: int = 1) -> list[dict]:
     steps = [
         ("encode", encode),
         ("gzip", lambda: shards.gzip_bytes([encoded])),
-        ("tfrecord_bytes", lambda: shards.tfrecord_bytes(table, dim)),
+        ("tfrecord_bytes", lambda: shards.tfrecord_bytes(table)),
         ("parquet_bytes", lambda: shards.parquet_bytes(table)),
     ]
     results = []

@@ -44,8 +44,22 @@ def class_dirs(labels: list[str]) -> dict[str, str]:
     return out
 
 
-def row_bytes(dim: int) -> int:
-    return 4 * dim + 40
+ROW_OVERHEAD = 40  # id, label, cluster and framing, per row
+
+
+def payload_schema(cfg, dim: int) -> dict[str, int | None]:
+    """Payload columns of the shards: name -> vector length (None for bytes)."""
+    if cfg.payload == "features":
+        return {"features": dim}
+    return {"image": None, "format": None, **({"embedding": dim} if cfg.keep_embeddings else {})}
+
+
+def payload_info(cfg, dim: int) -> dict:
+    """The manifest's "payload" entry."""
+    if cfg.payload == "features":
+        return {"kind": "features", "dim": dim}
+    return {"kind": "image", "cluster_on": cfg.cluster_on, "vector_dim": dim,
+            "embedding": dim if cfg.keep_embeddings else None}
 
 
 def make_plan(histograms, models: dict, cfg, dim: int) -> dict:
@@ -79,18 +93,22 @@ def make_plan(histograms, models: dict, cfg, dim: int) -> dict:
             "label": label, "index": cp.index, "dir": dirs[label],
             "count": model["count"], "train": cp.train_input, "holdout": model["count"] - cp.train_input,
             "target": cp.target,
-            "shards": planning.shard_count(cp.target, row_bytes(dim), target_bytes, cfg.num_shards),
+            "shards": planning.shard_count(cp.target, _row_bytes(model), target_bytes, cfg.num_shards),
             "clusters": [{"id": c, "input": int(n), "quota": int(q)}
                          for c, (n, q) in enumerate(zip(cp.cluster_sizes, cp.quotas, strict=True))],
             "rules": rules,
         }
-    holdout = sum(c["holdout"] for c in classes.values())
+    val_bytes = sum(_row_bytes(models[x]) * classes[x]["holdout"] for x in labels)
     log.info("plan (%s): %d classes, %d training records -> %d to write", cfg.strategy, len(classes),
              sum(c["train"] for c in classes.values()), sum(c["target"] for c in classes.values()))
     return {
-        "order": labels, "classes": classes, "dim": dim,
-        "val_shards": planning.shard_count(holdout, row_bytes(dim), target_bytes),
+        "order": labels, "classes": classes, "dim": dim, "payload": payload_schema(cfg, dim),
+        "val_shards": planning.shard_count(val_bytes, 1, target_bytes),
     }
+
+
+def _row_bytes(model: dict) -> int:
+    return model["bytes"] // max(1, model["count"]) + ROW_OVERHEAD
 
 
 def shard_paths(dest: tuple, plan: dict, formats) -> dict[str, str]:
@@ -122,12 +140,11 @@ def write_shard(dest, table, paths, plan, cfg) -> dict:
         by_label = {str(k): int(n) for k, n in zip(labels, counts, strict=True)}
         return {"dest": list(dest), "records": table.num_rows, "paths": paths, "clusters": {},
                 "by_label": by_label}
-    dim = plan["dim"]
     if table is None:
-        table = shards.row_schema(dim).empty_table()
+        table = shards.row_schema(plan["payload"]).empty_table()
     table = shards.output_table(table, plan["order"])
     for fmt, rel in paths.items():
-        data = shards.parquet_bytes(table) if fmt == "parquet" else shards.tfrecord_bytes(table, dim)
+        data = shards.parquet_bytes(table) if fmt == "parquet" else shards.tfrecord_bytes(table)
         _write(out, rel, data)
     clusters, counts = np.unique(table.column("cluster").to_numpy(), return_counts=True)
     log.info("wrote %s (%d records)", " + ".join(paths.values()), table.num_rows)
@@ -206,7 +223,7 @@ def build_manifest(by_dest: dict, plan: dict, cfg, run_info: dict) -> dict:
         "schema_version": SCHEMA_VERSION,
         "seed": cfg.seed,
         "options": cfg.to_json(),
-        "payload": {"kind": "features", "dim": plan["dim"]},
+        "payload": payload_info(cfg, plan["dim"]),
         "formats": formats,
         "totals": {"read": rejected + holdout + train_input, "rejected": rejected, "holdout": holdout,
                    "train_input": train_input, "output": sum(c["output"] for c in classes)},

@@ -16,7 +16,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from transforms.plan import STRATEGIES, parse_target
 
-INPUT_FORMATS = ("parquet", "tfrecord", "csv")
+INPUT_FORMATS = ("parquet", "tfrecord", "csv", "images")
+CLUSTER_ON = ("features", "thumbnail", "inception_v3")
 OUTPUT_FORMATS = ("parquet", "tfrecord", "both")
 
 
@@ -41,6 +42,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="Comma-separated numeric columns that together form the vector (Parquet, CSV).")
     g.add_argument("--feature_dim", type=int, default=None,
                    help="Expected vector length. Default: from the schema, else the most common length.")
+    g.add_argument("--image_column", default=None,
+                   help="Encoded images inside Parquet (a binary column) or TFRecord (default feature: "
+                        "image/encoded). --input_format images reads a folder with one sub-folder per class.")
+    g.add_argument("--max_pixels", type=int, default=None,
+                   help="Images with more pixels are rejected before decoding (default 64000000).")
     g.add_argument("--reject_unreadable_files", action="store_true",
                    help="Reject a file that cannot be read (one rejected entry) instead of failing the job.")
     g = parser.add_argument_group("balancing")
@@ -55,6 +61,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--clusters_per_class", type=int, default=8, help="k of the per-class k-means (default 8).")
     g.add_argument("--kmeans_sample", type=int, default=100_000,
                    help="Rows per class the k-means is fitted on (default 100000).")
+    g.add_argument("--cluster_on", default=None, choices=CLUSTER_ON,
+                   help="What k-means clusters: features (vectors), thumbnail (default for images) or "
+                        "inception_v3 (pooled InceptionV3 embeddings, via Beam's RunInference).")
+    g.add_argument("--thumbnail_size", type=int, default=16, help="Thumbnail side in pixels (default 16).")
+    g.add_argument("--thumbnail_color", action="store_true", help="Colour thumbnails (default grey).")
+    g.add_argument("--embedding_weights", default="imagenet",
+                   help="InceptionV3 weights for --cluster_on inception_v3: imagenet, none or a weights file.")
+    g.add_argument("--embedding_image_size", type=int, default=299,
+                   help="Side images are resized to for the embedding (default 299, at least 75).")
+    g.add_argument("--keep_embeddings", action="store_true",
+                   help="Write the clustering vector into the shards as `embedding`.")
     g.add_argument("--holdout_fraction", type=float, default=0.1,
                    help="Share of each class written to val/ and never resampled (default 0.1).")
     g.add_argument("--seed", type=int, default=0, help="Seed of every random decision (default 0).")
@@ -66,7 +83,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="Shards per class (default: from the size, about --shard_mb each).")
     g.add_argument("--shard_mb", type=int, default=128, help="Target shard size in MB (default 128).")
     g.add_argument("--batch_size", type=int, default=8192, help="Rows per batch between stages (default 8192).")
+    g.add_argument("--image_batch_size", type=int, default=128,
+                   help="Images per batch between stages (default 128).")
     g.add_argument("--demo_dir", default="demo", help="Where the demo corpus is built (default demo).")
+    g.add_argument("--demo", default="images", choices=("images", "vectors"),
+                   help="Demo corpus kind without --input: PNG image folders (default) or Parquet vectors.")
 
 
 @dataclass(frozen=True)
@@ -91,6 +112,20 @@ class BalanceConfig:
     num_shards: int | None = None
     shard_mb: int = 128
     batch_size: int = 8192
+    image_column: str | None = None
+    max_pixels: int = 64_000_000
+    cluster_on: str = "features"
+    thumbnail_size: int = 16
+    thumbnail_color: bool = False
+    embedding_weights: str = "imagenet"
+    embedding_image_size: int = 299
+    keep_embeddings: bool = False
+    image_batch_size: int = 128
+
+    @property
+    def payload(self) -> str:
+        """What the records carry: encoded images, or feature vectors."""
+        return "image" if self.input_format == "images" or self.image_column else "features"
 
     @property
     def formats(self) -> tuple[str, ...]:
@@ -116,7 +151,17 @@ class BalanceConfig:
             raise ValueError(f"--feature_columns names no column. Received: {o.feature_columns!r}")
         if fmt == "tfrecord" and cols:
             raise ValueError("TFRecord input takes --feature_column (one float-list feature), not --feature_columns.")
-        feature_column = None if cols else (o.feature_column or ("features" if fmt != "csv" else None))
+        images = fmt == "images" or bool(o.image_column)
+        if images and fmt == "csv":
+            raise ValueError("CSV cannot hold images: use --input_format images, parquet or tfrecord.")
+        if images and (o.feature_column or cols):
+            raise ValueError("Pass --image_column or --feature_column(s), not both: a record carries one payload.")
+        feature_column = None if cols or images else (o.feature_column or ("features" if fmt != "csv" else None))
+        cluster_on = o.cluster_on or ("thumbnail" if images else "features")
+        if images and cluster_on == "features":
+            raise ValueError("Image corpora cluster on --cluster_on thumbnail or inception_v3, not features.")
+        if not images and cluster_on != "features":
+            raise ValueError(f"--cluster_on {cluster_on} needs images (--input_format images or --image_column).")
         checks = [
             (o.clusters_per_class >= 1, f"--clusters_per_class must be at least 1. Received: {o.clusters_per_class}"),
             (o.kmeans_sample >= 1, f"--kmeans_sample must be at least 1. Received: {o.kmeans_sample}"),
@@ -126,6 +171,11 @@ class BalanceConfig:
             (o.batch_size >= 1, f"--batch_size must be at least 1. Received: {o.batch_size}"),
             (o.feature_dim is None or o.feature_dim >= 1, f"--feature_dim must be at least 1. Received: {o.feature_dim}"),
             (o.seed >= 0, f"--seed must be a non-negative integer. Received: {o.seed}"),
+            (o.max_pixels is None or o.max_pixels >= 1, f"--max_pixels must be at least 1. Received: {o.max_pixels}"),
+            (o.thumbnail_size >= 1, f"--thumbnail_size must be at least 1. Received: {o.thumbnail_size}"),
+            (o.embedding_image_size >= 75,
+             f"--embedding_image_size must be at least 75 (InceptionV3's minimum). Received: {o.embedding_image_size}"),
+            (o.image_batch_size >= 1, f"--image_batch_size must be at least 1. Received: {o.image_batch_size}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -160,6 +210,15 @@ class BalanceConfig:
             num_shards=o.num_shards,
             shard_mb=o.shard_mb,
             batch_size=o.batch_size,
+            image_column=o.image_column,
+            max_pixels=o.max_pixels or 64_000_000,
+            cluster_on=cluster_on,
+            thumbnail_size=o.thumbnail_size,
+            thumbnail_color=o.thumbnail_color,
+            embedding_weights=o.embedding_weights,
+            embedding_image_size=o.embedding_image_size,
+            keep_embeddings=o.keep_embeddings,
+            image_batch_size=o.image_batch_size,
         )
 
 

@@ -34,15 +34,15 @@ FLUSH_BYTES = 64 << 20  # buffered bytes per worker before fragments are flushed
 ENCODE_ROWS = 16384  # rows encoded per call when writing TFRecord
 
 
-def row_schema(dim: int) -> pa.Schema:
-    """Fragment rows of train/ and val/."""
-    return pa.schema([
-        ("id", pa.string()),
-        ("order", pa.uint64()),
-        ("label", pa.int32()),
-        ("cluster", pa.int32()),
-        ("features", pa.list_(pa.float32(), dim)),
-    ])
+def row_schema(payload: dict[str, int | None]) -> pa.Schema:
+    """Fragment rows of train/ and val/; payload: column -> vector length (None: not a vector)."""
+    fields = [("id", pa.string()), ("order", pa.uint64()), ("label", pa.int32()), ("cluster", pa.int32())]
+    for name, dim in payload.items():
+        fields.append((name, pa.list_(pa.float32(), dim) if dim else PAYLOAD_TYPES[name]))
+    return pa.schema(fields)
+
+
+PAYLOAD_TYPES = {"image": pa.binary(), "format": pa.string()}
 
 
 REJECTED_SCHEMA = pa.schema([
@@ -54,14 +54,23 @@ REJECTED_SCHEMA = pa.schema([
 ])
 
 
-def rows_table(id, order, label, cluster, features: np.ndarray) -> pa.Table:  # noqa: A002
-    dim = features.shape[1]
-    feats = pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(features, np.float32).ravel()), dim)
-    return pa.Table.from_arrays(
-        [pa.array(id, pa.string()), pa.array(order, pa.uint64()), pa.array(label, pa.int32()),
-         pa.array(cluster, pa.int32()), feats],
-        schema=row_schema(dim),
-    )
+def rows_table(id, order, label, cluster, **payload) -> pa.Table:  # noqa: A002
+    """Fragment rows: id, order, label, cluster and the payload columns (vectors or bytes)."""
+    arrays = [pa.array(id, pa.string()), pa.array(order, pa.uint64()), pa.array(label, pa.int32()),
+              pa.array(cluster, pa.int32())]
+    dims = {}
+    for name, values in payload.items():
+        if name in PAYLOAD_TYPES:
+            arrays.append(pa.array(values, PAYLOAD_TYPES[name]))
+            dims[name] = None
+        else:
+            arrays.append(vector_array(values))
+            dims[name] = values.shape[1]
+    return pa.Table.from_arrays(arrays, schema=row_schema(dims))
+
+
+def vector_array(x: np.ndarray) -> pa.FixedSizeListArray:
+    return pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(x, np.float32).ravel()), x.shape[1])
 
 
 def rejected_table(batch: dict) -> pa.Table:
@@ -162,18 +171,23 @@ def output_table(table: pa.Table, labels: list[str]) -> pa.Table:
     copies of the same record. The features are gathered with numpy, not Arrow's take.
     """
     order = np.argsort(table.column("order").to_numpy(), kind="stable")
-    feats = table.column("features").combine_chunks()
-    dim = feats.type.list_size
-    x = feats.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)[order]
     label = table.column("label").to_numpy()[order].astype(np.int64)
     names = np.asarray(labels, dtype=object)
-    return pa.table({
+    out = {
         "id": table.column("id").take(pa.array(order)),
         "label": pa.array(label, pa.int64()),
         "label_text": pa.array(names[label] if len(label) else [], pa.string()),
         "cluster": pa.array(table.column("cluster").to_numpy()[order], pa.int32()),
-        "features": pa.FixedSizeListArray.from_arrays(pa.array(x.ravel()), dim),
-    })
+    }
+    for name in table.column_names[4:]:
+        col = table.column(name).combine_chunks()
+        if pa.types.is_fixed_size_list(col.type):
+            dim = col.type.list_size
+            x = col.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)[order]
+            out[name] = pa.FixedSizeListArray.from_arrays(pa.array(x.ravel()), dim)
+        else:
+            out[name] = col.take(pa.array(order))
+    return pa.table(out)
 
 
 def write_atomic(path: str, data: bytes) -> None:
@@ -188,7 +202,7 @@ def parquet_bytes(table: pa.Table) -> bytes:
     # Dictionary encoding only where values repeat: tried on float features it costs a
     # third of the write time and is dropped anyway.
     pq.write_table(table, buf, compression="snappy", row_group_size=64 * 1024,
-                   use_dictionary=["label_text", "cluster"])
+                   use_dictionary=[c for c in ("label_text", "cluster", "format") if c in table.column_names])
     return buf.getvalue()
 
 
@@ -212,8 +226,9 @@ def gzip_bytes(data_parts: list[bytes]) -> bytes:
         return b"".join(pool.map(_gzip_member, data_parts))
 
 
-def tfrecord_bytes(table: pa.Table, dim: int) -> bytes:
-    """Gzipped TFRecord of tf.train.Example rows (id, label, label_text, cluster, features).
+def tfrecord_bytes(table: pa.Table) -> bytes:
+    """Gzipped TFRecord of tf.train.Example rows: id, label, label_text, cluster, and
+    features, or image/encoded + image/format (+ embedding).
 
     A val shard holds several classes: runs of rows with the same label are encoded
     together, so the file keeps the table's row order.
@@ -224,14 +239,23 @@ def tfrecord_bytes(table: pa.Table, dim: int) -> bytes:
     texts = table.column("label_text").to_numpy(zero_copy_only=False)
     ids = table.column("id").to_numpy(zero_copy_only=False)
     clusters = table.column("cluster").to_numpy()
-    x = table.column("features").combine_chunks().flatten().to_numpy().reshape(-1, dim)
+    floats = {}
+    for name in ("features", "embedding"):
+        if name in table.column_names:
+            col = table.column(name).combine_chunks()
+            floats[name] = col.flatten().to_numpy().reshape(-1, col.type.list_size)
+    blobs = {}
+    if "image" in table.column_names:
+        blobs["image/encoded"] = table.column("image").to_numpy(zero_copy_only=False)
+        blobs["image/format"] = np.array([f.encode() for f in table.column("format").to_pylist()], dtype=object)
     cuts = np.concatenate([[0], np.flatnonzero(np.diff(labels)) + 1, [len(labels)]])
     parts = []
     for a, b in zip(cuts[:-1], cuts[1:], strict=True):
         for lo in range(a, b, ENCODE_ROWS):
             hi = min(b, lo + ENCODE_ROWS)
             parts.append(example_codec.encode_tfrecords(
-                ids[lo:hi], int(labels[lo]), str(texts[lo]), clusters[lo:hi], floats={"features": x[lo:hi]}))
+                ids[lo:hi], int(labels[lo]), str(texts[lo]), clusters[lo:hi],
+                blobs={k: v[lo:hi] for k, v in blobs.items()}, floats={k: v[lo:hi] for k, v in floats.items()}))
     return gzip_bytes(parts)
 
 

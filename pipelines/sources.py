@@ -8,6 +8,7 @@ so tests run them without Beam.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import numpy as np
@@ -234,3 +235,137 @@ def _tfrecord_spec(first: bytes, cfg, path: str) -> dict:
     if cfg.id_column in feats:
         spec[cfg.id_column] = tf.io.RaggedFeature(tf.string)
     return spec
+
+
+# ---------------------------------------------------------------- images
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".ico")
+
+
+def class_folders(root: str) -> list[tuple[str, str]]:
+    """(label, folder) for each sub-folder of an image-folder corpus (one level listed)."""
+    root = root.rstrip("/")
+    if os.path.isdir(root):
+        names = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)) and not d.startswith("."))
+        return [(d, os.path.join(root, d)) for d in names]
+    # Object stores have no folders to list: this one listing walks every object.
+    found = FileSystems.match([FileSystems.join(root, "*", "*")])[0].metadata_list
+    labels = sorted({m.path[len(root) + 1 :].split("/", 1)[0] for m in found})
+    return [(label, FileSystems.join(root, label)) for label in labels]
+
+
+def label_of(path: str) -> str:
+    """The class of an image-folder file: its parent folder's name."""
+    return path.rstrip("/").rsplit("/", 2)[-2]
+
+
+def read_image_files(paths: list[str]) -> dict:
+    """Raw image batch from files of an image-folder corpus (bytes unchanged)."""
+    blobs = []
+    errors = np.full(len(paths), None, dtype=object)
+    for i, path in enumerate(paths):
+        try:
+            with open_file(path) as f:
+                blobs.append(f.read())
+        except OSError as e:
+            blobs.append(b"")
+            errors[i] = f"cannot read the file ({type(e).__name__}: {e})"
+    return {
+        "source": np.asarray(paths, dtype=object),
+        "row": np.full(len(paths), -1, np.int64),
+        "id": None,
+        "label": np.asarray([label_of(p) for p in paths], dtype=object),
+        "image": np.asarray(blobs + [None], dtype=object)[:-1],
+        "errors": errors,
+    }
+
+
+def read_image_unit(unit: tuple[str, int, int], cfg) -> Iterator[dict]:
+    """Raw image batches of a Parquet row group (--image_column) or a TFRecord file."""
+    path, rg, first = unit
+    try:
+        if rg == -2:
+            with open_file(path) as f:
+                pq.ParquetFile(f)
+        if cfg.input_format == "parquet":
+            with open_file(path) as f:
+                pf = pq.ParquetFile(f)
+                names = pf.schema_arrow.names
+                _require([cfg.label_column, cfg.image_column], names, path, "--label_column / --image_column")
+                has_id = cfg.id_column in names
+                cols = [cfg.label_column, cfg.image_column] + ([cfg.id_column] if has_id else [])
+                row = first
+                for batch in pf.iter_batches(batch_size=cfg.image_batch_size, row_groups=[rg], columns=cols):
+                    n = batch.num_rows
+                    yield {
+                        "source": path, "row": np.arange(row, row + n, dtype=np.int64),
+                        "id": records.label_strings(batch.column(cfg.id_column)) if has_id else None,
+                        "label": records.label_strings(batch.column(cfg.label_column)),
+                        "image": _blobs(batch.column(cfg.image_column)),
+                        "errors": None,
+                    }
+                    row += n
+        else:
+            yield from _read_image_tfrecord(path, cfg)
+    except UnreadableFile:
+        raise
+    except (OSError, pa.ArrowException, ValueError) as e:
+        raise UnreadableFile(f"cannot read {path}: {type(e).__name__}: {e}") from e
+    except Exception as e:
+        if type(e).__module__.startswith("tensorflow"):
+            raise UnreadableFile(f"cannot read {path}: {type(e).__name__}: {e}") from e
+        raise
+
+
+def _blobs(column) -> np.ndarray:
+    out = np.full(len(column), None, dtype=object)
+    out[:] = [b if b is not None else b"" for b in column.to_pylist()]
+    return out
+
+
+def _read_image_tfrecord(path: str, cfg) -> Iterator[dict]:
+    import tensorflow as tf
+
+    with open_file(path) as f:
+        head = f.read(2)
+    compression = "GZIP" if head == b"\x1f\x8b" else ""
+    ds = tf.data.TFRecordDataset(path, compression_type=compression).batch(cfg.image_batch_size)
+    spec, row = None, 0
+    image_key = cfg.image_column or "image/encoded"
+    for serialized in ds:
+        if spec is None:
+            ex = tf.train.Example.FromString(serialized[0].numpy())
+            feats = ex.features.feature
+            _require([cfg.label_column, image_key], list(feats.keys()), path, "--label_column / --image_column")
+            kind = feats[cfg.label_column].WhichOneof("kind")
+            spec = {cfg.label_column: tf.io.RaggedFeature(tf.string if kind == "bytes_list" else tf.int64),
+                    image_key: tf.io.RaggedFeature(tf.string)}
+            if cfg.id_column in feats:
+                spec[cfg.id_column] = tf.io.RaggedFeature(tf.string)
+        parsed = tf.io.parse_example(serialized, spec)
+        n = int(serialized.shape[0])
+        yield {
+            "source": path, "row": np.arange(row, row + n, dtype=np.int64),
+            "id": first_values(parsed[cfg.id_column], lambda v: v.decode("utf-8", "replace"))
+            if cfg.id_column in spec else None,
+            "label": first_values(parsed[cfg.label_column],
+                                  lambda v: v.decode("utf-8", "replace") if isinstance(v, bytes) else str(int(v))),
+            "image": _blobs_from(first_values(parsed[image_key], bytes)),
+            "errors": None,
+        }
+        row += n
+
+
+def first_values(t, decode) -> np.ndarray:
+    """First value of each row of a ragged tensor, decoded; None for empty rows."""
+    rows = t.to_list()
+    out = np.full(len(rows), None, dtype=object)
+    for i, v in enumerate(rows):
+        if v:
+            out[i] = decode(v[0])
+    return out
+
+
+def _blobs_from(values: np.ndarray) -> np.ndarray:
+    values[values == None] = b""  # noqa: E711 - object array
+    return values

@@ -158,7 +158,8 @@ class _ClassPartials(beam.DoFn):
         m = self.cfg.kmeans_sample if self.cfg.clusters > 1 else 0
         for label, rows in records.group_rows(good["label"]):
             stats = ClassStats(m, dim).add(
-                good["key"][rows], good["id"][rows], good["features"][rows], self.cfg.seed, self.threshold
+                good["key"][rows], good["id"][rows], good["features"][rows], self.cfg.seed, self.threshold,
+                nbytes=payload_bytes(good, rows, self.cfg),
             )
             yield label, stats
 
@@ -203,8 +204,8 @@ class _FitKMeans(beam.DoFn):
             centroids = None
         log.info("class %r: %d records, %d in train, %s clusters", label, summary.count,
                  summary.train, 1 if centroids is None else len(centroids))
-        yield label, {"count": summary.count, "train": summary.train,
-                      "max_hold": summary.max_hold, "centroids": centroids}
+        yield label, {"count": summary.count, "train": summary.train, "max_hold": summary.max_hold,
+                      "bytes": summary.nbytes, "centroids": centroids}
 
 
 class ClassModels(beam.PTransform):
@@ -326,7 +327,7 @@ def write_train(writer, good, rows, copies, clusters, cp, cfg):
     shard = (order % np.uint64(cp["shards"])).astype(np.int64)
     writer.add_split("train", cp["index"], shard, {
         "id": good["id"][src], "order": order, "label": np.full(len(src), cp["index"], np.int32),
-        "cluster": clusters[rep].astype(np.int32), "features": good["features"][src]})
+        "cluster": clusters[rep].astype(np.int32), **payload_columns(good, src, cfg)})
 
 
 def write_val(writer, good, rows, index, plan, cfg):
@@ -336,7 +337,25 @@ def write_val(writer, good, rows, index, plan, cfg):
     shard = (order % np.uint64(plan["val_shards"])).astype(np.int64)
     writer.add_split("val", 0, shard, {
         "id": good["id"][rows], "order": order, "label": np.full(len(rows), index, np.int32),
-        "cluster": np.full(len(rows), -1, np.int32), "features": good["features"][rows]})
+        "cluster": np.full(len(rows), -1, np.int32), **payload_columns(good, rows, cfg)})
+
+
+def payload_columns(good: dict, rows: np.ndarray, cfg) -> dict:
+    """What a shard row carries besides id, label and cluster (see DESIGN.md)."""
+    if "image" not in good:
+        return {"features": good["features"][rows]}
+    cols = {"image": good["image"][rows], "format": good["format"][rows]}
+    if cfg.keep_embeddings:
+        cols["embedding"] = good["features"][rows]
+    return cols
+
+
+def payload_bytes(good: dict, rows: np.ndarray, cfg) -> int:
+    """Bytes the rows' payload takes in a shard (sizes the shards)."""
+    if "image" not in good:
+        return int(good["features"][rows].nbytes)
+    n = sum(len(b) for b in good["image"][rows])
+    return n + (int(good["features"][rows].nbytes) if cfg.keep_embeddings else 0)
 
 
 class _SettleBoundary(beam.DoFn):

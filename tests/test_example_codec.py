@@ -67,7 +67,7 @@ def test_tfrecord_shard_reads_back_with_tf_data(tmp_path, monkeypatch, encode_ro
         "features": pa.FixedSizeListArray.from_arrays(pa.array(x.ravel()), 5),
     })
     path = tmp_path / "part.tfrecord.gz"
-    path.write_bytes(shards.tfrecord_bytes(table, 5))
+    path.write_bytes(shards.tfrecord_bytes(table))
     assert gzip.decompress(path.read_bytes())  # a valid gzip stream
     ds = tf.data.TFRecordDataset(str(path), compression_type="GZIP").batch(1000)
     parsed = tf.io.parse_example(next(iter(ds)), SPEC)

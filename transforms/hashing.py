@@ -106,6 +106,11 @@ def content_keys(labels: np.ndarray, payload: np.ndarray) -> np.ndarray:
     return hash_rows(payload, init=hash_strings(pa.array(labels, pa.string())))
 
 
+def content_keys_bytes(labels: np.ndarray, blobs: np.ndarray) -> np.ndarray:
+    """Keys for records without an id whose payload is bytes (e.g. an encoded image)."""
+    return mix64(hash_strings(pa.array(labels, pa.string())) ^ mix64(hash_strings(pa.array(list(blobs), pa.binary()))))
+
+
 def decision(keys: np.ndarray, seed: int, salt: int) -> np.ndarray:
     """An independent uniform uint64 per key for each (seed, salt) pair."""
     stream = mix64(np.uint64((seed * 1_000_003 + salt) & 0xFFFFFFFFFFFFFFFF))

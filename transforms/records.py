@@ -100,14 +100,7 @@ def validate(raw: dict, dim: int) -> tuple[dict | None, dict | None]:
     label = raw["label"]
     lengths = raw["lengths"]
     reasons = np.array(raw["errors"], dtype=object, copy=True) if raw.get("errors") is not None else np.full(n, None, object)
-    free = reasons == None  # noqa: E711
-
-    lab = pa.array(label, pa.string())
-    missing_label = lab.is_null().to_numpy(zero_copy_only=False)
-    empty_label = pc.equal(pc.utf8_trim_whitespace(lab), "").fill_null(False).to_numpy(zero_copy_only=False)
-    _set(reasons, free & missing_label, "label is missing")
-    free = reasons == None  # noqa: E711
-    _set(reasons, free & empty_label, "label is empty")
+    _label_reasons(label, reasons)
     free = reasons == None  # noqa: E711
     _set(reasons, free & (lengths < 0), "features are missing")
     free = reasons == None  # noqa: E711
@@ -133,34 +126,80 @@ def validate(raw: dict, dim: int) -> tuple[dict | None, dict | None]:
     good = None
     if len(keep):
         labels = np.asarray(label[keep], dtype=object)  # str: readers give str or None
-        ids_in = raw.get("id")
-        if ids_in is not None:
-            ids = np.asarray(ids_in[keep], dtype=object)
-            id_arr = pa.array(ids, pa.string())
-            no_id = pc.or_(id_arr.is_null(), pc.equal(id_arr, "")).fill_null(True).to_numpy(zero_copy_only=False)
-        else:
-            ids = np.full(len(keep), None, dtype=object)
-            no_id = np.ones(len(keep), dtype=bool)
-        keys = np.zeros(len(keep), np.uint64)
-        if no_id.any():
-            keys[no_id] = hashing.content_keys(labels[no_id], x[no_id])
-            ids[no_id] = hashing.hex_ids(keys[no_id])
-        if (~no_id).any():
-            keys[~no_id] = hashing.hash_strings(pa.array(list(ids[~no_id]), pa.string()))
+        ids, keys = ids_and_keys(raw.get("id"), keep, lambda m: hashing.content_keys(labels[m], x[m]))
         good = {"id": ids, "key": keys, "label": labels, "features": np.ascontiguousarray(x, np.float32)}
 
+    return good, _rejected(raw, reasons, label)
+
+
+def _label_reasons(label: np.ndarray, reasons: np.ndarray) -> None:
+    lab = pa.array(label, pa.string())
+    missing = lab.is_null().to_numpy(zero_copy_only=False)
+    empty = pc.equal(pc.utf8_trim_whitespace(lab), "").fill_null(False).to_numpy(zero_copy_only=False)
+    free = reasons == None  # noqa: E711
+    reasons[free & missing] = "label is missing"
+    free = reasons == None  # noqa: E711
+    reasons[free & empty] = "label is empty"
+
+
+def ids_and_keys(ids_in, keep: np.ndarray, content_keys) -> tuple[np.ndarray, np.ndarray]:
+    """Ids from the input where given, else the hex of a content hash; and their uint64 keys."""
+    n = len(keep)
+    if ids_in is not None:
+        ids = np.asarray(ids_in[keep], dtype=object)
+        id_arr = pa.array(ids, pa.string())
+        no_id = pc.or_(id_arr.is_null(), pc.equal(id_arr, "")).fill_null(True).to_numpy(zero_copy_only=False)
+    else:
+        ids = np.full(n, None, dtype=object)
+        no_id = np.ones(n, dtype=bool)
+    keys = np.zeros(n, np.uint64)
+    if no_id.any():
+        keys[no_id] = content_keys(no_id)
+        ids[no_id] = hashing.hex_ids(keys[no_id])
+    if (~no_id).any():
+        keys[~no_id] = hashing.hash_strings(pa.array(list(ids[~no_id]), pa.string()))
+    return ids, keys
+
+
+def validate_images(raw: dict, vectorize) -> tuple[dict | None, dict | None]:
+    """Splits a raw image batch into (good, rejected).
+
+    `vectorize(blobs)` decodes and checks the images, returning (vectors float32[m, D],
+    formats, reasons); rows with a reason are rejected with it.
+    """
+    n = len(raw["row"])
+    label = raw["label"]
+    reasons = np.array(raw["errors"], dtype=object, copy=True) if raw.get("errors") is not None else np.full(n, None, object)
+    _label_reasons(label, reasons)
+    free = np.flatnonzero(reasons == None)  # noqa: E711
+    vectors, formats, why = vectorize(raw["image"][free])
+    reasons[free] = why
+    ok = why == None  # noqa: E711
+    keep = free[ok]
+    good = None
+    if len(keep):
+        labels = np.asarray(label[keep], dtype=object)
+        blobs = raw["image"][keep]
+        ids, keys = ids_and_keys(raw.get("id"), keep, lambda m: hashing.content_keys_bytes(labels[m], blobs[m]))
+        good = {"id": ids, "key": keys, "label": labels, "image": blobs, "format": formats[ok],
+                "features": np.ascontiguousarray(vectors[ok], np.float32)}
+    return good, _rejected(raw, reasons, label)
+
+
+def _rejected(raw: dict, reasons: np.ndarray, label: np.ndarray) -> dict | None:
     bad_idx = np.flatnonzero(reasons != None)  # noqa: E711
     rejected = None
     if len(bad_idx):
         ids_in = raw.get("id")
+        source = raw["source"]
         rejected = {
-            "source": np.full(len(bad_idx), raw["source"], dtype=object),
+            "source": source[bad_idx] if isinstance(source, np.ndarray) else np.full(len(bad_idx), source, dtype=object),
             "row": np.asarray(raw["row"])[bad_idx].astype(np.int64),
             "id": ids_in[bad_idx] if ids_in is not None else np.full(len(bad_idx), None, object),
             "label": label[bad_idx],
             "reason": reasons[bad_idx],
         }
-    return good, rejected
+    return rejected
 
 
 def _set(reasons: np.ndarray, mask: np.ndarray, text: str) -> None:

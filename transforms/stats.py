@@ -22,6 +22,7 @@ class ClassSummary:
     count: int
     train: int  # records kept in train (the hold-out's complement)
     max_hold: int  # largest hold-out hash; that record always stays in train
+    nbytes: int  # payload bytes of all the class's records (sizes the shards)
     sample_ids: np.ndarray
     sample: np.ndarray  # float32[m', D], in hash order
 
@@ -29,16 +30,19 @@ class ClassSummary:
 class ClassStats:
     def __init__(self, m: int, dim: int):
         self.count = 0
+        self.nbytes = 0
         self.below = 0  # records whose hold-out hash is under the threshold
         self.max_hold = -1
         self.max_count = 0  # records that share the largest hold-out hash (duplicates)
         self.max_row = (np.zeros(0, np.uint64), np.zeros(0, object), np.zeros((0, dim), np.float32))
         self.sample = BottomM(m, dim)
 
-    def add(self, keys: np.ndarray, ids: np.ndarray, x: np.ndarray, seed: int, threshold: np.uint64) -> ClassStats:
+    def add(self, keys: np.ndarray, ids: np.ndarray, x: np.ndarray, seed: int, threshold: np.uint64,
+            nbytes: int | None = None) -> ClassStats:
         hold = hashing.decision(keys, seed, hashing.HOLDOUT)
         under = hold < threshold
         self.count += len(keys)
+        self.nbytes += x.nbytes if nbytes is None else int(nbytes)
         self.below += int(under.sum())
         top = int(np.argmax(hold))
         if int(hold[top]) > self.max_hold:
@@ -54,6 +58,7 @@ class ClassStats:
 
     def merge(self, other: ClassStats) -> ClassStats:
         self.count += other.count
+        self.nbytes += other.nbytes
         self.below += other.below
         if other.max_hold > self.max_hold:
             self.max_hold, self.max_row, self.max_count = other.max_hold, other.max_row, other.max_count
@@ -69,7 +74,7 @@ class ClassStats:
             train = self.max_count
             if self.sample.m:
                 _, ids, rows = self.max_row
-        return ClassSummary(self.count, train, self.max_hold, ids, rows)
+        return ClassSummary(self.count, train, self.max_hold, self.nbytes, ids, rows)
 
 
 def holdout_mask(keys: np.ndarray, seed: int, threshold: np.uint64, max_hold: int) -> np.ndarray:

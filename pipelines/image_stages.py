@@ -1,0 +1,287 @@
+"""Image corpora in pipelines.balance: decode once, cache, then the same passes as vectors.
+
+Decoding (and an embedding model, when asked) is the expensive part of an image
+corpus, so pass 1 does it once per image: it reads the encoded bytes, checks and
+decodes them, computes the clustering vector (a thumbnail, or InceptionV3's pooled
+features through RunInference), and writes the valid records (bytes unchanged,
+vector beside them) and the rejected ones to OUT/.staging/RUN/cache/. Passes 2
+and 3 read that cache instead of the input. Memory stays bounded: the cache is on
+disk, written per bundle in chunks.
+
+Units of work: an image folder is listed one class folder per element (MatchAll in
+parallel), and its files are read in groups; Parquet row groups and TFRecord files
+are units as for vectors.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+from apache_beam.io import fileio
+from apache_beam.metrics import Metrics
+from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
+
+from pipelines import shards, sources
+from pipelines.stages import NS, _windowed
+from transforms import images, records
+
+log = logging.getLogger("pipelines.balance")
+EMBEDDING_DIM = 2048  # InceptionV3, include_top=False, pooling="avg"
+EMBED_CHUNK = 32  # images per forward pass
+
+CACHE_SCHEMA_FIELDS = [("id", pa.string()), ("key", pa.uint64()), ("label", pa.string()),
+                       ("image", pa.binary()), ("format", pa.string())]
+
+
+def vector_dim(cfg) -> int:
+    if cfg.cluster_on == "inception_v3":
+        return EMBEDDING_DIM
+    return images.thumbnail_dim(cfg.thumbnail_size, cfg.thumbnail_color)
+
+
+def vectorizer(cfg):
+    """blobs -> (vectors, formats, reasons): thumbnails, or model inputs for the embedding."""
+    if cfg.cluster_on == "thumbnail":
+        return lambda blobs: images.thumbnail_vectors(blobs, cfg.max_pixels, cfg.thumbnail_size, cfg.thumbnail_color)
+    size = cfg.embedding_image_size
+
+    def pixels(blobs):
+        out = np.zeros((len(blobs), size * size * 3), np.float32)
+        formats = np.full(len(blobs), None, dtype=object)
+        reasons = np.full(len(blobs), None, dtype=object)
+        for i, data in enumerate(blobs):
+            img, fmt, reason = images.decode(data, cfg.max_pixels)
+            if reason:
+                reasons[i] = reason
+            else:
+                formats[i] = fmt
+                out[i] = images.model_input(img, size).ravel()
+        return out, formats, reasons
+
+    return pixels
+
+
+class _ReadImages(beam.DoFn):
+    def __init__(self, cfg):
+        self.cfg = cfg
+
+    def process(self, unit):
+        vectorize = vectorizer(self.cfg)
+        try:
+            if unit[0] == "files":
+                paths = unit[1]
+                raws = (sources.read_image_files(paths[i : i + self.cfg.image_batch_size])
+                        for i in range(0, len(paths), self.cfg.image_batch_size))
+            else:
+                raws = sources.read_image_unit(unit, self.cfg)
+            for raw in raws:
+                good, bad = records.validate_images(raw, vectorize)
+                if bad is not None:
+                    yield beam.pvalue.TaggedOutput("rejected", bad)
+                if good is not None:
+                    yield good
+        except sources.UnreadableFile as e:
+            if not self.cfg.reject_unreadable_files:
+                raise sources.UnreadableFile(
+                    f"{e}. Fix or remove the file, or pass --reject_unreadable_files to reject it and go on."
+                ) from e
+            yield beam.pvalue.TaggedOutput("rejected", records.rejected_file(unit[0], f"unreadable file: {e}"))
+
+
+class InceptionEmbedder(ModelHandler):
+    """RunInference handler: batches of records -> the same batches with embeddings.
+
+    The model is built (and its weights loaded) once per worker by RunInference; each
+    element is already a batch of images, so RunInference is told not to batch further.
+    """
+
+    def __init__(self, weights: str, size: int):
+        super().__init__()
+        self.weights, self.size = weights, size
+
+    def load_model(self):
+        return inception_v3(self.weights, self.size)
+
+    def run_inference(self, batch, model, inference_args=None):
+        results = []
+        for good in batch:
+            x = good["features"].reshape(-1, self.size, self.size, 3)
+            emb = [np.asarray(model.predict_on_batch(x[i : i + EMBED_CHUNK]), np.float32)
+                   for i in range(0, len(x), EMBED_CHUNK)]
+            results.append(PredictionResult(good, np.concatenate(emb)))
+        return results
+
+    def batch_elements_kwargs(self):
+        return {"min_batch_size": 1, "max_batch_size": 1}
+
+    def share_model_across_processes(self) -> bool:
+        return False
+
+
+def inception_v3(weights: str, size: int):
+    """InceptionV3 without its top, average-pooled; weights imagenet, none or a path."""
+    import keras
+
+    w = None if weights in ("none", "None", "") else weights
+    return keras.applications.InceptionV3(include_top=False, pooling="avg", weights=w,
+                                          input_shape=(size, size, 3))
+
+
+def check_embedding_weights(weights: str) -> None:
+    """Fails before the job when `imagenet` weights cannot be had (e.g. offline)."""
+    if weights != "imagenet":
+        if weights not in ("none", "None") and not sources.FileSystems.exists(weights):
+            raise ValueError(f"--embedding_weights {weights!r}: no such file. Pass imagenet, none or a weights file.")
+        return
+    import keras
+    from keras.src.applications import inception_v3 as iv3
+
+    try:
+        keras.utils.get_file("inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
+                             iv3.WEIGHTS_PATH_NO_TOP, cache_subdir="models",
+                             file_hash="bcbd6486424b2319ff4ef7d526e38f63")
+    except Exception as e:  # noqa: BLE001 - offline: URL fetch failure
+        raise ValueError(
+            "--embedding_weights imagenet: the ImageNet weights for InceptionV3 could not be fetched "
+            f"({type(e).__name__}: {str(e)[:200]}). On a machine without network, pass a local file with "
+            "--embedding_weights /path/to/inception_v3_notop.weights.h5 (or none for random weights)."
+        ) from None
+
+
+def _with_embeddings(result: PredictionResult) -> dict:
+    return {**result.example, "features": result.inference}
+
+
+def cache_table(good: dict) -> pa.Table:
+    dim = good["features"].shape[1]
+    cols = [pa.array(good[k], t) for k, t in CACHE_SCHEMA_FIELDS]
+    feats = pa.FixedSizeListArray.from_arrays(pa.array(good["features"].ravel()), dim)
+    return pa.Table.from_arrays(cols + [feats], names=[k for k, _ in CACHE_SCHEMA_FIELDS] + ["features"])
+
+
+def good_from_table(batch: pa.RecordBatch) -> dict:
+    feats = batch.column("features")
+    x = feats.flatten().to_numpy(zero_copy_only=False).reshape(len(batch), feats.type.list_size)
+    out = {k: batch.column(k).to_numpy(zero_copy_only=False).astype(object) for k, _ in CACHE_SCHEMA_FIELDS
+           if k != "key"}
+    out["key"] = batch.column("key").to_numpy()
+    out["features"] = np.ascontiguousarray(x, np.float32)
+    return out
+
+
+class _WriteCache(beam.DoFn):
+    """Writes batches (valid or rejected) into cache files; emits (kind, path)."""
+
+    def __init__(self, folder: str, kind: str):
+        self.folder, self.kind = folder, kind
+
+    def start_bundle(self):
+        self.tables, self.bytes = [], 0
+
+    def process(self, batch):
+        table = cache_table(batch) if self.kind == "good" else shards.rejected_table(batch)
+        self.tables.append(table)
+        self.bytes += table.nbytes
+        if self.bytes >= shards.FLUSH_BYTES:
+            yield self._flush()
+
+    def finish_bundle(self):
+        if self.tables:
+            yield _windowed(self._flush())
+
+    def _flush(self):
+        path = f"{self.folder}/{self.kind}-{uuid.uuid4().hex}.arrow"
+        table = pa.concat_tables(self.tables)
+        with shards.create(path) as f, pa.ipc.new_stream(f, table.schema) as w:
+            w.write_table(table)
+        self.tables, self.bytes = [], 0
+        return self.kind, path
+
+
+class ReadImageCorpus(beam.PTransform):
+    """Pass 1 for images: units -> decode, check, vector -> (good, rejected, cache index)."""
+
+    def __init__(self, cfg, staging: str):
+        super().__init__()
+        self.cfg, self.staging = cfg, staging
+
+    def expand(self, pbegin):
+        cfg = self.cfg
+        if cfg.input_format == "images":
+            units = (
+                pbegin
+                | "ClassFolders" >> beam.Create([f"{folder}/*" for _, folder in sources.class_folders(cfg.input)])
+                | "Match" >> fileio.MatchAll()
+                | "Paths" >> beam.FlatMap(lambda m: [] if m.path.rsplit("/", 1)[-1].startswith(".") else [m.path])
+                | "Spread" >> beam.Reshuffle()
+                | "Group" >> beam.BatchElements(min_batch_size=16, max_batch_size=4 * cfg.image_batch_size)
+                | "Unit" >> beam.Map(lambda paths: ("files", sorted(paths)))
+            )
+        else:
+            units = (
+                pbegin
+                | "Pattern" >> beam.Create([cfg.input])
+                | "Match" >> fileio.MatchAll()
+                | "Units" >> beam.FlatMap(lambda m, fmt: sources.list_units(m.path, fmt), cfg.input_format)
+                | "Spread" >> beam.Reshuffle()
+            )
+        out = units | "Decode" >> beam.ParDo(_ReadImages(cfg)).with_outputs("rejected", main="good")
+        good = out.good
+        if cfg.cluster_on == "inception_v3":
+            good = (
+                good
+                | "Embed" >> RunInference(InceptionEmbedder(cfg.embedding_weights, cfg.embedding_image_size))
+                | "WithEmbeddings" >> beam.Map(_with_embeddings)
+            )
+        folder = f"{self.staging}/cache"
+        index = (
+            (good | "CacheValid" >> beam.ParDo(_WriteCache(folder, "good")),
+             out.rejected | "CacheRejected" >> beam.ParDo(_WriteCache(folder, "rejected")))
+            | "CacheIndex" >> beam.Flatten()
+        )
+        return good, out.rejected, index
+
+
+class _ReadCacheFile(beam.DoFn):
+    def __init__(self, count: bool):
+        self.count = count
+        self.read = Metrics.counter(NS, "records_read")
+        self.rejected = Metrics.counter(NS, "records_rejected")
+
+    def process(self, item):
+        kind, path = item
+        with shards.open_read(path) as f:
+            reader = pa.ipc.open_stream(f)
+            for batch in reader:
+                if self.count:
+                    self.read.inc(batch.num_rows)
+                if kind == "good":
+                    yield good_from_table(batch)
+                else:
+                    if self.count:
+                        self.rejected.inc(batch.num_rows)
+                    cols = {k: batch.column(k).to_numpy(zero_copy_only=False) for k in batch.schema.names}
+                    cols = {k: (v.astype(object) if k != "row" else v) for k, v in cols.items()}
+                    yield beam.pvalue.TaggedOutput("rejected", cols)
+
+
+class ReadCache(beam.PTransform):
+    """Passes 2 and 3 for images: the cached records -> (good, rejected)."""
+
+    def __init__(self, index, count: bool = False):
+        super().__init__()
+        self.index, self.count = index, count
+
+    def expand(self, pbegin):
+        out = (
+            pbegin
+            | "Start" >> beam.Create([None])
+            | "CacheFiles" >> beam.FlatMap(lambda _, idx: sorted(idx), self.index)
+            | "Spread" >> beam.Reshuffle()
+            | "ReadCache" >> beam.ParDo(_ReadCacheFile(self.count)).with_outputs("rejected", main="good")
+        )
+        return out.good, out.rejected

@@ -1,0 +1,117 @@
+"""Image checks and the vectors k-means clusters images on, per batch.
+
+`check_and_decode` opens an encoded image with Pillow and either returns it as
+8-bit RGB or says, in words, why it cannot be used: empty, not an image, a format
+outside SUPPORTED, more pixels than the cap (checked from the header, before any
+pixel is decoded: decompression bombs never expand), truncated data. Odd modes are
+converted: CMYK, 16-bit and 32-bit grey, palette, alpha (composited on white), 1-bit.
+
+`thumbnail_vectors` turns a batch of images into small fixed-size vectors (grey or
+colour, values in [0, 1]): cheap and deterministic. JPEGs are decoded at reduced
+scale (Pillow's draft mode), so a thumbnail costs less than a full decode.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, ImageFile
+
+SUPPORTED = ("PNG", "JPEG", "BMP", "GIF", "WEBP")
+DEFAULT_MAX_PIXELS = 64_000_000  # ~8000 x 8000; Pillow's own bomb limit is 89M
+FORMAT_NAMES = {"JPEG": "jpeg", "PNG": "png", "BMP": "bmp", "GIF": "gif", "WEBP": "webp"}
+
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+def open_checked(data: bytes, max_pixels: int) -> tuple[Image.Image | None, str | None, str | None]:
+    """(image not yet decoded, format, None) or (None, None, reason), from the header only."""
+    if not data:
+        return None, None, "empty file (0 bytes)"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as e:
+        return None, None, f"image too large to open safely: {e}"
+    except Exception as e:  # noqa: BLE001 - Pillow raises many types for bad data
+        return None, None, f"not an image Pillow can read ({type(e).__name__})"
+    fmt = img.format or "unknown"
+    if fmt not in SUPPORTED:
+        return None, None, f"unsupported format {fmt} (supported: {', '.join(SUPPORTED)})"
+    w, h = img.size
+    if w * h > max_pixels:
+        return None, None, f"image is {w}x{h} = {w * h} pixels, over the cap of {max_pixels} (--max_pixels)"
+    if w == 0 or h == 0:
+        return None, None, f"image has no pixels ({w}x{h})"
+    return img, FORMAT_NAMES[fmt], None
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """8-bit RGB from any mode Pillow decodes (alpha composited on white)."""
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        a = np.asarray(img, dtype=np.float64)
+        lo, hi = float(a.min()), float(a.max())
+        a = (a - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(a)
+        return Image.fromarray(a.astype(np.uint8), "L").convert("RGB")
+    if img.mode == "P":
+        img = img.convert("RGBA") if "transparency" in img.info else img.convert("RGB")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV
+
+
+def decode(data: bytes, max_pixels: int, draft: tuple[int, int] | None = None):
+    """(RGB image, format, None) or (None, None, reason). `draft`: decode JPEG at reduced scale."""
+    img, fmt, reason = open_checked(data, max_pixels)
+    if reason:
+        return None, None, reason
+    try:
+        if draft and fmt == "jpeg":
+            img.draft("RGB", draft)
+        img.seek(0)  # GIF, WebP: the first frame
+        img.load()
+        return to_rgb(img), fmt, None
+    except Exception as e:  # noqa: BLE001 - truncated or corrupt pixel data
+        return None, None, f"truncated or corrupt image data ({type(e).__name__}: {e})"
+
+
+def thumbnail(img: Image.Image, size: int, color: bool) -> np.ndarray:
+    """A size x size thumbnail (aspect ignored), float32 in [0, 1], flattened."""
+    small = img.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    if not color:
+        small = small.convert("L")
+    return (np.asarray(small, dtype=np.float32) / 255.0).ravel()
+
+
+def thumbnail_dim(size: int, color: bool) -> int:
+    return size * size * (3 if color else 1)
+
+
+def thumbnail_vectors(blobs, max_pixels: int, size: int, color: bool):
+    """Per batch: (vectors float32[n, D] (zeros where rejected), formats, reasons)."""
+    n = len(blobs)
+    dim = thumbnail_dim(size, color)
+    out = np.zeros((n, dim), np.float32)
+    formats = np.full(n, None, dtype=object)
+    reasons = np.full(n, None, dtype=object)
+    for i, data in enumerate(blobs):
+        img, fmt, reason = decode(data, max_pixels, draft=(4 * size, 4 * size))
+        if reason:
+            reasons[i] = reason
+            continue
+        formats[i] = fmt
+        out[i] = thumbnail(img, size, color)
+    return out, formats, reasons
+
+
+def model_input(img: Image.Image, size: int) -> np.ndarray:
+    """RGB resized to size x size, scaled to [-1, 1] as InceptionV3 expects."""
+    arr = np.asarray(img.resize((size, size), Image.Resampling.BILINEAR), dtype=np.float32)
+    return arr / 127.5 - 1.0
