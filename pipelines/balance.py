@@ -26,8 +26,8 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from pipelines import image_stages, shards, sources, stages
 from pipelines import manifest as mf
-from pipelines import shards, sources, stages
 from pipelines.options import BalanceConfig, BalanceOptions, add_arguments, guess_format
 from pipelines.report import summary_table
 
@@ -36,12 +36,23 @@ log = logging.getLogger("pipelines.balance")
 
 def build(p: beam.Pipeline, cfg: BalanceConfig, staging: str, dim) -> beam.PCollection:
     """The job's graph on pipeline `p`; returns the PCollection of the manifest."""
-    if dim is None:
-        dim = beam.pvalue.AsSingleton(p | "FeatureDimension" >> stages.FeatureDimension(cfg))
-    good, _ = p | "Pass1Read" >> stages.ReadCorpus(cfg, dim)
+    if cfg.payload == "image":  # decode once in pass 1; passes 2 and 3 read its cache
+        good, _, index = p | "Pass1Read" >> image_stages.ReadImageCorpus(cfg, staging)
+        cache = beam.pvalue.AsList(index)
+
+        def read(label, count=False):
+            return p | label >> image_stages.ReadCache(cache, count)
+    else:
+        if dim is None:
+            dim = beam.pvalue.AsSingleton(p | "FeatureDimension" >> stages.FeatureDimension(cfg))
+        good, _ = p | "Pass1Read" >> stages.ReadCorpus(cfg, dim)
+
+        def read(label, count=False):
+            return p | label >> stages.ReadCorpus(cfg, dim, count)
+
     models = beam.pvalue.AsDict(good | "Pass1ClassModels" >> stages.ClassModels(cfg, dim))
 
-    good, _ = p | "Pass2Read" >> stages.ReadCorpus(cfg, dim)
+    good, _ = read("Pass2Read")
     plan = beam.pvalue.AsSingleton(
         good
         | "Pass2ClusterHistograms" >> stages.ClusterHistograms(cfg, models)
@@ -49,7 +60,7 @@ def build(p: beam.Pipeline, cfg: BalanceConfig, staging: str, dim) -> beam.PColl
         | "Plan" >> beam.Map(mf.make_plan, models, cfg, dim)
     )
 
-    good, rejected = p | "Pass3Read" >> stages.ReadCorpus(cfg, dim, count=True)
+    good, rejected = read("Pass3Read", count=True)
     return (
         (good, rejected)
         | "Pass3Resample" >> stages.Resample(cfg, staging, models, plan)
@@ -76,6 +87,11 @@ def parser() -> argparse.ArgumentParser:
 
 def resolve_input(path: str, fmt: str | None) -> tuple[str, str]:
     """A folder becomes a pattern of its files; checks something matches."""
+    if fmt == "images":
+        if not sources.class_folders(path):
+            raise ValueError(f"--input {path!r} has no class sub-folders: an image corpus is a folder "
+                             "with one sub-folder of images per class.")
+        return path.rstrip("/"), fmt
     pattern = path
     if _is_dir(path):
         fmt = fmt or _format_in_dir(path)
@@ -104,6 +120,8 @@ def _format_in_dir(path: str) -> str:
 
 def static_dim(cfg: BalanceConfig) -> int | None:
     """The vector length when the schema or flags fix it; None means: the corpus's mode."""
+    if cfg.payload == "image":
+        return image_stages.vector_dim(cfg)
     if cfg.feature_dim:
         return cfg.feature_dim
     if cfg.feature_columns:
@@ -143,11 +161,17 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     options = PipelineOptions(argv)
     bo = options.view_as(BalanceOptions)
     if known.input is None:
-        from pipelines.demo import build_demo_corpus
+        from pipelines import demo
 
-        input_path = build_demo_corpus(os.path.join(known.demo_dir, "corpus"))
         output = known.output or os.path.join(known.demo_dir, "balanced")
-        print(f"demo corpus: {input_path} (scikit-learn digits, long-tailed, with 3 bad rows)")
+        if known.demo == "images":
+            input_path = demo.build_demo_images(os.path.join(known.demo_dir, "images"))
+            bo.input_format = "images"
+            print(f"demo corpus: {input_path}/ (scikit-learn digits as 80x80 PNGs in one folder per "
+                  "class, long-tailed, with 2 bad files)")
+        else:
+            input_path = demo.build_demo_corpus(os.path.join(known.demo_dir, "corpus"))
+            print(f"demo corpus: {input_path} (scikit-learn digits, long-tailed, with 3 bad rows)")
     else:
         if not known.output:
             raise ValueError("--output is required with --input.")
@@ -155,6 +179,8 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     pattern, fmt = resolve_input(input_path, bo.input_format)
     bo.input_format = fmt
     cfg = BalanceConfig.from_options(bo, pattern, output)
+    if cfg.cluster_on == "inception_v3":
+        image_stages.check_embedding_weights(cfg.embedding_weights)
     dim = static_dim(cfg)
     staging = prepare_output(cfg.output)
     started = time.time()
