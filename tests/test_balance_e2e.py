@@ -215,14 +215,28 @@ def test_clear_errors_before_running(tmp_path):
 
 
 def test_demo_runs_as_the_default(tmp_path, capsys):
+    from PIL import Image
+
     from pipelines import balance
 
     m = balance.run(["--demo_dir", str(tmp_path / "demo"), "--runner=FnApiRunner"])
+    assert m["payload"]["kind"] == "image"
     inputs = [c["input"] for c in m["classes"]]
     assert max(inputs) / min(inputs) >= 20
-    assert m["totals"]["rejected"] == 3
+    assert m["totals"]["rejected"] == 2
+    first = sorted(glob.glob(str(tmp_path / "demo" / "images" / "9" / "*.png")))[0]
+    assert min(Image.open(first).size) >= 75  # large enough for InceptionV3
     printed = capsys.readouterr().out
-    assert "read 566 = rejected 3" in printed and "manifest.json" in printed
+    assert "read 565 = rejected 2" in printed and "manifest.json" in printed
+
+
+def test_vector_demo(tmp_path):
+    from pipelines import balance
+
+    m = balance.run(["--demo", "vectors", "--demo_dir", str(tmp_path / "demo"), "--runner=FnApiRunner"])
+    assert m["payload"] == {"kind": "features", "dim": 64}
+    inputs = [c["input"] for c in m["classes"]]
+    assert max(inputs) / min(inputs) >= 20 and m["totals"]["rejected"] == 3
 
 
 def test_output_is_complete_when_writers_flush_mid_bundle(tmp_path, parquet_corpus, monkeypatch):

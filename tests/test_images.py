@@ -1,0 +1,194 @@
+"""Image corpora: folder, TFRecord and Parquet inputs; bad images; bytes kept unchanged."""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import io
+import json
+import os
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from conftest import read_manifest, run_job
+from PIL import Image
+
+from transforms import images
+
+SIZES = {"cat": 40, "dog": 12, "eel": 5}
+
+
+def png(rng, size=12, mode="RGB", fmt="PNG", shade=0) -> bytes:
+    arr = (rng.integers(0, 60, (size, size, 3)) + shade).clip(0, 255).astype(np.uint8)
+    img = Image.fromarray(arr, "RGB")
+    if mode != "RGB":
+        img = img.convert(mode)
+    buf = io.BytesIO()
+    img.save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def corpus_blobs(seed=0, size=12):
+    rng = np.random.default_rng(seed)
+    out = []
+    for ci, (label, n) in enumerate(SIZES.items()):
+        for i in range(n):
+            out.append((label, f"{label}-{i}.png", png(rng, size, shade=60 * ci + 40 * (i % 2))))
+    return out
+
+
+def bad_images():
+    """(file name, bytes, reason fragment or None when the image must be accepted)."""
+    rng = np.random.default_rng(9)
+    good = png(rng)
+    cmyk = png(rng, mode="CMYK", fmt="JPEG")
+    i16 = io.BytesIO()
+    Image.fromarray((rng.integers(0, 65535, (12, 12))).astype(np.uint16)).save(i16, format="PNG")
+    assert Image.open(io.BytesIO(i16.getvalue())).mode.startswith("I")
+    huge = io.BytesIO()
+    Image.new("L", (400, 400)).save(huge, format="PNG")
+    tiff = io.BytesIO()
+    Image.new("RGB", (12, 12)).save(tiff, format="TIFF")
+    return [
+        ("zero.png", b"", "empty file (0 bytes)"),
+        ("truncated.png", good[: len(good) // 2], "truncated or corrupt"),
+        ("garbage.png", b"\x89PNG not really" * 10, "not an image Pillow can read"),
+        ("text.jpg", b"hello, I am text", "not an image Pillow can read"),
+        ("scan.tiff", tiff.getvalue(), "unsupported format TIFF"),
+        ("huge.png", huge.getvalue(), "over the cap of 100000"),
+        ("cmyk.jpg", cmyk, None),
+        ("deep.png", i16.getvalue(), None),
+        ("palette.png", png(rng, mode="P"), None),
+        ("alpha.png", png(rng, mode="RGBA"), None),
+        ("grey.gif", png(rng, mode="L", fmt="GIF"), None),
+        ("pic.bmp", png(rng, fmt="BMP"), None),
+        ("pic.webp", png(rng, fmt="WEBP"), None),
+    ]
+
+
+def write_folder(root, blobs):
+    for label, name, data in blobs:
+        os.makedirs(os.path.join(root, label), exist_ok=True)
+        with open(os.path.join(root, label, name), "wb") as f:
+            f.write(data)
+    return str(root)
+
+
+def sha(b: bytes) -> str:
+    return hashlib.sha1(b).hexdigest()
+
+
+def shard_images(out, m, split="train"):
+    paths = ([s["path"] for c in m["classes"] for s in c["shards"]["parquet"]] if split == "train"
+             else [s["path"] for s in m["val"]["shards"]["parquet"]])
+    return pa.concat_tables([pq.read_table(os.path.join(out, p)) for p in paths])
+
+
+def test_image_folder_end_to_end_bytes_unchanged(tmp_path):
+    blobs = corpus_blobs()
+    folder = write_folder(tmp_path / "imgs", blobs)
+    m = run_job(folder, tmp_path / "out", "--input_format", "images", "--clusters_per_class", "2",
+                "--keep_embeddings")
+    assert m["payload"] == {"kind": "image", "cluster_on": "thumbnail", "vector_dim": 256, "embedding": 256}
+    assert {c["label"]: c["input"] for c in m["classes"]} == SIZES
+    assert len({c["output"] for c in m["classes"]}) == 1
+    train = shard_images(str(tmp_path / "out"), m)
+    src = {sha(b): label for label, _, b in blobs}
+    for b, label, fmt in zip(train.column("image").to_pylist(), train.column("label_text").to_pylist(),
+                             train.column("format").to_pylist(), strict=True):
+        assert src[sha(b)] == label and fmt == "png"  # the very bytes that were read
+    assert train.schema.field("embedding").type == pa.list_(pa.float32(), 256)
+    # TFRecord holds the same bytes under image/encoded
+    tf = pytest.importorskip("tensorflow")
+    path = os.path.join(tmp_path, "out", m["classes"][2]["shards"]["tfrecord"][0]["path"])
+    spec = {"image/encoded": tf.io.FixedLenFeature([], tf.string),
+            "image/format": tf.io.FixedLenFeature([], tf.string),
+            "embedding": tf.io.FixedLenFeature([256], tf.float32)}
+    for rec in tf.data.TFRecordDataset(path, compression_type="GZIP").batch(100):
+        parsed = tf.io.parse_example(rec, spec)
+        assert all(src[sha(b)] == "eel" for b in parsed["image/encoded"].numpy())
+        assert set(parsed["image/format"].numpy()) == {b"png"}
+
+
+def test_bad_images_rejected_with_reasons_odd_modes_accepted(tmp_path):
+    blobs = corpus_blobs() + [("dog", name, data) for name, data, _ in bad_images()]
+    folder = write_folder(tmp_path / "imgs", blobs)
+    m = run_job(folder, tmp_path / "out", "--input_format", "images", "--max_pixels", "100000",
+                "--clusters_per_class", "2", "--output_format", "parquet")
+    lines = [json.loads(x) for f in glob.glob(str(tmp_path / "out/rejected/*.jsonl")) for x in open(f)]
+    got = {os.path.basename(x["source"]): x["reason"] for x in lines}
+    for name, _, fragment in bad_images():
+        if fragment is None:
+            assert name not in got, (name, got.get(name))
+        else:
+            assert fragment in got[name], (name, got.get(name))
+    accepted = sum(1 for _, _, f in bad_images() if f is None)
+    t = m["totals"]
+    assert t["rejected"] == len(bad_images()) - accepted
+    assert t["read"] == len(blobs) == t["rejected"] + t["holdout"] + t["train_input"]
+    assert {c["label"]: c["input"] for c in m["classes"]}["dog"] == SIZES["dog"] + accepted
+
+
+def test_images_in_parquet_and_tfrecord(tmp_path):
+    tf = pytest.importorskip("tensorflow")
+    blobs = corpus_blobs(seed=1)
+    pq.write_table(pa.table({"label": [b[0] for b in blobs], "jpeg": pa.array([b[2] for b in blobs], pa.binary())}),
+                   tmp_path / "imgs.parquet", row_group_size=7)
+    m1 = run_job(str(tmp_path / "imgs.parquet"), tmp_path / "o1", "--image_column", "jpeg",
+                 "--clusters_per_class", "2", "--output_format", "parquet")
+    with tf.io.TFRecordWriter(str(tmp_path / "imgs.tfrecord")) as w:
+        for label, _, data in blobs:
+            w.write(tf.train.Example(features=tf.train.Features(feature={
+                "label": tf.train.Feature(bytes_list=tf.train.BytesList(value=[label.encode()])),
+                "image/encoded": tf.train.Feature(bytes_list=tf.train.BytesList(value=[data])),
+            })).SerializeToString())
+    m2 = run_job(str(tmp_path / "imgs.tfrecord"), tmp_path / "o2", "--image_column", "image/encoded",
+                 "--clusters_per_class", "2", "--output_format", "parquet")
+    a = sorted(zip(*(shard_images(str(tmp_path / "o1"), m1).column(c).to_pylist() for c in ("id", "cluster")), strict=True))
+    b = sorted(zip(*(shard_images(str(tmp_path / "o2"), m2).column(c).to_pylist() for c in ("id", "cluster")), strict=True))
+    assert a == b and len(a) == sum(c["output"] for c in m1["classes"])  # same records, any container
+
+
+def test_thumbnails_are_deterministic_and_normalised():
+    rng = np.random.default_rng(0)
+    blobs = np.array([png(rng, 40), png(rng, 40, fmt="JPEG")], dtype=object)
+    a, fa, ra = images.thumbnail_vectors(blobs, 10**6, 8, False)
+    b, _, _ = images.thumbnail_vectors(blobs[::-1].copy(), 10**6, 8, False)
+    assert np.array_equal(a, b[::-1]) and a.shape == (2, 64)
+    assert fa.tolist() == ["png", "jpeg"] and ra.tolist() == [None, None]
+    assert 0 <= a.min() and a.max() <= 1
+    c, _, _ = images.thumbnail_vectors(blobs, 10**6, 4, True)
+    assert c.shape == (2, 48)
+
+
+def test_inception_v3_embeddings_with_random_weights(tmp_path):
+    pytest.importorskip("keras")
+    rng = np.random.default_rng(0)
+    blobs = [(label, f"{label}-{i}.png", png(rng, 75, shade=80 * ci))
+             for ci, label in enumerate(["a", "b"]) for i in range(3 + 3 * ci)]
+    folder = write_folder(tmp_path / "imgs", blobs)
+    m = run_job(folder, tmp_path / "out", "--input_format", "images", "--cluster_on", "inception_v3",
+                "--embedding_weights", "none", "--embedding_image_size", "75", "--clusters_per_class", "2",
+                "--keep_embeddings", "--output_format", "parquet", "--holdout_fraction", "0")
+    assert m["payload"]["cluster_on"] == "inception_v3" and m["payload"]["vector_dim"] == 2048
+    train = shard_images(str(tmp_path / "out"), m)
+    x = np.asarray(train.column("embedding").to_pylist(), np.float32)
+    assert x.shape[1] == 2048 and np.isfinite(x).all() and x.std() > 0
+    assert read_manifest(tmp_path / "out")["totals"]["read"] == 9
+
+
+def test_imagenet_weights_offline_is_a_clear_error(tmp_path, monkeypatch):
+    pytest.importorskip("keras")
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))  # no cached weights
+    from pipelines import image_stages
+
+    try:
+        image_stages.check_embedding_weights("imagenet")
+    except ValueError as e:
+        assert "--embedding_weights /path/to/" in str(e)
+    else:
+        pytest.skip("this machine reached the network and fetched the weights")
+    with pytest.raises(ValueError, match="no such file"):
+        image_stages.check_embedding_weights(str(tmp_path / "missing.h5"))
