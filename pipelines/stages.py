@@ -158,7 +158,7 @@ class _ClassPartials(beam.DoFn):
         m = self.cfg.kmeans_sample if self.cfg.clusters > 1 else 0
         for label, rows in records.group_rows(good["label"]):
             stats = ClassStats(m, dim).add(
-                good["key"][rows], good["id"][rows], good["features"][rows], self.cfg.seed, self.threshold,
+                good["key"][rows], good["features"][rows], self.cfg.seed, self.threshold,
                 nbytes=payload_bytes(good, rows, self.cfg),
             )
             yield label, stats
@@ -219,8 +219,10 @@ class ClassModels(beam.PTransform):
         return (
             good
             | "Partials" >> beam.ParDo(_ClassPartials(self.cfg), self.dim)
-            # Fan-out multiplies the sample rows a worker holds per class, so keep it small.
-            | "Combine" >> beam.CombinePerKey(_ClassStatsFn(self.cfg)).with_hot_key_fanout(2)
+            # No hot-key fan-out here: the combine is lifted, so each worker sends one
+            # accumulator of at most m sample rows per class and no worker ever receives
+            # a whole class; fan-out would multiply the sample rows every worker holds.
+            | "Combine" >> beam.CombinePerKey(_ClassStatsFn(self.cfg))
             | "FitKMeans" >> beam.ParDo(_FitKMeans(self.cfg))
         )
 

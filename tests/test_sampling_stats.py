@@ -19,14 +19,14 @@ def rows(n, seed=0):
 
 def test_bottom_m_same_sample_whatever_the_merge_order():
     keys, ids, x = rows(500)
-    whole = BottomM(40, 3).add(keys, ids, x).extract()
-    parts = [BottomM(40, 3).add(keys[s], ids[s], x[s]) for s in np.array_split(np.arange(500), 5)]
+    whole = BottomM(40, 3).add(keys, x).extract()
+    parts = [BottomM(40, 3).add(keys[s], x[s]) for s in np.array_split(np.arange(500), 5)]
     for perm in itertools.islice(itertools.permutations(parts), 0, 120, 17):
         acc = BottomM(40, 3)
         for p in perm:
             acc.merge(BottomM(40, 3).merge(p))
         got = acc.extract()
-        assert np.array_equal(got[0], whole[0]) and np.array_equal(got[2], whole[2])
+        assert np.array_equal(got[0], whole[0]) and np.array_equal(got[1], whole[1])
     assert np.all(np.diff(whole[0].astype(np.float64)) >= 0)
     assert len(whole[0]) == 40 and set(whole[0]) == set(np.sort(keys)[:40])
 
@@ -36,11 +36,11 @@ def test_bottom_m_same_sample_whatever_the_merge_order():
 def test_class_stats_split_independent(n, parts, fraction):
     keys, ids, x = rows(n, n)
     thr = hashing.fraction_threshold(fraction)
-    one = ClassStats(25, 3).add(keys, ids, x, 7, thr).extract(7)
+    one = ClassStats(25, 3).add(keys, x, 7, thr).extract(7)
     acc = ClassStats(25, 3)
     for s in reversed(np.array_split(np.arange(n), parts)):
         if len(s):
-            acc.merge(ClassStats(25, 3).add(keys[s], ids[s], x[s], 7, thr))
+            acc.merge(ClassStats(25, 3).add(keys[s], x[s], 7, thr))
     many = acc.extract(7)
     assert (one.count, one.train, one.max_hold) == (many.count, many.train, many.max_hold)
     assert np.array_equal(one.sample, many.sample)
@@ -51,6 +51,6 @@ def test_class_stats_split_independent(n, parts, fraction):
 
 def test_single_record_class_stays_in_train():
     keys, ids, x = rows(1)
-    s = ClassStats(10, 3).add(keys, ids, x, 0, hashing.fraction_threshold(0.99)).extract(0)
+    s = ClassStats(10, 3).add(keys, x, 0, hashing.fraction_threshold(0.99)).extract(0)
     assert s.train == 1 and len(s.sample) == 1
     assert not holdout_mask(keys, 0, hashing.fraction_threshold(0.99), s.max_hold).any()

@@ -44,7 +44,7 @@ def pure_models(data):
     for label in sorted(set(good["label"])):
         rows = good["label"] == label
         stats = ClassStats(CFG.kmeans_sample, 3).add(
-            good["key"][rows], good["id"][rows], good["features"][rows], CFG.seed,
+            good["key"][rows], good["features"][rows], CFG.seed,
             hashing.fraction_threshold(CFG.holdout_fraction)).extract(CFG.seed)
         centroids = kmeans.fit_centroids(stats.sample, 2, hashing.seed_for(CFG.seed, label))
         out[label] = {"count": stats.count, "train": stats.train, "max_hold": stats.max_hold,

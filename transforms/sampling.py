@@ -15,22 +15,28 @@ import numpy as np
 
 
 class BottomM:
-    """The m rows with the smallest uint64 keys seen so far."""
+    """The m rows with the smallest uint64 keys seen so far (keys and rows only)."""
 
     def __init__(self, m: int, dim: int, dtype=np.float32):
         self.m = int(m)
         self.dim = dim
         self.dtype = dtype
-        self._parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self._parts: list[tuple[np.ndarray, np.ndarray]] = []
         self._rows = 0
 
-    def add(self, keys: np.ndarray, ids: np.ndarray, rows: np.ndarray) -> BottomM:
+    def add(self, keys: np.ndarray, rows: np.ndarray) -> BottomM:
         if self.m == 0 or len(keys) == 0:
             return self
-        self._parts.append((np.asarray(keys, np.uint64), np.asarray(ids, dtype=object),
-                            np.asarray(rows, self.dtype)))
+        keys = np.asarray(keys, np.uint64)
+        rows = np.asarray(rows, self.dtype)
+        if self._rows >= self.m and self._parts:  # only rows under the current m-th key can enter
+            limit = self._parts[0][0].max() if len(self._parts) == 1 else None
+            if limit is not None:
+                below = keys < limit
+                keys, rows = keys[below], rows[below]
+        self._parts.append((keys, rows))
         self._rows += len(keys)
-        if self._rows > self.m + max(self.m // 4, 4096):  # amortised: O(1) copies per row
+        if self._rows > self.m + max(self.m // 8, 4096):  # amortised: O(1) copies per row
             self._compact()
         return self
 

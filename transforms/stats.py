@@ -23,7 +23,6 @@ class ClassSummary:
     train: int  # records kept in train (the hold-out's complement)
     max_hold: int  # largest hold-out hash; that record always stays in train
     nbytes: int  # payload bytes of all the class's records (sizes the shards)
-    sample_ids: np.ndarray
     sample: np.ndarray  # float32[m', D], in hash order
 
 
@@ -34,10 +33,10 @@ class ClassStats:
         self.below = 0  # records whose hold-out hash is under the threshold
         self.max_hold = -1
         self.max_count = 0  # records that share the largest hold-out hash (duplicates)
-        self.max_row = (np.zeros(0, np.uint64), np.zeros(0, object), np.zeros((0, dim), np.float32))
+        self.max_row = np.zeros((0, dim), np.float32)
         self.sample = BottomM(m, dim)
 
-    def add(self, keys: np.ndarray, ids: np.ndarray, x: np.ndarray, seed: int, threshold: np.uint64,
+    def add(self, keys: np.ndarray, x: np.ndarray, seed: int, threshold: np.uint64,
             nbytes: int | None = None) -> ClassStats:
         hold = hashing.decision(keys, seed, hashing.HOLDOUT)
         under = hold < threshold
@@ -48,12 +47,12 @@ class ClassStats:
         if int(hold[top]) > self.max_hold:
             self.max_hold = int(hold[top])
             self.max_count = int((hold == hold[top]).sum())
-            self.max_row = (keys[top : top + 1], ids[top : top + 1], x[top : top + 1])
+            self.max_row = x[top : top + 1]
         elif int(hold[top]) == self.max_hold:
             self.max_count += int((hold == hold[top]).sum())
         train = ~under
         if self.sample.m and train.any():
-            self.sample.add(hashing.decision(keys[train], seed, hashing.SAMPLE), ids[train], x[train])
+            self.sample.add(hashing.decision(keys[train], seed, hashing.SAMPLE), x[train])
         return self
 
     def merge(self, other: ClassStats) -> ClassStats:
@@ -68,13 +67,13 @@ class ClassStats:
         return self
 
     def extract(self, seed: int) -> ClassSummary:
-        keys, ids, rows = self.sample.extract()
+        _, rows = self.sample.extract()
         train = self.count - self.below
         if train == 0 and self.count:  # all under the threshold: the top record(s) stay
             train = self.max_count
             if self.sample.m:
-                _, ids, rows = self.max_row
-        return ClassSummary(self.count, train, self.max_hold, self.nbytes, ids, rows)
+                rows = self.max_row
+        return ClassSummary(self.count, train, self.max_hold, self.nbytes, rows)
 
 
 def holdout_mask(keys: np.ndarray, seed: int, threshold: np.uint64, max_hold: int) -> np.ndarray:
