@@ -47,10 +47,10 @@ class BottomM:
 
     def _concat(self):
         if not self._parts:
-            return np.zeros(0, np.uint64), np.zeros(0, object), np.zeros((0, self.dim), self.dtype)
+            return np.zeros(0, np.uint64), np.zeros((0, self.dim), self.dtype)
         if len(self._parts) == 1:
             return self._parts[0]
-        return tuple(np.concatenate([p[i] for p in self._parts]) for i in range(3))
+        return tuple(np.concatenate([p[i] for p in self._parts]) for i in range(2))
 
     def compact(self) -> BottomM:
         """Cuts to at most m rows (before an accumulator is shipped)."""
@@ -58,16 +58,16 @@ class BottomM:
         return self
 
     def _compact(self) -> None:
-        keys, ids, rows = self._concat()
+        keys, rows = self._concat()
         if len(keys) > self.m:
             keep = np.argpartition(keys, self.m - 1)[: self.m]
-            keys, ids, rows = keys[keep], ids[keep], rows[keep]
-        self._parts = [(keys, ids, rows)]
+            keys, rows = keys[keep], rows[keep]
+        self._parts = [(keys, rows)] if len(keys) else []
         self._rows = len(keys)
 
-    def extract(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(keys, ids, rows) of the sample, in increasing key order."""
+    def extract(self) -> tuple[np.ndarray, np.ndarray]:
+        """(keys, rows) of the sample, in increasing key order."""
         self._compact()
-        keys, ids, rows = self._parts[0] if self._parts else self._concat()
+        keys, rows = self._concat()
         order = np.argsort(keys, kind="stable")
-        return keys[order], ids[order], rows[order]
+        return keys[order], rows[order]
