@@ -1,0 +1,92 @@
+"""Evaluate a trained run on the val shards (or --split train): per-class report, confusion matrix.
+
+    python -m training.evaluate --run RUN --data OUT [--split val|train]
+
+Prints precision, recall, F1 and support per class, writes RUN/eval-<split>.json and
+RUN/confusion-<split>.png. The model loads with Keras' safe mode.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+from training import manifest as mf
+from training.metrics import confusion, per_class
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--run", required=True, help="Run folder of training.fit (holds model.keras).")
+    ap.add_argument("--data", required=True, help="Output folder of pipelines.balance.")
+    ap.add_argument("--split", default="val", choices=("val", "train"))
+    ap.add_argument("--batch_size", type=int, default=128)
+    return ap
+
+
+def run(argv: list[str] | None = None) -> dict:
+    args = parser().parse_args(argv)
+    import keras
+
+    from training import data
+    from training.fit import labels_in
+    from training.report import write_confusion_png
+
+    path = os.path.join(args.run, "model.keras")
+    if not os.path.exists(path):
+        raise ValueError(f"{path} does not exist: train first (python -m training.fit).")
+    labels = labels_in(path)
+    ds = mf.load(args.data)
+    if labels != ds.labels:
+        raise ValueError(f"{path} was trained on classes {labels}, {args.data} has {ds.labels}.")
+    model = keras.models.load_model(path, safe_mode=True)
+    shape = model.inputs[0].shape
+    inputs = "vector" if len(shape) == 2 else "image"
+    image_size = int(shape[1]) if inputs == "image" else 0
+    reader = data.pick_reader(ds, keras.backend.backend())
+    if args.split == "val":
+        shards = ds.val[reader]
+    else:
+        shards = [s for c in ds.train for s in c[reader]]
+    if reader == "tfrecord":
+        stream = data.tf_val_stream(ds, inputs, args.batch_size, image_size, shards)
+    else:
+        stream = data.ParquetBatches(ds, inputs, args.batch_size, image_size, shards)
+    y = data.labels_of(stream)
+    pred = np.asarray(model.predict(stream, verbose=0)).argmax(axis=1)
+    cm = confusion(y, pred, ds.classes)
+    pc = per_class(cm)
+    report = {"split": args.split, "records": int(len(y)), "macro_f1": float(pc["f1"].mean()),
+              "accuracy": float((pred == y).mean()) if len(y) else 0.0,
+              "classes": {label: {k: float(pc[k][i]) if k != "support" else int(pc[k][i])
+                                  for k in ("precision", "recall", "f1", "support")}
+                          for i, label in enumerate(labels)},
+              "confusion": cm.tolist()}
+    width = max(5, *(len(x) for x in labels))
+    print(f"{'class':<{width}}  precision  recall     f1  support")
+    for label, c in report["classes"].items():
+        print(f"{label:<{width}}  {c['precision']:9.3f}  {c['recall']:6.3f}  {c['f1']:5.3f}  {c['support']:7d}")
+    print(f"{'macro':<{width}}  {pc['precision'].mean():9.3f}  {pc['recall'].mean():6.3f}  "
+          f"{report['macro_f1']:5.3f}  {len(y):7d}   accuracy {report['accuracy']:.3f}")
+    with open(os.path.join(args.run, f"eval-{args.split}.json"), "w") as f:
+        json.dump(report, f, indent=1)
+    png = os.path.join(args.run, f"confusion-{args.split}.png")
+    write_confusion_png(cm, labels, png, f"{args.split}: macro-F1 {report['macro_f1']:.3f}")
+    print(f"wrote {os.path.join(args.run, f'eval-{args.split}.json')} and {png}")
+    return report
+
+
+def main() -> None:
+    try:
+        run()
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

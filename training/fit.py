@@ -1,0 +1,280 @@
+"""Train a final layer on pipelines.balance output, with F1-driven dynamic sampling.
+
+    python -m training.fit --data OUT --output RUN [--epochs 5] [--sampling dynamic]
+        [--weights imagenet|none|PATH] [--image_size 299] [--loss ce|weighted|focal|class_balanced]
+
+Reads OUT/manifest.json (nothing else), builds the class mixture (tf.data with the
+TensorFlow backend, a PyDataset over Parquet otherwise, e.g. KERAS_BACKEND=jax), and
+trains InceptionV3's final layer on images, or a linear layer on vectors and cached
+embeddings. After every epoch: per-class precision, recall and F1 on val/, the next
+epoch's class shares (training/sampling.py), RUN/history.json, a checkpoint, and the
+best model by val macro-F1 as RUN/model.keras. `--resume` continues a stopped run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+import warnings
+import zipfile
+
+import numpy as np
+
+from training import losses
+from training import manifest as mf
+from training.metrics import confusion, cross_entropy, per_class
+from training.sampling import DynamicSampler
+
+STATE = "state.json"
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m training.fit", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", required=True, help="Output folder of pipelines.balance (holds manifest.json).")
+    ap.add_argument("--output", default="run", help="Run folder (default: run).")
+    ap.add_argument("--epochs", type=int, default=5)
+    ap.add_argument("--batch_size", type=int, default=32)
+    ap.add_argument("--epoch_size", type=int, default=None,
+                    help="Samples per epoch (default: the number of train records).")
+    ap.add_argument("--image_size", type=int, default=299, help="Image side fed to InceptionV3 (>= 75).")
+    ap.add_argument("--weights", default="imagenet", help="InceptionV3 weights: imagenet, none or a file.")
+    ap.add_argument("--inputs", default="auto", choices=("auto", "image", "vector"),
+                    help="Train on images (through InceptionV3) or on the shards' vectors/embeddings "
+                         "(default: vectors when the shards carry them).")
+    ap.add_argument("--sampling", default="dynamic", choices=("dynamic", "balanced", "none"))
+    ap.add_argument("--min_share", type=float, default=None,
+                    help="Floor on a class's share (default: min(0.02, 0.5 / classes)).")
+    ap.add_argument("--dynamic_mix", type=float, default=0.5,
+                    help="Shares = (1 - a) * uniform + a * (1 - F1) shares; 1 is Pouyanfar et al.'s rule.")
+    ap.add_argument("--f1_smoothing", type=float, default=0.0,
+                    help="Weight of past epochs in the F1 that drives the shares (0: last epoch only).")
+    ap.add_argument("--loss", default="ce", choices=losses.LOSSES)
+    ap.add_argument("--cb_beta", type=float, default=0.999, help="Class-balanced loss beta (Cui et al.).")
+    ap.add_argument("--focal_gamma", type=float, default=2.0)
+    ap.add_argument("--learning_rate", type=float, default=1e-3)
+    ap.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
+                    help="Random rotation, flip, brightness and blur on training images (default on).")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--resume", action="store_true", help="Continue the run in --output from its last epoch.")
+    ap.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras progress: 0, 1 (bar), 2.")
+    return ap
+
+
+def choose_inputs(ds: mf.Dataset, inputs: str) -> str:
+    if inputs == "auto":
+        return "vector" if ds.vector_column() else "image"
+    if inputs == "vector" and not ds.vector_column():
+        raise ValueError("--inputs vector: the shards carry no vectors (balance with --keep_embeddings, "
+                         "or train on images).")
+    if inputs == "image" and ds.payload.get("kind") != "image":
+        raise ValueError("--inputs image: the shards hold feature vectors, not images.")
+    return inputs
+
+
+def vector_sample(ds: mf.Dataset, per_class: int = 512) -> np.ndarray:
+    """A few train rows per class (first row group of each class's first shard)."""
+    import pyarrow.parquet as pq
+
+    col, rows = ds.vector_column(), []
+    for c in range(ds.classes):
+        if "parquet" in ds.formats:
+            t = pq.ParquetFile(ds.paths(ds.train[c]["parquet"][:1])[0]).read_row_group(0, columns=[col])
+            x = t.column(col).combine_chunks()
+            rows.append(x.flatten().to_numpy().reshape(len(x), -1)[:per_class])
+        else:
+            import tensorflow as tf
+
+            spec = {col: tf.io.FixedLenFeature([ds.vector_dim()], tf.float32)}
+            d = tf.data.TFRecordDataset(ds.paths(ds.train[c]["tfrecord"][:1]), compression_type="GZIP")
+            for batch in d.take(per_class).batch(per_class):
+                rows.append(tf.io.parse_example(batch, spec)[col].numpy())
+    return np.concatenate(rows).astype(np.float32)
+
+
+def save_with_labels(model, path: str, labels: list[str]) -> None:
+    """model.keras with the class names inside (labels.json in the archive), atomically."""
+    tmp = path + ".tmp.keras"
+    model.save(tmp)
+    with zipfile.ZipFile(tmp, "a") as z:
+        z.writestr("labels.json", json.dumps(labels))
+    os.replace(tmp, path)
+
+
+def labels_in(path: str) -> list[str]:
+    with zipfile.ZipFile(path) as z:
+        return json.loads(z.read("labels.json"))
+
+
+def write_json(path: str, obj) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1)
+    os.replace(tmp, path)
+
+
+def _epoch_end_callback():
+    import keras
+
+    class EpochEnd(keras.callbacks.Callback):
+        """After each epoch: val metrics, history, next shares, checkpoint, best model."""
+
+        def __init__(self, run: str, val, y_val, sampler, set_shares, labels, history, args, summary):
+            super().__init__()
+            self.run, self.val, self.y_val = run, val, y_val
+            self.sampler, self.set_shares, self.labels = sampler, set_shares, labels
+            self.history, self.args, self.summary = history, args, summary
+            self.best = max((h["val_macro_f1"] for h in history), default=-1.0)
+            self.started = time.time()
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            with warnings.catch_warnings():  # Keras warns when a finite dataset ends, as val/ does
+                warnings.simplefilter("ignore", UserWarning)
+                probs = np.asarray(self.model.predict(self.val, verbose=0))
+            pred = probs.argmax(axis=1)
+            pc = per_class(confusion(self.y_val, pred, len(self.labels)))
+            used = list(self.sampler.shares)
+            entry = {
+                "epoch": epoch + 1,
+                "loss": float(logs.get("loss", float("nan"))),
+                "val_loss": cross_entropy(probs, self.y_val),
+                "val_macro_f1": float(pc["f1"].mean()),
+                "val_accuracy": float((pred == self.y_val).mean()) if len(pred) else 0.0,
+                "seconds": round(time.time() - self.started, 2),
+                "classes": {label: {"f1": float(pc["f1"][i]), "precision": float(pc["precision"][i]),
+                                    "recall": float(pc["recall"][i]), "support": int(pc["support"][i]),
+                                    "share": float(used[i])}
+                            for i, label in enumerate(self.labels)},
+            }
+            self.started = time.time()
+            self.history.append(entry)
+            self.set_shares(self.sampler.update(pc["f1"]))
+            if entry["val_macro_f1"] > self.best:
+                self.best = entry["val_macro_f1"]
+                save_with_labels(self.model, os.path.join(self.run, "model.keras"), self.labels)
+            # Checkpoint into the slot the current state does not point at, then the state.
+            state_path = os.path.join(self.run, STATE)
+            previous = json.load(open(state_path))["checkpoint"] if os.path.exists(state_path) else "checkpoint-b.keras"
+            slot = "checkpoint-a.keras" if previous == "checkpoint-b.keras" else "checkpoint-b.keras"
+            self.model.save(os.path.join(self.run, slot))
+            write_json(os.path.join(self.run, "history.json"), self.history)
+            write_json(state_path, {"epoch": epoch + 1, "checkpoint": slot, "sampler": self.sampler.state(),
+                                    "best": self.best, "args": self.summary})
+            self.summary_scalars(entry)
+            shares = " ".join(f"{s:.3f}" for s in used)
+            print(f"epoch {epoch + 1}: loss {entry['loss']:.4f}  val_loss {entry['val_loss']:.4f}  "
+                  f"val macro-F1 {entry['val_macro_f1']:.4f}  shares used [{shares}]", flush=True)
+
+        def summary_scalars(self, entry):
+            try:
+                import tensorflow as tf
+            except ImportError:
+                return
+            writer = tf.summary.create_file_writer(os.path.join(self.run, "logs", "classes"))
+            with writer.as_default():
+                tf.summary.scalar("val_macro_f1", entry["val_macro_f1"], step=entry["epoch"])
+                for label, c in entry["classes"].items():
+                    tf.summary.scalar(f"f1/{label}", c["f1"], step=entry["epoch"])
+                    tf.summary.scalar(f"share/{label}", c["share"], step=entry["epoch"])
+            writer.flush()
+
+    return EpochEnd
+
+
+def run(argv: list[str] | None = None) -> list[dict]:
+    """Trains; returns the history (one entry per epoch)."""
+    args = parser().parse_args(argv)
+    import keras
+
+    from training import data
+    from training import model as models
+
+    backend = keras.backend.backend()
+    ds = mf.load(args.data)
+    inputs = choose_inputs(ds, args.inputs)
+    reader = data.pick_reader(ds, backend)
+    if args.epochs < 1 or args.batch_size < 1:
+        raise ValueError(f"--epochs and --batch_size must be at least 1. Received: {args.epochs}, {args.batch_size}")
+    os.makedirs(args.output, exist_ok=True)
+    state_path = os.path.join(args.output, STATE)
+    if os.path.exists(state_path) and not args.resume:
+        raise ValueError(f"{args.output} holds a previous run: pass --resume to continue it, or a new --output.")
+    if args.resume and not os.path.exists(state_path):
+        raise ValueError(f"--resume: {state_path} does not exist; nothing to resume.")
+    min_share = args.min_share if args.min_share is not None else min(0.02, 0.5 / ds.classes)
+    prior = [n / sum(ds.output) for n in ds.output]
+    keras.utils.set_random_seed(args.seed)
+
+    state = json.load(open(state_path)) if args.resume else None
+    if state:
+        sampler = DynamicSampler.from_state(ds.classes, state["sampler"])
+        history = json.load(open(os.path.join(args.output, "history.json")))
+        start = state["epoch"]
+        model = keras.models.load_model(os.path.join(args.output, state["checkpoint"]), safe_mode=True)
+        print(f"resuming {args.output} after epoch {start}")
+    else:
+        sampler = DynamicSampler(ds.classes, args.sampling, min_share, args.dynamic_mix, args.f1_smoothing, prior)
+        history, start = [], 0
+        if inputs == "vector":
+            model = models.build_vector_model(ds.classes, ds.vector_dim(), vector_sample(ds))
+        else:
+            model = models.build_image_model(ds.classes, args.image_size, args.weights, args.augment, args.seed)
+        model.compile(optimizer=keras.optimizers.Adam(args.learning_rate),
+                      loss=losses.make_loss(args.loss, args.focal_gamma), metrics=["accuracy"])
+    if start >= args.epochs:
+        print(f"{args.output} already has {start} epochs (--epochs {args.epochs}): nothing to do.")
+        return history
+
+    budget = args.epoch_size or sum(ds.output)
+    steps = max(1, math.ceil(budget / args.batch_size))
+    seed = args.seed + 1_000_003 * start  # a resumed run does not replay epoch 1's draws
+    if reader == "tfrecord":
+        import tensorflow as tf
+
+        shares = tf.Variable(np.asarray(sampler.shares, np.float32), trainable=False)
+        train = data.tf_train_stream(ds, inputs, shares, args.batch_size, seed, args.image_size)
+        val = data.tf_val_stream(ds, inputs, 4 * args.batch_size, args.image_size)
+
+        def set_shares(s):
+            shares.assign(np.asarray(s, np.float32))
+    else:
+        train = data.ParquetMixture(ds, inputs, sampler.shares, args.batch_size, steps, seed, args.image_size)
+        val = data.ParquetBatches(ds, inputs, 4 * args.batch_size, args.image_size)
+
+        def set_shares(s):
+            train.shares = np.asarray(s, np.float64)
+    y_val = data.labels_of(val)
+    summary = {k: v for k, v in vars(args).items()} | {"backend": backend, "reader": reader, "inputs": inputs}
+    callbacks = [_epoch_end_callback()(args.output, val, y_val, sampler, set_shares, ds.labels, history,
+                                       args, summary)]
+    if backend == "tensorflow":
+        callbacks.append(keras.callbacks.TensorBoard(os.path.join(args.output, "logs"), write_graph=False))
+    print(f"training {'InceptionV3 final layer on images' if inputs == 'image' else 'a linear layer on vectors'}: "
+          f"{ds.classes} classes, {steps} steps of {args.batch_size} per epoch, sampling {sampler.mode}, "
+          f"loss {args.loss}, backend {backend} ({reader} shards)")
+    model.fit(train, epochs=args.epochs, initial_epoch=start, steps_per_epoch=steps, callbacks=callbacks,
+              class_weight=losses.class_weights(args.loss, ds.train_input, args.cb_beta), verbose=args.verbose,
+              shuffle=False)  # the stream is shuffled and mixed by itself
+    from training.report import write_history_png
+
+    write_history_png(history, os.path.join(args.output, "report.png"))
+    best = max(history, key=lambda h: h["val_macro_f1"])
+    print(f"\nbest val macro-F1 {best['val_macro_f1']:.4f} at epoch {best['epoch']}. Run folder {args.output}/: "
+          "model.keras (best), history.json, report.png, logs/ (TensorBoard), checkpoint-*.keras, state.json")
+    return history
+
+
+def main() -> None:
+    try:
+        run()
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

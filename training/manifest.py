@@ -1,0 +1,93 @@
+"""What the trainer reads: OUT/manifest.json, checked before any training starts.
+
+The manifest is the only description of the data the trainer trusts: the class list
+(position = label index), train shards per class, val shards, the payload kind. Paths
+must stay inside OUT; every listed shard must exist; Parquet shards must hold the
+record counts the manifest says (read from their footers, cheap).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Dataset:
+    root: str
+    labels: list[str]
+    train: list[dict[str, list[dict]]]  # per class: format -> [{"path", "records"}]
+    val: dict[str, list[dict]]
+    payload: dict
+    formats: list[str]
+    train_input: list[int]  # records per class before resampling (for class-weighted losses)
+    output: list[int]  # records per class in train/
+
+    @property
+    def classes(self) -> int:
+        return len(self.labels)
+
+    def paths(self, shards: list[dict]) -> list[str]:
+        return [os.path.join(self.root, s["path"]) for s in shards]
+
+    def vector_column(self) -> str | None:
+        """The vector the final layer can train on directly, if the shards carry one."""
+        if self.payload.get("kind") == "features":
+            return "features"
+        if self.payload.get("embedding"):
+            return "embedding"
+        return None
+
+    def vector_dim(self) -> int:
+        return int(self.payload["dim"] if self.payload["kind"] == "features" else self.payload["embedding"])
+
+
+def load(root: str) -> Dataset:
+    """Reads and checks OUT/manifest.json; errors name the file and what is wrong."""
+    path = os.path.join(root, "manifest.json")
+    if not os.path.exists(path):
+        raise ValueError(
+            f"{path} does not exist: {root!r} is not a complete pipelines.balance output "
+            "(the manifest is written last; run the job, or let it finish)."
+        )
+    with open(path) as f:
+        m = json.load(f)
+    version = m.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise ValueError(f"{path}: unknown schema_version {version!r}; this trainer reads version {SCHEMA_VERSION}.")
+    classes = sorted(m["classes"], key=lambda c: c["index"])
+    if [c["index"] for c in classes] != list(range(len(classes))):
+        raise ValueError(f"{path}: class indices are not 0..{len(classes) - 1}")
+    ds = Dataset(
+        root=root,
+        labels=[c["label"] for c in classes],
+        train=[c["shards"] for c in classes],
+        val=m["val"]["shards"],
+        payload=m["payload"],
+        formats=m["formats"],
+        train_input=[int(c["train_input"]) for c in classes],
+        output=[int(c["output"]) for c in classes],
+    )
+    check_shards(ds, path)
+    return ds
+
+
+def check_shards(ds: Dataset, manifest_path: str) -> None:
+    import pyarrow.parquet as pq
+
+    root = os.path.realpath(ds.root)
+    listed = [s for c in ds.train for shards in c.values() for s in shards]
+    listed += [s for shards in ds.val.values() for s in shards]
+    for shard in listed:
+        full = os.path.realpath(os.path.join(ds.root, shard["path"]))
+        if not full.startswith(root + os.sep):
+            raise ValueError(f"{manifest_path}: shard path {shard['path']!r} points outside {ds.root!r}")
+        if not os.path.exists(full):
+            raise ValueError(f"{full} is listed in {manifest_path} but does not exist")
+        if full.endswith(".parquet"):
+            n = pq.read_metadata(full).num_rows
+            if n != shard["records"]:
+                raise ValueError(f"{full} holds {n} records; {manifest_path} says {shard['records']}")

@@ -1,0 +1,70 @@
+"""The classifier: a trainable final layer on frozen InceptionV3 features, or on vectors.
+
+Images: augmentation (active only in training) -> scaling to [-1, 1] -> InceptionV3
+without its top, average-pooled, frozen and called with training=False (its batch
+statistics never move) -> Dense(classes, softmax, float32). Vectors (feature corpora,
+or cached InceptionV3 embeddings): standardisation fitted on a train sample ->
+the same Dense layer. Only the Dense layer's kernel and bias train.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+MIN_IMAGE_SIZE = 75  # InceptionV3's minimum
+
+
+def augmentation(seed: int) -> list:
+    """Rotation, horizontal flip, brightness and Gaussian blur; identity at inference."""
+    return [
+        keras.layers.RandomFlip("horizontal", seed=seed, name="flip"),
+        keras.layers.RandomRotation(0.05, seed=seed + 1, name="rotate"),
+        keras.layers.RandomBrightness(0.15, value_range=(0, 255), seed=seed + 2, name="brightness"),
+        keras.layers.RandomGaussianBlur(factor=0.5, kernel_size=3, sigma=(0.1, 1.0), value_range=(0, 255),
+                                        seed=seed + 3, name="blur"),
+    ]
+
+
+def base_network(weights: str, image_size: int):
+    w = None if weights in ("none", "None") else weights
+    if image_size < MIN_IMAGE_SIZE:
+        raise ValueError(f"--image_size must be at least {MIN_IMAGE_SIZE} for InceptionV3. Received: {image_size}")
+    try:
+        base = keras.applications.InceptionV3(include_top=False, pooling="avg", weights=w,
+                                              input_shape=(image_size, image_size, 3))
+    except Exception as e:  # offline imagenet, a bad path
+        if w == "imagenet":
+            raise ValueError(
+                f"--weights imagenet: the ImageNet weights could not be loaded ({type(e).__name__}: "
+                f"{str(e)[:200]}). Offline, pass --weights /path/to/inception_v3_notop.h5 or --weights none."
+            ) from None
+        raise
+    base.trainable = False
+    return base
+
+
+def build_image_model(classes: int, image_size: int, weights: str, augment: bool, seed: int) -> keras.Model:
+    inputs = keras.Input((image_size, image_size, 3), name="image")
+    x = inputs
+    if augment:
+        for layer in augmentation(seed):
+            x = layer(x)
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="to_unit_range")(x)  # preprocess_input
+    base = base_network(weights, image_size)
+    x = base(x, training=False)
+    outputs = keras.layers.Dense(classes, activation="softmax", dtype="float32", name="head")(x)
+    return keras.Model(inputs, outputs, name="inception_v3_head")
+
+
+def build_vector_model(classes: int, dim: int, sample: np.ndarray) -> keras.Model:
+    inputs = keras.Input((dim,), name="vector")
+    norm = keras.layers.Normalization(name="standardise")
+    norm.adapt(sample)
+    x = norm(inputs)
+    outputs = keras.layers.Dense(classes, activation="softmax", dtype="float32", name="head")(x)
+    return keras.Model(inputs, outputs, name="linear_head")
+
+
+def trainable_names(model: keras.Model) -> list[str]:
+    return sorted(w.path for w in model.trainable_weights)
