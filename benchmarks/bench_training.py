@@ -98,7 +98,7 @@ def quality(seeds: int, epochs: int, epoch_size: int) -> None:
                     epochs, epoch_size)
             final.append(h[-1]["val_macro_f1"])
             best.append(max(e["val_macro_f1"] for e in h))
-            rare.append(h[-1]["classes"][rarest]["f1"])
+            rare.append(h[-1]["classes"][rarest]["f1"] or 0.0)
         print(f"| {name} | {np.mean(final):.3f} ± {np.std(final):.3f} | {np.mean(best):.3f} | "
               f"{np.mean(rare):.3f} ± {np.std(rare):.3f} |", flush=True)
 

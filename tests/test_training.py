@@ -51,6 +51,12 @@ def test_floor_is_held():
     assert np.allclose(s, [0.1, 0.1, 0.8])
 
 
+def test_class_without_val_records_counts_as_average():
+    s = sampling.DynamicSampler(3, "dynamic", 0.0, 1.0)
+    got = s.update(np.array([0.2, np.nan, 0.6]))
+    assert np.allclose(got, sampling.next_shares(np.array([0.2, 0.4, 0.6]), 3, 0.0, 1.0))
+
+
 def test_sampler_state_round_trip_and_errors():
     a = sampling.DynamicSampler(3, "dynamic", 0.05, 0.5, 0.5)
     a.update(np.array([0.2, 0.8, 0.5]))
@@ -176,8 +182,8 @@ def test_resume_continues_with_the_same_schedule(vectors_out, tmp_path):
     assert [h["epoch"] for h in resumed] == [1, 2, 3]
     # the shares of each epoch are the rule applied to the previous epoch's F1s
     for prev, cur in zip(resumed, resumed[1:], strict=False):
-        f1 = np.array([c["f1"] for c in prev["classes"].values()])
-        want = sampling.next_shares(f1, 4, min(0.02, 0.5 / 4), 0.5)
+        f1 = np.array([np.nan if c["f1"] is None else c["f1"] for c in prev["classes"].values()])
+        want = sampling.DynamicSampler(4, "dynamic", min(0.02, 0.5 / 4), 0.5).update(f1)
         got = np.array([c["share"] for c in cur["classes"].values()])
         assert np.allclose(got, want, atol=1e-6)
     with pytest.raises(ValueError, match="pass --resume"):

@@ -12,11 +12,12 @@ import argparse
 import json
 import os
 import sys
+import warnings
 
 import numpy as np
 
 from training import manifest as mf
-from training.metrics import confusion, per_class
+from training.metrics import confusion, json_number, macro, per_class
 
 
 def parser() -> argparse.ArgumentParser:
@@ -57,21 +58,28 @@ def run(argv: list[str] | None = None) -> dict:
     else:
         stream = data.ParquetBatches(ds, inputs, args.batch_size, image_size, shards)
     y = data.labels_of(stream)
-    pred = np.asarray(model.predict(stream, verbose=0)).argmax(axis=1)
+    with warnings.catch_warnings():  # Keras warns when a finite dataset ends
+        warnings.simplefilter("ignore", UserWarning)
+        pred = np.asarray(model.predict(stream, verbose=0)).argmax(axis=1)
     cm = confusion(y, pred, ds.classes)
     pc = per_class(cm)
-    report = {"split": args.split, "records": int(len(y)), "macro_f1": float(pc["f1"].mean()),
+    report = {"split": args.split, "records": int(len(y)), "macro_f1": macro(pc["f1"]),
               "accuracy": float((pred == y).mean()) if len(y) else 0.0,
-              "classes": {label: {k: float(pc[k][i]) if k != "support" else int(pc[k][i])
+              "classes": {label: {k: json_number(pc[k][i]) if k != "support" else int(pc[k][i])
                                   for k in ("precision", "recall", "f1", "support")}
                           for i, label in enumerate(labels)},
               "confusion": cm.tolist()}
     width = max(5, *(len(x) for x in labels))
     print(f"{'class':<{width}}  precision  recall     f1  support")
+    def num(v, w):
+        return f"{v:{w}.3f}" if v is not None else f"{'-':>{w}}"
+
     for label, c in report["classes"].items():
-        print(f"{label:<{width}}  {c['precision']:9.3f}  {c['recall']:6.3f}  {c['f1']:5.3f}  {c['support']:7d}")
-    print(f"{'macro':<{width}}  {pc['precision'].mean():9.3f}  {pc['recall'].mean():6.3f}  "
+        print(f"{label:<{width}}  {num(c['precision'], 9)}  {num(c['recall'], 6)}  {num(c['f1'], 5)}  "
+              f"{c['support']:7d}")
+    print(f"{'macro':<{width}}  {macro(pc['precision']):9.3f}  {macro(pc['recall']):6.3f}  "
           f"{report['macro_f1']:5.3f}  {len(y):7d}   accuracy {report['accuracy']:.3f}")
+    print("(- : no val records for the class; macro averages skip it)" if (pc["support"] == 0).any() else "")
     with open(os.path.join(args.run, f"eval-{args.split}.json"), "w") as f:
         json.dump(report, f, indent=1)
     png = os.path.join(args.run, f"confusion-{args.split}.png")

@@ -26,7 +26,7 @@ import numpy as np
 
 from training import losses
 from training import manifest as mf
-from training.metrics import confusion, cross_entropy, per_class
+from training.metrics import confusion, cross_entropy, json_number, macro, per_class
 from training.sampling import DynamicSampler
 
 STATE = "state.json"
@@ -142,11 +142,11 @@ def _epoch_end_callback():
                 "epoch": epoch + 1,
                 "loss": float(logs.get("loss", float("nan"))),
                 "val_loss": cross_entropy(probs, self.y_val),
-                "val_macro_f1": float(pc["f1"].mean()),
+                "val_macro_f1": macro(pc["f1"]),
                 "val_accuracy": float((pred == self.y_val).mean()) if len(pred) else 0.0,
                 "seconds": round(time.time() - self.started, 2),
-                "classes": {label: {"f1": float(pc["f1"][i]), "precision": float(pc["precision"][i]),
-                                    "recall": float(pc["recall"][i]), "support": int(pc["support"][i]),
+                "classes": {label: {"f1": json_number(pc["f1"][i]), "precision": float(pc["precision"][i]),
+                                    "recall": json_number(pc["recall"][i]), "support": int(pc["support"][i]),
                                     "share": float(used[i])}
                             for i, label in enumerate(self.labels)},
             }

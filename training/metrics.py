@@ -12,7 +12,11 @@ def confusion(y_true: np.ndarray, y_pred: np.ndarray, classes: int) -> np.ndarra
 
 
 def per_class(cm: np.ndarray) -> dict[str, np.ndarray]:
-    """precision, recall, f1, support per class; 0 where undefined (no predictions or no support)."""
+    """precision, recall, f1, support per class.
+
+    Precision is 0 for a class never predicted; recall and F1 are NaN for a class with
+    no val records (it has no score: macro averages skip it, the sampler treats it as average).
+    """
     tp = np.diag(cm).astype(np.float64)
     predicted = cm.sum(axis=0).astype(np.float64)
     support = cm.sum(axis=1).astype(np.float64)
@@ -20,7 +24,20 @@ def per_class(cm: np.ndarray) -> dict[str, np.ndarray]:
     recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
     denom = precision + recall
     f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
+    recall[support == 0] = np.nan
+    f1[support == 0] = np.nan
     return {"precision": precision, "recall": recall, "f1": f1, "support": support.astype(np.int64)}
+
+
+def macro(values: np.ndarray) -> float:
+    """Mean over classes that have a value (NaN: no val records)."""
+    v = np.asarray(values, np.float64)
+    return float(np.nanmean(v)) if np.isfinite(v).any() else 0.0
+
+
+def json_number(x: float) -> float | None:
+    """NaN as null, for JSON."""
+    return None if not np.isfinite(x) else float(x)
 
 
 def cross_entropy(probs: np.ndarray, y_true: np.ndarray) -> float:

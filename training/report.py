@@ -15,7 +15,8 @@ def write_history_png(history: list[dict], path: str) -> None:
     labels = list(history[0]["classes"])
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2), sharex=True)
     for label in labels:
-        a.plot(epochs, [h["classes"][label]["f1"] for h in history], marker="o", ms=3, label=label)
+        a.plot(epochs, [h["classes"][label]["f1"] if h["classes"][label]["f1"] is not None else float("nan")
+                        for h in history], marker="o", ms=3, label=label)
         b.plot(epochs, [h["classes"][label]["share"] for h in history], marker="o", ms=3, label=label)
     a.plot(epochs, [h["val_macro_f1"] for h in history], "k--", lw=2, label="macro")
     a.set(title="val F1 per class", xlabel="epoch", ylim=(0, 1))

@@ -104,8 +104,13 @@ class DynamicSampler:
         return np.full(self.classes, 1.0 / self.classes)
 
     def update(self, f1: np.ndarray) -> np.ndarray:
-        """Takes an epoch's per-class F1; returns (and keeps) the next epoch's shares."""
+        """Takes an epoch's per-class F1; returns (and keeps) the next epoch's shares.
+
+        A class without a score (NaN: no val records) counts as average.
+        """
         f1 = np.asarray(f1, np.float64)
+        if not np.isfinite(f1).all():
+            f1 = np.where(np.isfinite(f1), f1, np.nanmean(f1) if np.isfinite(f1).any() else 0.0)
         if self.smoothed is None:
             self.smoothed = f1.tolist()
         else:
