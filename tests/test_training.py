@@ -174,6 +174,15 @@ def test_every_loss_trains(vectors_out, tmp_path, loss):
     assert np.isfinite(history[0]["loss"])
 
 
+def test_mixed_precision_keeps_a_float32_head(vectors_out, tmp_path):
+    history = fit(vectors_out, tmp_path / "mp", "--epochs", "1", "--epoch_size", "256", "--mixed_precision", "on")
+    assert np.isfinite(history[0]["loss"])
+    model = keras.models.load_model(tmp_path / "mp" / "model.keras", safe_mode=True)
+    assert model.get_layer("head").dtype_policy.compute_dtype == "float32"
+    assert model.get_layer("standardise").dtype_policy.name == "mixed_float16"
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored after the run
+
+
 def test_resume_continues_with_the_same_schedule(vectors_out, tmp_path):
     full = fit(vectors_out, tmp_path / "full", "--epochs", "3", "--epoch_size", "512")
     part = fit(vectors_out, tmp_path / "part", "--epochs", "1", "--epoch_size", "512")

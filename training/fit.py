@@ -58,6 +58,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--learning_rate", type=float, default=1e-3)
     ap.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
                     help="Random rotation, flip, brightness and blur on training images (default on).")
+    ap.add_argument("--mixed_precision", default="auto", choices=("auto", "on", "off"),
+                    help="mixed_float16 compute (the head stays float32); auto: on when a GPU is visible.")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--resume", action="store_true", help="Continue the run in --output from its last epoch.")
     ap.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras progress: 0, 1 (bar), 2.")
@@ -93,6 +95,25 @@ def vector_sample(ds: mf.Dataset, per_class: int = 512) -> np.ndarray:
             for batch in d.take(per_class).batch(per_class):
                 rows.append(tf.io.parse_example(batch, spec)[col].numpy())
     return np.concatenate(rows).astype(np.float32)
+
+
+def gpu_visible(backend: str) -> bool:
+    try:
+        if backend == "tensorflow":
+            import tensorflow as tf
+
+            return bool(tf.config.list_physical_devices("GPU"))
+        if backend == "jax":
+            import jax
+
+            return any(d.platform == "gpu" for d in jax.devices())
+        if backend == "torch":
+            import torch
+
+            return torch.cuda.is_available()
+    except Exception:  # noqa: BLE001 - no GPU runtime at all
+        return False
+    return False
 
 
 def save_with_labels(model, path: str, labels: list[str]) -> None:
@@ -187,7 +208,16 @@ def _epoch_end_callback():
 
 def run(argv: list[str] | None = None) -> list[dict]:
     """Trains; returns the history (one entry per epoch)."""
-    args = parser().parse_args(argv)
+    import keras
+
+    policy = keras.mixed_precision.global_policy()
+    try:
+        return _run(parser().parse_args(argv))
+    finally:
+        keras.mixed_precision.set_global_policy(policy)  # leave the process as found
+
+
+def _run(args) -> list[dict]:
     import keras
 
     from training import data
@@ -208,6 +238,9 @@ def run(argv: list[str] | None = None) -> list[dict]:
     min_share = args.min_share if args.min_share is not None else min(0.02, 0.5 / ds.classes)
     prior = [n / sum(ds.output) for n in ds.output]
     keras.utils.set_random_seed(args.seed)
+    mixed = args.mixed_precision == "on" or (args.mixed_precision == "auto" and gpu_visible(backend))
+    if mixed:
+        keras.mixed_precision.set_global_policy("mixed_float16")
 
     state = json.load(open(state_path)) if args.resume else None
     if state:
@@ -248,14 +281,15 @@ def run(argv: list[str] | None = None) -> list[dict]:
         def set_shares(s):
             train.shares = np.asarray(s, np.float64)
     y_val = data.labels_of(val)
-    summary = {k: v for k, v in vars(args).items()} | {"backend": backend, "reader": reader, "inputs": inputs}
+    summary = dict(vars(args)) | {"backend": backend, "reader": reader, "inputs": inputs,
+                                  "mixed_precision": mixed}
     callbacks = [_epoch_end_callback()(args.output, val, y_val, sampler, set_shares, ds.labels, history,
                                        args, summary)]
     if backend == "tensorflow":
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(args.output, "logs"), write_graph=False))
     print(f"training {'InceptionV3 final layer on images' if inputs == 'image' else 'a linear layer on vectors'}: "
           f"{ds.classes} classes, {steps} steps of {args.batch_size} per epoch, sampling {sampler.mode}, "
-          f"loss {args.loss}, backend {backend} ({reader} shards)")
+          f"loss {args.loss}, backend {backend} ({reader} shards){', mixed_float16' if mixed else ''}")
     model.fit(train, epochs=args.epochs, initial_epoch=start, steps_per_epoch=steps, callbacks=callbacks,
               class_weight=losses.class_weights(args.loss, ds.train_input, args.cb_beta), verbose=args.verbose,
               shuffle=False)  # the stream is shuffled and mixed by itself
