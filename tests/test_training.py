@@ -199,6 +199,21 @@ def test_resume_continues_with_the_same_schedule(vectors_out, tmp_path):
         fit(vectors_out, tmp_path / "part", "--epochs", "4")
 
 
+def test_a_class_without_val_records_has_no_score(tmp_path):
+    from training import evaluate
+
+    corpus = write_parquet_corpus(str(tmp_path / "c"), files=1, bad=False, sizes={"a": 200, "b": 60, "tiny": 2})
+    m = run_job(corpus, tmp_path / "out", "--strategy", "none")
+    assert {c["label"]: c["holdout"] for c in m["classes"]}["tiny"] == 0
+    history = fit(str(tmp_path / "out"), tmp_path / "run", "--epochs", "2", "--epoch_size", "256")
+    last = history[-1]
+    assert last["classes"]["tiny"]["f1"] is None and last["classes"]["tiny"]["support"] == 0
+    scored = [c["f1"] for c in last["classes"].values() if c["f1"] is not None]
+    assert abs(last["val_macro_f1"] - np.mean(scored)) < 1e-9
+    report = evaluate.run(["--run", str(tmp_path / "run"), "--data", str(tmp_path / "out")])
+    assert report["classes"]["tiny"]["f1"] is None
+
+
 def test_evaluate_reports_per_class(vectors_out, tmp_path):
     from training import evaluate
 

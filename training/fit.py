@@ -199,7 +199,8 @@ def _epoch_end_callback():
             with writer.as_default():
                 tf.summary.scalar("val_macro_f1", entry["val_macro_f1"], step=entry["epoch"])
                 for label, c in entry["classes"].items():
-                    tf.summary.scalar(f"f1/{label}", c["f1"], step=entry["epoch"])
+                    if c["f1"] is not None:  # None: no val records for the class
+                        tf.summary.scalar(f"f1/{label}", c["f1"], step=entry["epoch"])
                     tf.summary.scalar(f"share/{label}", c["share"], step=entry["epoch"])
             writer.flush()
 
