@@ -37,6 +37,8 @@ CONFIGS = [
     ("dynamic, mix 0.5", ["--sampling", "dynamic", "--dynamic_mix", "0.5"]),
     ("dynamic, mix 0.25", ["--sampling", "dynamic", "--dynamic_mix", "0.25"]),
     ("dynamic, mix 0.5, F1 smoothing 0.5", ["--sampling", "dynamic", "--dynamic_mix", "0.5", "--f1_smoothing", "0.5"]),
+    ("dynamic, mix 1, prior correction", ["--sampling", "dynamic", "--dynamic_mix", "1", "--prior_correction"]),
+    ("dynamic, mix 0.5, prior correction", ["--sampling", "dynamic", "--dynamic_mix", "0.5", "--prior_correction"]),
     ("none + weighted loss", ["--sampling", "none", "--loss", "weighted"]),
     ("none + class-balanced loss", ["--sampling", "none", "--loss", "class_balanced"]),
     ("none + focal loss", ["--sampling", "none", "--loss", "focal"]),
@@ -80,7 +82,7 @@ def fit(data: str, run: str, extra: list[str], seed: int, epochs: int, epoch_siz
         return json.load(f)
 
 
-def quality(seeds: int, epochs: int, epoch_size: int) -> None:
+def quality(seeds: int, epochs: int, epoch_size: int, only: str | None = None) -> None:
     corpus = make_corpus(os.path.join(DATA, "quality"))
     data = os.path.join(DATA, "quality", "balanced")
     balance(corpus, data)
@@ -92,6 +94,8 @@ def quality(seeds: int, epochs: int, epoch_size: int) -> None:
     print("| configuration | final macro-F1 | best macro-F1 | rarest class F1 (final) |")
     print("|---|---:|---:|---:|")
     for name, extra in CONFIGS:
+        if only and not any(part in name for part in only.split("|")):
+            continue
         final, best, rare = [], [], []
         for seed in range(seeds):
             h = fit(data, os.path.join(RUNS, f"{len(final)}-{abs(hash(name)) % 10**6}-{seed}"), extra, seed,
@@ -157,9 +161,10 @@ def main() -> None:
     ap.add_argument("--epoch_size", type=int, default=8192)
     ap.add_argument("--throughput", action="store_true")
     ap.add_argument("--no_quality", action="store_true")
+    ap.add_argument("--only", default=None, help="Run the configurations whose names contain one of A|B|...")
     a = ap.parse_args()
     if not a.no_quality:
-        quality(a.seeds, a.epochs, a.epoch_size)
+        quality(a.seeds, a.epochs, a.epoch_size, a.only)
     if a.throughput:
         throughput()
 

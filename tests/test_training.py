@@ -57,6 +57,17 @@ def test_class_without_val_records_counts_as_average():
     assert np.allclose(got, sampling.next_shares(np.array([0.2, 0.4, 0.6]), 3, 0.0, 1.0))
 
 
+@given(st.lists(st.floats(0.01, 1), min_size=2, max_size=8))
+def test_sample_weights_balance_the_loss(raw):
+    s = np.array(raw) / sum(raw)
+    w = sampling.sample_weights(s, None, correct=True)
+    assert abs((s * w).sum() - 1) < 1e-9
+    assert np.allclose(s * w, 1 / len(s))  # every class carries the same loss mass
+    assert np.allclose(sampling.sample_weights(s, None, correct=False), 1.0)
+    cw = np.arange(1, len(s) + 1, dtype=float)
+    assert np.allclose(sampling.sample_weights(s, cw) / cw, sampling.sample_weights(s, cw)[0] / cw[0])
+
+
 def test_sampler_state_round_trip_and_errors():
     a = sampling.DynamicSampler(3, "dynamic", 0.05, 0.5, 0.5)
     a.update(np.array([0.2, 0.8, 0.5]))
@@ -172,6 +183,12 @@ def test_every_loss_trains(vectors_out, tmp_path, loss):
     history = fit(vectors_out, tmp_path / loss, "--epochs", "1", "--loss", loss, "--epoch_size", "256",
                   "--sampling", "balanced")
     assert np.isfinite(history[0]["loss"])
+
+
+def test_prior_correction_trains(vectors_out, tmp_path):
+    history = fit(vectors_out, tmp_path / "pc", "--epochs", "2", "--epoch_size", "512", "--prior_correction",
+                  "--dynamic_mix", "1")
+    assert len(history) == 2 and np.isfinite(history[-1]["loss"])
 
 
 def test_mixed_precision_keeps_a_float32_head(vectors_out, tmp_path):

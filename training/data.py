@@ -63,8 +63,11 @@ def _tf_parse(ds, inputs: str, image_size: int):
     return parse_one, False
 
 
-def tf_train_stream(ds, inputs: str, shares, batch_size: int, seed: int, image_size: int):
-    """The class mixture as a tf.data.Dataset; `shares` is a tf.Variable of class shares."""
+def tf_train_stream(ds, inputs: str, shares, batch_size: int, seed: int, image_size: int, weights=None):
+    """The class mixture as a tf.data.Dataset; `shares` is a tf.Variable of class shares.
+
+    With `weights` (a tf.Variable of per-class sample weights) batches are (x, y, w).
+    """
     import tensorflow as tf
 
     auto = tf.data.AUTOTUNE
@@ -75,13 +78,15 @@ def tf_train_stream(ds, inputs: str, shares, batch_size: int, seed: int, image_s
         s = s.interleave(lambda f: tf.data.TFRecordDataset(f, compression_type="GZIP"),
                          cycle_length=min(len(files), 4), num_parallel_calls=auto, deterministic=True)
         streams.append(s.shuffle(SHUFFLE_BUFFER, seed=seed + 7 * c + 1).repeat())
-    weights = tf.data.Dataset.from_tensors(0).repeat().map(lambda _: shares.read_value())
-    mix = tf.data.Dataset.sample_from_datasets(streams, weights=weights, seed=seed)
+    mixture = tf.data.Dataset.from_tensors(0).repeat().map(lambda _: shares.read_value())
+    mix = tf.data.Dataset.sample_from_datasets(streams, weights=mixture, seed=seed)
     parse, batched = _tf_parse(ds, inputs, image_size)
     if batched:
         mix = mix.batch(batch_size, drop_remainder=True).map(parse, num_parallel_calls=auto)
     else:
         mix = mix.map(parse, num_parallel_calls=auto, deterministic=True).batch(batch_size, drop_remainder=True)
+    if weights is not None:
+        mix = mix.map(lambda x, y: (x, y, tf.gather(weights.read_value(), tf.argmax(y, axis=1))))
     return mix.prefetch(auto)
 
 
@@ -164,6 +169,7 @@ class ParquetMixture(_keras().utils.PyDataset):
         self.ds, self.inputs, self.batch_size, self.steps = ds, inputs, batch_size, steps
         self.seed, self.image_size, self.epoch = seed, image_size, 0
         self.shares = np.asarray(shares, np.float64)
+        self.weights = None  # per-class sample weights; batches are (x, y, w) when set
         self.column = ds.vector_column() if inputs == "vector" else None
         cols = ["label", self.column] if inputs == "vector" else ["label", "image"]
         self.readers = [ClassReader(ds.paths(ds.train[c]["parquet"]), cols, seed + 7 * c) for c in range(ds.classes)]
@@ -179,8 +185,12 @@ class ParquetMixture(_keras().utils.PyDataset):
         tables = [t for c, k in enumerate(counts) if (t := self.readers[c].take(int(k))) is not None]
         t = pa.concat_tables(tables)
         t = t.take(rng.permutation(t.num_rows))
-        y = np.eye(self.ds.classes, dtype=np.float32)[t.column("label").to_numpy()]
-        return table_inputs(t, self.inputs, self.column, self.image_size), y
+        labels = t.column("label").to_numpy()
+        y = np.eye(self.ds.classes, dtype=np.float32)[labels]
+        x = table_inputs(t, self.inputs, self.column, self.image_size)
+        if self.weights is None:
+            return x, y
+        return x, y, np.asarray(self.weights, np.float32)[labels]
 
     def on_epoch_end(self):
         self.epoch += 1

@@ -27,7 +27,7 @@ import numpy as np
 from training import losses
 from training import manifest as mf
 from training.metrics import confusion, cross_entropy, json_number, macro, per_class
-from training.sampling import DynamicSampler
+from training.sampling import DynamicSampler, sample_weights
 
 STATE = "state.json"
 
@@ -52,6 +52,9 @@ def parser() -> argparse.ArgumentParser:
                     help="Shares = (1 - a) * uniform + a * (1 - F1) shares; 1 is Pouyanfar et al.'s rule.")
     ap.add_argument("--f1_smoothing", type=float, default=0.0,
                     help="Weight of past epochs in the F1 that drives the shares (0: last epoch only).")
+    ap.add_argument("--prior_correction", action=argparse.BooleanOptionalAction, default=False,
+                    help="Weight each sample by uniform / its class's share, so that dynamic shares "
+                         "change what the model practises on but not the class prior it learns.")
     ap.add_argument("--loss", default="ce", choices=losses.LOSSES)
     ap.add_argument("--cb_beta", type=float, default=0.999, help="Class-balanced loss beta (Cui et al.).")
     ap.add_argument("--focal_gamma", type=float, default=2.0)
@@ -166,7 +169,7 @@ def _epoch_end_callback():
                 "val_macro_f1": macro(pc["f1"]),
                 "val_accuracy": float((pred == self.y_val).mean()) if len(pred) else 0.0,
                 "seconds": round(time.time() - self.started, 2),
-                "classes": {label: {"f1": json_number(pc["f1"][i]), "precision": float(pc["precision"][i]),
+                "classes": {label: {"f1": json_number(pc["f1"][i]), "precision": json_number(pc["precision"][i]),
                                     "recall": json_number(pc["recall"][i]), "support": int(pc["support"][i]),
                                     "share": float(used[i])}
                             for i, label in enumerate(self.labels)},
@@ -266,21 +269,31 @@ def _run(args) -> list[dict]:
     budget = args.epoch_size or sum(ds.output)
     steps = max(1, math.ceil(budget / args.batch_size))
     seed = args.seed + 1_000_003 * start  # a resumed run does not replay epoch 1's draws
+    loss_weights = losses.class_weights(args.loss, ds.train_input, args.cb_beta)
+    class_w = None if loss_weights is None else np.array([loss_weights[i] for i in range(ds.classes)])
+
+    def weights_for(s):
+        return sample_weights(s, class_w, args.prior_correction).astype(np.float32)
+
     if reader == "tfrecord":
         import tensorflow as tf
 
         shares = tf.Variable(np.asarray(sampler.shares, np.float32), trainable=False)
-        train = data.tf_train_stream(ds, inputs, shares, args.batch_size, seed, args.image_size)
+        weights = tf.Variable(weights_for(sampler.shares), trainable=False)
+        train = data.tf_train_stream(ds, inputs, shares, args.batch_size, seed, args.image_size, weights)
         val = data.tf_val_stream(ds, inputs, 4 * args.batch_size, args.image_size)
 
         def set_shares(s):
             shares.assign(np.asarray(s, np.float32))
+            weights.assign(weights_for(s))
     else:
         train = data.ParquetMixture(ds, inputs, sampler.shares, args.batch_size, steps, seed, args.image_size)
+        train.weights = weights_for(sampler.shares)
         val = data.ParquetBatches(ds, inputs, 4 * args.batch_size, args.image_size)
 
         def set_shares(s):
             train.shares = np.asarray(s, np.float64)
+            train.weights = weights_for(s)
     y_val = data.labels_of(val)
     summary = dict(vars(args)) | {"backend": backend, "reader": reader, "inputs": inputs,
                                   "mixed_precision": mixed}
@@ -292,8 +305,8 @@ def _run(args) -> list[dict]:
           f"{ds.classes} classes, {steps} steps of {args.batch_size} per epoch, sampling {sampler.mode}, "
           f"loss {args.loss}, backend {backend} ({reader} shards){', mixed_float16' if mixed else ''}")
     model.fit(train, epochs=args.epochs, initial_epoch=start, steps_per_epoch=steps, callbacks=callbacks,
-              class_weight=losses.class_weights(args.loss, ds.train_input, args.cb_beta), verbose=args.verbose,
-              shuffle=False)  # the stream is shuffled and mixed by itself
+              verbose=args.verbose, shuffle=False)  # the stream is shuffled and mixed by itself; the
+    # class weights of the loss travel as per-sample weights with it (they may change per epoch)
     from training.report import write_history_png
 
     write_history_png(history, os.path.join(args.output, "report.png"))

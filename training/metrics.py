@@ -26,6 +26,7 @@ def per_class(cm: np.ndarray) -> dict[str, np.ndarray]:
     f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
     recall[support == 0] = np.nan
     f1[support == 0] = np.nan
+    precision[(support == 0) & (predicted == 0)] = np.nan  # never in val, never predicted
     return {"precision": precision, "recall": recall, "f1": f1, "support": support.astype(np.int64)}
 
 

@@ -65,6 +65,22 @@ def next_shares(scores: np.ndarray | None, classes: int, min_share: float = 0.0,
     return apply_floor(shares, min_share)
 
 
+def sample_weights(shares: np.ndarray, class_weights: np.ndarray | None = None, correct: bool = False) -> np.ndarray:
+    """Per-class weight of each training sample.
+
+    `class_weights` come from the loss (weighted, class-balanced). With `correct`, a
+    class drawn with share s_c is also weighted by (1/C) / s_c: the loss then sees the
+    classes as balanced while the sampling still spends more draws on the hard ones, so
+    the head's bias is not pulled toward the classes sampled most (importance weighting).
+    Normalised so that the expected weight of a sample is 1.
+    """
+    s = np.asarray(shares, np.float64)
+    w = np.ones(len(s)) if class_weights is None else np.asarray(class_weights, np.float64)
+    if correct:
+        w = w * (1.0 / len(s)) / np.maximum(s, 1e-12)
+    return w / float((s * w).sum())
+
+
 def epoch_counts(shares: np.ndarray, budget: int) -> np.ndarray:
     """Samples per class for an epoch of `budget` samples (largest remainder; sums exactly)."""
     exact = np.asarray(shares, np.float64) * budget
