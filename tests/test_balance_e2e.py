@@ -246,3 +246,31 @@ def test_output_is_complete_when_writers_flush_mid_bundle(tmp_path, parquet_corp
     m = run_job(parquet_corpus, tmp_path / "o", "--output_format", "parquet", "--num_shards", "3")
     counts = collections.Counter(r[1] for r in train_records(tmp_path / "o"))
     assert counts == {c["label"]: c["target"] for c in m["classes"]}
+
+
+def test_vector_column_types_and_dimension_sources(tmp_path):
+    """list, large_list and fixed_size_list columns, and separate numeric columns, give the same records."""
+    from conftest import make_vectors
+
+    labels, x = make_vectors(dim=4)
+    layouts = {
+        "list": pa.array([list(map(float, r)) for r in x], pa.list_(pa.float32())),
+        "large_list": pa.array([list(map(float, r)) for r in x], pa.large_list(pa.float64())),
+        "fixed": pa.FixedSizeListArray.from_arrays(pa.array(x.ravel()), 4),
+    }
+    results = {}
+    for name, col in layouts.items():
+        d = tmp_path / name
+        d.mkdir()
+        pq.write_table(pa.table({"label": labels, "features": col}), d / "x.parquet", row_group_size=100)
+        extra = ["--feature_dim", "4"] if name == "large_list" else []
+        m = run_job(str(d), tmp_path / f"out-{name}", "--output_format", "parquet", *extra)
+        assert m["payload"] == {"kind": "features", "dim": 4}
+        results[name] = train_records(tmp_path / f"out-{name}")
+    cols = tmp_path / "columns"
+    cols.mkdir()
+    pq.write_table(pa.table({"label": labels, **{f"f{j}": x[:, j] for j in range(4)}}), cols / "x.parquet")
+    run_job(str(cols), tmp_path / "out-cols", "--output_format", "parquet", "--feature_columns", "f0,f1,f2,f3")
+    results["columns"] = train_records(tmp_path / "out-cols")
+    first = results["list"]
+    assert all(r == first for r in results.values())
