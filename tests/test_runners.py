@@ -1,0 +1,66 @@
+"""The job through Beam's portable protocol (what Flink and Spark job servers speak)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import run_job, train_records, write_parquet_corpus
+
+
+@pytest.fixture(scope="module")
+def corpus_and_reference(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runners")
+    corpus = write_parquet_corpus(str(root / "corpus"))
+    run_job(corpus, root / "direct", "--num_shards", "2")
+    return corpus, train_records(root / "direct"), root
+
+
+def val_ids(out):
+    import glob
+
+    import pyarrow.parquet as pq
+
+    return sorted(i for f in glob.glob(os.path.join(out, "val", "*.parquet")) for i in pq.read_table(f).column("id").to_pylist())
+
+
+def test_portable_runner_loopback_equals_direct(corpus_and_reference):
+    corpus, want, root = corpus_and_reference
+    run_job(corpus, root / "loopback", "--num_shards", "2", "--job_endpoint=embed",
+            "--environment_type=LOOPBACK", runner="PortableRunner")
+    assert train_records(root / "loopback") == want
+    assert val_ids(root / "loopback") == val_ids(root / "direct")
+
+
+def free_port() -> int:
+    s = socket.socket()
+    s.bind(("localhost", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def test_external_worker_pool_equals_direct(corpus_and_reference):
+    """Workers in other processes, started by a worker pool, as on a Flink TaskManager."""
+    corpus, want, root = corpus_and_reference
+    port = free_port()
+    env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
+    pool = subprocess.Popen([sys.executable, "-m", "apache_beam.runners.worker.worker_pool_main",
+                             f"--service_port={port}"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(50):  # wait until the pool listens
+            with socket.socket() as s:
+                if s.connect_ex(("localhost", port)) == 0:
+                    break
+            time.sleep(0.2)
+        run_job(corpus, root / "external", "--num_shards", "2", "--job_endpoint=embed",
+                "--environment_type=EXTERNAL", f"--environment_config=localhost:{port}", runner="PortableRunner")
+    finally:
+        pool.terminate()
+        pool.wait(timeout=30)
+    assert train_records(root / "external") == want
+    assert val_ids(root / "external") == val_ids(root / "direct")
