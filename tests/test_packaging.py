@@ -1,0 +1,50 @@
+"""What --setup_file ./setup.py stages for remote workers installs and runs outside the repository."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import subprocess
+import sys
+import sysconfig
+import tarfile
+
+from conftest import write_parquet_corpus
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_sdist_installs_and_runs_from_outside_the_repository(tmp_path):
+    # 1. the sdist, built the way Beam's stager builds it without `build`: setup.py sdist
+    dist = tmp_path / "dist"
+    subprocess.run([sys.executable, "setup.py", "-q", "sdist", "-d", str(dist)], cwd=ROOT, check=True,
+                   capture_output=True)
+    (sdist,) = glob.glob(str(dist / "*.tar.gz"))
+    names = tarfile.open(sdist).getnames()
+    for module in ("pipelines/balance.py", "transforms/plan.py", "training/fit.py", "setup.py", "pyproject.toml"):
+        assert any(n.endswith(module) for n in names), module
+    # 2. a fresh environment: its own site-packages for the project, the test venv's for dependencies
+    env_dir = tmp_path / "env"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env_dir)], check=True)
+    site = glob.glob(str(env_dir / "lib" / "python3*" / "site-packages"))[0]
+    with open(os.path.join(site, "dependencies.pth"), "w") as f:
+        f.write(sysconfig.get_paths()["purelib"] + "\n")  # a plain path: its .pth files (the editable install) stay off
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                    "--target", site, sdist], check=True, capture_output=True)
+    python = str(env_dir / "bin" / "python")
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    where = subprocess.run([python, "-c", "import pipelines, transforms, training; print(pipelines.__file__)"],
+                           cwd=outside, capture_output=True, text=True, check=True).stdout.strip()
+    assert where.startswith(site), where  # not the source tree
+    # 3. the job runs from there
+    corpus = write_parquet_corpus(str(tmp_path / "corpus"), files=1)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    run = subprocess.run([python, "-m", "pipelines.balance", "--input", corpus, "--output", str(tmp_path / "out"),
+                          "--runner=FnApiRunner", "--output_format", "parquet"],
+                         cwd=outside, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    manifest = json.load(open(tmp_path / "out" / "manifest.json"))
+    assert manifest["totals"]["read"] == manifest["totals"]["rejected"] + manifest["totals"]["holdout"] + \
+        manifest["totals"]["train_input"]
