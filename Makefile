@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,jax]'
+	$(BIN)/pip install --quiet -e '.[test,jax,gcp]'
 	touch $(STAMP)
 
 # The demo balances 80x80 digit PNGs (keeping their 16x16 thumbnails as embeddings), then

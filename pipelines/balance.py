@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
 
 from pipelines import image_stages, shards, sources, stages
 from pipelines import manifest as mf
@@ -182,12 +182,17 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     if cfg.cluster_on == "inception_v3":
         image_stages.check_embedding_weights(cfg.embedding_weights)
     dim = static_dim(cfg)
-    staging = prepare_output(cfg.output)
+    dry_run = str(options.view_as(TestOptions).dry_run).lower() == "true"
+    # A dry run (DataflowRunner --dry_run=True) translates and stages without touching OUT.
+    staging = FileSystems.join(cfg.output, shards.STAGING, "dry-run") if dry_run else prepare_output(cfg.output)
     started = time.time()
     p = test_pipeline or beam.Pipeline(options=options)
     build(p, cfg, staging, dim)
     result = p.run()
     result.wait_until_finish()
+    if dry_run:
+        print(f"dry run: the graph translated and the job was prepared ({type(result).__name__}); nothing ran.")
+        return {}
     with FileSystems.open(FileSystems.join(cfg.output, "manifest.json")) as f:
         manifest = json.load(f)
     report(manifest, cfg, result, time.time() - started)

@@ -64,3 +64,18 @@ def test_external_worker_pool_equals_direct(corpus_and_reference):
         pool.wait(timeout=30)
     assert train_records(root / "external") == want
     assert val_ids(root / "external") == val_ids(root / "direct")
+
+
+def test_dataflow_dry_run_translates_and_stages_offline(corpus_and_reference, tmp_path):
+    pytest.importorskip("google.cloud.storage")  # the optional apache-beam[gcp] extra
+    corpus, _, _ = corpus_and_reference
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    run = subprocess.run(
+        [sys.executable, "-m", "pipelines.balance", "--input", corpus, "--output", "gs://balance-corpus-ci/out",
+         "--runner=DataflowRunner", "--project=balance-corpus-ci", "--region=us-central1",
+         "--temp_location=gs://balance-corpus-ci/tmp", "--dry_run=True", "--no_auth",
+         "--sdk_location=container", "--setup_file=./setup.py"],
+        cwd=root, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "dry run: the graph translated" in run.stdout
+    assert "setuptools" in run.stderr  # the stager ran setup.py to build the package workers install
