@@ -42,6 +42,9 @@ CONFIGS = [
     ("none + weighted loss", ["--sampling", "none", "--loss", "weighted"]),
     ("none + class-balanced loss", ["--sampling", "none", "--loss", "class_balanced"]),
     ("none + focal loss", ["--sampling", "none", "--loss", "focal"]),
+    ("balanced + class-balanced loss", ["--sampling", "balanced", "--loss", "class_balanced"]),
+    ("dynamic, mix 1, prior correction + class-balanced loss",
+     ["--sampling", "dynamic", "--dynamic_mix", "1", "--prior_correction", "--loss", "class_balanced"]),
 ]
 
 

@@ -50,20 +50,26 @@ def build(p: beam.Pipeline, cfg: BalanceConfig, staging: str, dim) -> beam.PColl
         def read(label, count=False):
             return p | label >> stages.ReadCorpus(cfg, dim, count)
 
-    models = beam.pvalue.AsDict(good | "Pass1ClassModels" >> stages.ClassModels(cfg, dim))
+    counts = good | "Pass1ClassCounts" >> stages.ClassCounts(cfg, dim)
+    centroids = None
+    if cfg.clusters > 1:  # the random strategies resample each class as one group
+        good, _ = read("Pass2Read")
+        centroids = beam.pvalue.AsDict(
+            good | "Pass2Centroids" >> stages.ClassCentroids(cfg, dim, beam.pvalue.AsDict(counts)))
+    models = beam.pvalue.AsDict(counts | "ClassModels" >> beam.Map(stages.with_centroids, centroids))
 
-    good, _ = read("Pass2Read")
+    good, _ = read("Pass3Read")
     plan = beam.pvalue.AsSingleton(
         good
-        | "Pass2ClusterHistograms" >> stages.ClusterHistograms(cfg, models)
+        | "Pass3ClusterHistograms" >> stages.ClusterHistograms(cfg, models)
         | "CollectHistograms" >> beam.combiners.ToList()
         | "Plan" >> beam.Map(mf.make_plan, models, cfg, dim)
     )
 
-    good, rejected = read("Pass3Read", count=True)
+    good, rejected = read("Pass4Read", count=True)
     return (
         (good, rejected)
-        | "Pass3Resample" >> stages.Resample(cfg, staging, models, plan)
+        | "Pass4Resample" >> stages.Resample(cfg, staging, models, plan)
         | "ByShard" >> beam.Map(lambda f: (tuple(f[0]), f[1]))
         | "GroupFragments" >> beam.GroupByKey()
         | "MergeShards" >> beam.Map(lambda kv, plan: mf.merge_shard(kv[0], list(kv[1]), plan, cfg), plan)

@@ -1,15 +1,17 @@
 """The Beam stages of pipelines.balance: thin wrappers around transforms/.
 
-The job makes three passes over the input and keeps no record in between, so its
-memory does not grow with the corpus on any runner (a runner that buffers a
-PCollection between stages, like the FnApiRunner, never holds the data). What
-flows from one pass to the next is small, and travels as side inputs:
+The job makes four passes over the input (three for the random strategies, which
+need no k-means) and keeps no record in between, so its memory does not grow with
+the corpus on any runner (a runner that buffers a PCollection between stages, like
+the FnApiRunner, never holds the data). What flows from one pass to the next is
+small, and travels as side inputs:
 
-  pass 1  ReadCorpus -> ClassStats           counts, hold-out top, k-means sample
-          FitKMeans (per class, parallel)    centroids               -> class models
-  pass 2  ReadCorpus -> hold-out, AssignClusters -> bucket histograms per
+  pass 1  ReadCorpus -> ClassCounts          count, train size, hold-out top per class
+  pass 2  ReadCorpus -> ClassCentroids       candidates under a class-size-aware hash
+          threshold -> bottom-m sample -> FitKMeans (per class, parallel) -> centroids
+  pass 3  ReadCorpus -> hold-out, AssignClusters -> bucket histograms per
           (class, cluster)  -> Plan          quotas and copy rules   -> plan
-  pass 3  ReadCorpus -> Resample -> fragments; boundary buckets -> GroupByKey ->
+  pass 4  ReadCorpus -> Resample -> fragments; boundary buckets -> GroupByKey ->
           Settle -> fragments;  MergeShards -> Finalize (manifest.json last)
 """
 
@@ -25,6 +27,7 @@ from apache_beam.transforms.window import GlobalWindows
 
 from pipelines import shards, sources
 from transforms import hashing, kmeans, records, selection
+from transforms.sampling import BottomM
 from transforms.stats import ClassStats, holdout_mask
 
 NS = "balance"
@@ -147,7 +150,7 @@ class FeatureDimension(beam.PTransform):
         )
 
 
-# ---------------------------------------------------------------- pass 1
+# ---------------------------------------------------------------- pass 1: counts
 
 class _ClassPartials(beam.DoFn):
     def __init__(self, cfg):
@@ -155,9 +158,8 @@ class _ClassPartials(beam.DoFn):
         self.threshold = hashing.fraction_threshold(cfg.holdout_fraction)
 
     def process(self, good, dim):
-        m = self.cfg.kmeans_sample if self.cfg.clusters > 1 else 0
         for label, rows in records.group_rows(good["label"]):
-            stats = ClassStats(m, dim).add(
+            stats = ClassStats(0, dim).add(
                 good["key"][rows], good["features"][rows], self.cfg.seed, self.threshold,
                 nbytes=payload_bytes(good, rows, self.cfg),
             )
@@ -181,35 +183,13 @@ class _ClassStatsFn(beam.CombineFn):
                 out = a if out is None else out.merge(a)
         return out
 
-    def compact(self, acc):
-        if acc is not None:
-            acc.sample.compact()  # ship at most m sample rows per accumulator
-        return acc
-
     def extract_output(self, acc):
-        return acc.extract(self.cfg.seed)
+        s = acc.extract(self.cfg.seed)
+        return {"count": s.count, "train": s.train, "max_hold": s.max_hold, "bytes": s.nbytes}
 
 
-class _FitKMeans(beam.DoFn):
-    def __init__(self, cfg):
-        self.cfg = cfg
-
-    def process(self, item):
-        label, summary = item
-        if self.cfg.clusters > 1 and len(summary.sample):
-            centroids = kmeans.fit_centroids(
-                summary.sample, self.cfg.clusters, hashing.seed_for(self.cfg.seed, label)
-            )
-        else:
-            centroids = None
-        log.info("class %r: %d records, %d in train, %s clusters", label, summary.count,
-                 summary.train, 1 if centroids is None else len(centroids))
-        yield label, {"count": summary.count, "train": summary.train, "max_hold": summary.max_hold,
-                      "bytes": summary.nbytes, "centroids": centroids}
-
-
-class ClassModels(beam.PTransform):
-    """Valid batches -> (label, {count, train, max_hold, centroids})."""
+class ClassCounts(beam.PTransform):
+    """Valid batches -> (label, {count, train, max_hold, bytes}): small, per class."""
 
     def __init__(self, cfg, dim):
         super().__init__()
@@ -219,15 +199,100 @@ class ClassModels(beam.PTransform):
         return (
             good
             | "Partials" >> beam.ParDo(_ClassPartials(self.cfg), self.dim)
-            # No hot-key fan-out here: the combine is lifted, so each worker sends one
-            # accumulator of at most m sample rows per class and no worker ever receives
-            # a whole class; fan-out would multiply the sample rows every worker holds.
-            | "Combine" >> beam.CombinePerKey(_ClassStatsFn(self.cfg))
-            | "FitKMeans" >> beam.ParDo(_FitKMeans(self.cfg))
+            | "Combine" >> beam.CombinePerKey(_ClassStatsFn(self.cfg)).with_hot_key_fanout(8)
         )
 
 
-# ---------------------------------------------------------------- pass 2
+# ---------------------------------------------------------------- pass 2: k-means samples
+
+def sample_fraction(m: int, train: int) -> float:
+    """Share of a class's train rows that must pass the sample hash so that >= m do.
+
+    Expected 1.5 m + 10 sqrt(m) + 10 candidates: falling short of m is a > 10-sigma event.
+    """
+    return min(1.0, (1.5 * m + 10 * m**0.5 + 10) / max(train, 1))
+
+
+class _SampleCandidates(beam.DoFn):
+    """Train rows whose sample hash is under the class's threshold: ~1.5 m per class in all."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.threshold = hashing.fraction_threshold(cfg.holdout_fraction)
+
+    def process(self, good, counts, dim):
+        m = self.cfg.kmeans_sample
+        for label, rows in records.group_rows(good["label"]):
+            c = counts[label]
+            keys = good["key"][rows]
+            train = ~holdout_mask(keys, self.cfg.seed, self.threshold, c["max_hold"])
+            u = hashing.decision(keys, self.cfg.seed, hashing.SAMPLE)
+            keep = train & (u < hashing.fraction_threshold(sample_fraction(m, c["train"])))
+            if keep.any():
+                yield label, BottomM(m, dim).add(u[keep], good["features"][rows][keep])
+
+
+class _BottomMFn(beam.CombineFn):
+    def create_accumulator(self):
+        return None
+
+    def add_input(self, acc, sample):
+        return sample if acc is None else acc.merge(sample)
+
+    def merge_accumulators(self, accs):
+        out = None
+        for a in accs:
+            if a is not None:
+                out = a if out is None else out.merge(a)
+        return out
+
+    def compact(self, acc):
+        return acc.compact() if acc is not None else acc
+
+    def extract_output(self, acc):
+        return acc.extract()[1]
+
+
+class _FitKMeans(beam.DoFn):
+    def __init__(self, cfg):
+        self.cfg = cfg
+
+    def process(self, item, counts):
+        label, sample = item
+        centroids = kmeans.fit_centroids(sample, self.cfg.clusters, hashing.seed_for(self.cfg.seed, label))
+        c = counts[label]
+        log.info("class %r: %d records, %d in train, %d clusters fitted on %d rows", label, c["count"],
+                 c["train"], len(centroids), len(sample))
+        yield label, centroids
+
+
+class ClassCentroids(beam.PTransform):
+    """Valid batches -> (label, centroids): bottom-m sample per class, MiniBatchKMeans on it.
+
+    Knowing each class's size (pass 1), only rows whose sample hash falls under a
+    class-size-aware threshold leave the workers: about 1.5 m rows per class in all,
+    whatever the corpus size or the bundling, instead of up to m per bundle and class.
+    """
+
+    def __init__(self, cfg, dim, counts):
+        super().__init__()
+        self.cfg, self.dim, self.counts = cfg, dim, counts
+
+    def expand(self, good):
+        return (
+            good
+            | "Candidates" >> beam.ParDo(_SampleCandidates(self.cfg), self.counts, self.dim)
+            | "BottomM" >> beam.CombinePerKey(_BottomMFn())
+            | "FitKMeans" >> beam.ParDo(_FitKMeans(self.cfg), self.counts)
+        )
+
+
+def with_centroids(item, centroids):
+    label, counts = item
+    return label, {**counts, "centroids": centroids.get(label) if centroids else None}
+
+
+# ---------------------------------------------------------------- pass 3: cluster histograms
 
 def split_and_assign(good: dict, models: dict, cfg):
     """Per class in the batch: (label, model, holdout mask, cluster per row)."""
@@ -275,7 +340,7 @@ class ClusterHistograms(beam.PTransform):
         )
 
 
-# ---------------------------------------------------------------- pass 3
+# ---------------------------------------------------------------- pass 4: resample
 
 class _Resample(beam.DoFn):
     """Copies of each train row by its group's rule; val rows as they are."""

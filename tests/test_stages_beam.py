@@ -9,7 +9,8 @@ from apache_beam.testing.util import assert_that, equal_to
 from pipelines import stages
 from pipelines.options import BalanceConfig
 from transforms import hashing, kmeans, records
-from transforms.stats import ClassStats
+from transforms.sampling import BottomM
+from transforms.stats import ClassStats, holdout_mask
 
 
 def batches(n_per_class, dim=3, parts=4, seed=0):
@@ -29,9 +30,17 @@ def pipeline():
     return TestPipeline(options=PipelineOptions(["--runner=FnApiRunner"]))
 
 
+def class_models(p, data):
+    """Passes 1 and 2 as the job chains them: counts, then centroids from the samples."""
+    counts = p | "Data1" >> beam.Create(data) | "Counts" >> stages.ClassCounts(CFG, 3)
+    cents = beam.pvalue.AsDict(p | "Data2" >> beam.Create(data)
+                               | stages.ClassCentroids(CFG, 3, beam.pvalue.AsDict(counts)))
+    return counts | beam.Map(stages.with_centroids, cents)
+
+
 def test_class_models_count_and_fit_per_class():
     with pipeline() as p:
-        models = p | beam.Create(batches({"a": 200, "b": 9})) | stages.ClassModels(CFG, 3)
+        models = class_models(p, batches({"a": 200, "b": 9}))
         summary = models | beam.Map(lambda kv: (kv[0], kv[1]["count"], len(kv[1]["centroids"]),
                                                 kv[1]["train"] >= 1))
         assert_that(summary, equal_to([("a", 200, 2, True), ("b", 9, 2, True)]))
@@ -43,10 +52,12 @@ def pure_models(data):
     out = {}
     for label in sorted(set(good["label"])):
         rows = good["label"] == label
-        stats = ClassStats(CFG.kmeans_sample, 3).add(
-            good["key"][rows], good["features"][rows], CFG.seed,
-            hashing.fraction_threshold(CFG.holdout_fraction)).extract(CFG.seed)
-        centroids = kmeans.fit_centroids(stats.sample, 2, hashing.seed_for(CFG.seed, label))
+        thr = hashing.fraction_threshold(CFG.holdout_fraction)
+        stats = ClassStats(0, 3).add(good["key"][rows], good["features"][rows], CFG.seed, thr).extract(CFG.seed)
+        train = ~holdout_mask(good["key"][rows], CFG.seed, thr, stats.max_hold)
+        u = hashing.decision(good["key"][rows][train], CFG.seed, hashing.SAMPLE)
+        sample = BottomM(CFG.kmeans_sample, 3).add(u, good["features"][rows][train]).extract()[1]
+        centroids = kmeans.fit_centroids(sample, 2, hashing.seed_for(CFG.seed, label))
         out[label] = {"count": stats.count, "train": stats.train, "max_hold": stats.max_hold,
                       "centroids": centroids}
     return out
@@ -56,7 +67,7 @@ def test_models_do_not_depend_on_how_batches_are_cut():
     want = pure_models(batches({"a": 300, "b": 40}, parts=1))
     expected = [(k, v["train"], v["centroids"].tobytes()) for k, v in want.items()]
     with pipeline() as p:
-        out = (p | beam.Create(batches({"a": 300, "b": 40}, parts=7)) | stages.ClassModels(CFG, 3)
+        out = (class_models(p, batches({"a": 300, "b": 40}, parts=7))
                | beam.Map(lambda kv: (kv[0], kv[1]["train"], kv[1]["centroids"].tobytes())))
         assert_that(out, equal_to(expected))
 
