@@ -209,7 +209,7 @@ def test_resume_continues_with_the_same_schedule(vectors_out, tmp_path):
     # the shares of each epoch are the rule applied to the previous epoch's F1s
     for prev, cur in zip(resumed, resumed[1:], strict=False):
         f1 = np.array([np.nan if c["f1"] is None else c["f1"] for c in prev["classes"].values()])
-        want = sampling.DynamicSampler(4, "dynamic", min(0.02, 0.5 / 4), 0.5).update(f1)
+        want = sampling.DynamicSampler(4, "dynamic", min(0.02, 0.5 / 4), 1.0).update(f1)
         got = np.array([c["share"] for c in cur["classes"].values()])
         assert np.allclose(got, want, atol=1e-6)
     with pytest.raises(ValueError, match="pass --resume"):

@@ -48,13 +48,14 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--sampling", default="dynamic", choices=("dynamic", "balanced", "none"))
     ap.add_argument("--min_share", type=float, default=None,
                     help="Floor on a class's share (default: min(0.02, 0.5 / classes)).")
-    ap.add_argument("--dynamic_mix", type=float, default=0.5,
-                    help="Shares = (1 - a) * uniform + a * (1 - F1) shares; 1 is Pouyanfar et al.'s rule.")
+    ap.add_argument("--dynamic_mix", type=float, default=1.0,
+                    help="Shares = (1 - a) * uniform + a * (1 - F1) shares; 1 (default) is Pouyanfar et al.'s rule.")
     ap.add_argument("--f1_smoothing", type=float, default=0.0,
                     help="Weight of past epochs in the F1 that drives the shares (0: last epoch only).")
-    ap.add_argument("--prior_correction", action=argparse.BooleanOptionalAction, default=False,
-                    help="Weight each sample by uniform / its class's share, so that dynamic shares "
-                         "change what the model practises on but not the class prior it learns.")
+    ap.add_argument("--prior_correction", action=argparse.BooleanOptionalAction, default=True,
+                    help="With --sampling dynamic, weight each sample by uniform / its class's share, so "
+                         "that the shares change what the model practises on but not the class prior "
+                         "it learns (default on: see docs/BENCHMARKS.md).")
     ap.add_argument("--loss", default="ce", choices=losses.LOSSES)
     ap.add_argument("--cb_beta", type=float, default=0.999, help="Class-balanced loss beta (Cui et al.).")
     ap.add_argument("--focal_gamma", type=float, default=2.0)
@@ -272,8 +273,10 @@ def _run(args) -> list[dict]:
     loss_weights = losses.class_weights(args.loss, ds.train_input, args.cb_beta)
     class_w = None if loss_weights is None else np.array([loss_weights[i] for i in range(ds.classes)])
 
+    correct = args.prior_correction and sampler.mode == "dynamic"  # none: the shards as written
+
     def weights_for(s):
-        return sample_weights(s, class_w, args.prior_correction).astype(np.float32)
+        return sample_weights(s, class_w, correct).astype(np.float32)
 
     if reader == "tfrecord":
         import tensorflow as tf
