@@ -4,7 +4,7 @@ Decoding (and an embedding model, when asked) is the expensive part of an image
 corpus, so pass 1 does it once per image: it reads the encoded bytes, checks and
 decodes them, computes the clustering vector (a thumbnail, or InceptionV3's pooled
 features through RunInference), and writes the valid records (bytes unchanged,
-vector beside them) and the rejected ones to OUT/.staging/RUN/cache/. Passes 2
+vector beside them) and the rejected ones to OUT/.staging/RUN/cache/. The later passes
 and 3 read that cache instead of the input. Memory stays bounded: the cache is on
 disk, written per bundle in chunks.
 
@@ -270,7 +270,7 @@ class _ReadCacheFile(beam.DoFn):
 
 
 class ReadCache(beam.PTransform):
-    """Passes 2 and 3 for images: the cached records -> (good, rejected)."""
+    """The passes after the first, for images: the cached records -> (good, rejected)."""
 
     def __init__(self, index, count: bool = False):
         super().__init__()
