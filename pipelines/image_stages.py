@@ -26,7 +26,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
 
 from pipelines import shards, sources
-from pipelines.stages import NS, _windowed
+from pipelines.stages import NS, _windowed, unreadable
 from transforms import images, records
 
 log = logging.getLogger("pipelines.balance")
@@ -85,11 +85,7 @@ class _ReadImages(beam.DoFn):
                 if good is not None:
                     yield good
         except sources.UnreadableFile as e:
-            if not self.cfg.reject_unreadable_files:
-                raise sources.UnreadableFile(
-                    f"{e}. Fix or remove the file, or pass --reject_unreadable_files to reject it and go on."
-                ) from e
-            yield beam.pvalue.TaggedOutput("rejected", records.rejected_file(unit[0], f"unreadable file: {e}"))
+            yield unreadable(e, unit, self.cfg)
 
 
 class InceptionEmbedder(ModelHandler):

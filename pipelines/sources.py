@@ -45,6 +45,15 @@ def list_units(path: str, fmt: str) -> list[tuple[str, int, int]]:
     return units
 
 
+def _as_unreadable(path: str, e: Exception) -> Exception:
+    """The exception to raise for a read failure: UnreadableFile naming the file, or e itself."""
+    if isinstance(e, UnreadableFile):
+        return e
+    if isinstance(e, (OSError, pa.ArrowException, ValueError)) or type(e).__module__.startswith("tensorflow"):
+        return UnreadableFile(f"cannot read {path}: {type(e).__name__}: {e}")  # incl. tf DataLossError
+    return e
+
+
 def read_unit(unit: tuple[str, int, int], cfg) -> Iterator[dict]:
     """Raw batches of one unit; raises UnreadableFile naming the file."""
     path, rg, first = unit
@@ -58,14 +67,11 @@ def read_unit(unit: tuple[str, int, int], cfg) -> Iterator[dict]:
             yield from _read_csv(path, cfg)
         else:
             yield from _read_tfrecord(path, cfg)
-    except UnreadableFile:
-        raise
-    except (OSError, pa.ArrowException, ValueError) as e:
-        raise UnreadableFile(f"cannot read {path}: {type(e).__name__}: {e}") from e
-    except Exception as e:  # tf.errors.DataLossError and friends
-        if type(e).__module__.startswith("tensorflow"):
-            raise UnreadableFile(f"cannot read {path}: {type(e).__name__}: {e}") from e
-        raise
+    except Exception as e:  # noqa: BLE001 - mapped, or re-raised as it is
+        mapped = _as_unreadable(path, e)
+        if mapped is e:
+            raise
+        raise mapped from e
 
 
 def _require(names: list[str], present: list[str], path: str, flag: str) -> None:
@@ -307,14 +313,11 @@ def read_image_unit(unit: tuple[str, int, int], cfg) -> Iterator[dict]:
                     row += n
         else:
             yield from _read_image_tfrecord(path, cfg)
-    except UnreadableFile:
-        raise
-    except (OSError, pa.ArrowException, ValueError) as e:
-        raise UnreadableFile(f"cannot read {path}: {type(e).__name__}: {e}") from e
-    except Exception as e:
-        if type(e).__module__.startswith("tensorflow"):
-            raise UnreadableFile(f"cannot read {path}: {type(e).__name__}: {e}") from e
-        raise
+    except Exception as e:  # noqa: BLE001 - mapped, or re-raised as it is
+        mapped = _as_unreadable(path, e)
+        if mapped is e:
+            raise
+        raise mapped from e
 
 
 def _blobs(column) -> np.ndarray:

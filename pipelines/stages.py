@@ -64,20 +64,25 @@ class _ReadValid(beam.DoFn):
                 if good is not None:
                     yield good
         except sources.UnreadableFile as e:
-            if not self.cfg.reject_unreadable_files:
-                raise sources.UnreadableFile(
-                    f"{e}. Fix or remove the file, or pass --reject_unreadable_files to reject it and go on."
-                ) from e
             if self.count:
                 self.read.inc(1)
                 self.rejected.inc(1)
                 self.files_rejected.inc(1)
-            yield beam.pvalue.TaggedOutput("rejected", records.rejected_file(unit[0], f"unreadable file: {e}"))
+            yield unreadable(e, unit, self.cfg)
 
     def _progress(self, n: int) -> None:
         before, self.seen = self.seen, self.seen + n
         if before // 1_000_000 != self.seen // 1_000_000:
             log.info("final pass: this worker has resampled %d records", self.seen)
+
+
+def unreadable(e: Exception, unit, cfg):
+    """An unreadable file: fails the job naming it, or (with the flag) one rejected entry."""
+    if not cfg.reject_unreadable_files:
+        raise sources.UnreadableFile(
+            f"{e}. Fix or remove the file, or pass --reject_unreadable_files to reject it and go on."
+        ) from e
+    return beam.pvalue.TaggedOutput("rejected", records.rejected_file(unit[0], f"unreadable file: {e}"))
 
 
 class _LengthHistogram(beam.DoFn):
@@ -166,15 +171,14 @@ class _ClassPartials(beam.DoFn):
             yield label, stats
 
 
-class _ClassStatsFn(beam.CombineFn):
-    def __init__(self, cfg):
-        self.cfg = cfg
+class MergeableFn(beam.CombineFn):
+    """Combines elements that are themselves accumulators with a merge() (ClassStats, BottomM)."""
 
     def create_accumulator(self):
         return None
 
-    def add_input(self, acc, stats):
-        return stats if acc is None else acc.merge(stats)
+    def add_input(self, acc, partial):
+        return partial if acc is None else acc.merge(partial)
 
     def merge_accumulators(self, accs):
         out = None
@@ -182,6 +186,11 @@ class _ClassStatsFn(beam.CombineFn):
             if a is not None:
                 out = a if out is None else out.merge(a)
         return out
+
+
+class _ClassStatsFn(MergeableFn):
+    def __init__(self, cfg):
+        self.cfg = cfg
 
     def extract_output(self, acc):
         s = acc.extract(self.cfg.seed)
@@ -232,20 +241,7 @@ class _SampleCandidates(beam.DoFn):
                 yield label, BottomM(m, dim).add(u[keep], good["features"][rows][keep])
 
 
-class _BottomMFn(beam.CombineFn):
-    def create_accumulator(self):
-        return None
-
-    def add_input(self, acc, sample):
-        return sample if acc is None else acc.merge(sample)
-
-    def merge_accumulators(self, accs):
-        out = None
-        for a in accs:
-            if a is not None:
-                out = a if out is None else out.merge(a)
-        return out
-
+class _BottomMFn(MergeableFn):
     def compact(self, acc):
         return acc.compact() if acc is not None else acc
 
