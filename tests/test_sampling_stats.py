@@ -54,3 +54,22 @@ def test_single_record_class_stays_in_train():
     s = ClassStats(10, 3).add(keys, x, 0, hashing.fraction_threshold(0.99)).extract(0)
     assert s.train == 1 and len(s.sample) == 1
     assert not holdout_mask(keys, 0, hashing.fraction_threshold(0.99), s.max_hold).any()
+
+
+def test_class_size_aware_threshold_keeps_the_exact_bottom_m():
+    from pipelines.stages import sample_fraction
+
+    n, m = 50_000, 1_000
+    keys = hashing.hash_strings([f"k{i}" for i in range(n)])
+    u = hashing.decision(keys, 0, hashing.SAMPLE)
+    x = np.arange(n, dtype=np.float32)[:, None]
+    thr = hashing.fraction_threshold(sample_fraction(m, n))
+    candidates = u < thr
+    assert m < candidates.sum() < 2 * m  # ~1.5 m leave the workers
+    parts = np.array_split(np.flatnonzero(candidates), 7)
+    acc = BottomM(m, 1)
+    for p in parts:
+        acc.merge(BottomM(m, 1).add(u[p], x[p]))
+    got_keys, _ = acc.extract()
+    assert np.array_equal(got_keys, np.sort(u)[:m])  # the exact bottom-m of the whole class
+    assert sample_fraction(m, 10) == 1.0
