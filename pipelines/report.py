@@ -46,7 +46,7 @@ def write_report_png(manifest: dict, path: str) -> None:
     a.set_yscale("log")
     a.set_xticks(x, labels, rotation=90 if len(labels) > 12 else 0)
     a.set_title("Records per class")
-    a.legend()
+    a.legend(loc="lower left", fontsize=8)
     for i, c in enumerate(classes):
         sizes = [cl["input"] for cl in c["clusters"] if cl["input"] > 0]
         b.scatter(np.full(len(sizes), i), sizes, s=14, alpha=0.7)
