@@ -45,7 +45,7 @@ def build(p: beam.Pipeline, cfg: BalanceConfig, staging: str, dim) -> beam.PColl
     else:
         if dim is None:
             dim = beam.pvalue.AsSingleton(p | "FeatureDimension" >> stages.FeatureDimension(cfg))
-        good, _ = p | "Pass1Read" >> stages.ReadCorpus(cfg, dim)
+        good, _, _ = p | "Pass1Read" >> stages.ReadCorpus(cfg, dim)
 
         def read(label, count=False):
             return p | label >> stages.ReadCorpus(cfg, dim, count)
@@ -53,12 +53,12 @@ def build(p: beam.Pipeline, cfg: BalanceConfig, staging: str, dim) -> beam.PColl
     counts = good | "Pass1ClassCounts" >> stages.ClassCounts(cfg, dim)
     centroids = None
     if cfg.clusters > 1:  # the random strategies resample each class as one group
-        good, _ = read("Pass2Read")
+        good, _, _ = read("Pass2Read")
         centroids = beam.pvalue.AsDict(
             good | "Pass2Centroids" >> stages.ClassCentroids(cfg, dim, beam.pvalue.AsDict(counts)))
     models = beam.pvalue.AsDict(counts | "ClassModels" >> beam.Map(stages.with_centroids, centroids))
 
-    good, _ = read("Pass3Read")
+    good, _, _ = read("Pass3Read")
     plan = beam.pvalue.AsSingleton(
         good
         | "Pass3ClusterHistograms" >> stages.ClusterHistograms(cfg, models)
@@ -66,7 +66,8 @@ def build(p: beam.Pipeline, cfg: BalanceConfig, staging: str, dim) -> beam.PColl
         | "Plan" >> beam.Map(mf.make_plan, models, cfg, dim)
     )
 
-    good, rejected = read("Pass4Read", count=True)
+    good, rejected, counted = read("Pass4Read", count=True)
+    read_total = beam.pvalue.AsSingleton(counted | "CountRead" >> beam.CombineGlobally(sum))
     return (
         (good, rejected)
         | "Pass4Resample" >> stages.Resample(cfg, staging, models, plan)
@@ -74,7 +75,7 @@ def build(p: beam.Pipeline, cfg: BalanceConfig, staging: str, dim) -> beam.PColl
         | "GroupFragments" >> beam.GroupByKey()
         | "MergeShards" >> beam.Map(lambda kv, plan: mf.merge_shard(kv[0], list(kv[1]), plan, cfg), plan)
         | "CollectShards" >> beam.combiners.ToList()
-        | "Finalize" >> beam.Map(mf.finalize, plan, cfg, staging, {"beam": beam.__version__})
+        | "Finalize" >> beam.Map(mf.finalize, plan, cfg, staging, {"beam": beam.__version__}, read_total)
     )
 
 
@@ -145,8 +146,10 @@ def static_dim(cfg: BalanceConfig) -> int | None:
         t = schema.field(cfg.feature_column).type
         return t.list_size if pa.types.is_fixed_size_list(t) else None
     if cfg.input_format == "csv":
-        with sources.open_file(first) as f:
-            header = f.readline().decode("utf-8", "replace").strip().split(",")
+        import pyarrow.csv as pacsv
+
+        with sources.open_file(first) as f:  # pyarrow parses the header: quotes, BOM
+            header = pacsv.open_csv(f).schema.names
         if cfg.label_column not in header:
             raise ValueError(f"{first} has no column {cfg.label_column!r} (its columns: {header}); set --label_column.")
         return len([c for c in header if c not in (cfg.label_column, cfg.id_column)])

@@ -255,6 +255,7 @@ class _ReadCacheFile(beam.DoFn):
             for batch in reader:
                 if self.count:
                     self.read.inc(batch.num_rows)
+                    yield beam.pvalue.TaggedOutput("counted", batch.num_rows)
                 if kind == "good":
                     yield good_from_table(batch)
                 else:
@@ -278,6 +279,6 @@ class ReadCache(beam.PTransform):
             | "Start" >> beam.Create([None])
             | "CacheFiles" >> beam.FlatMap(lambda _, idx: sorted(idx), self.index)
             | "Spread" >> beam.Reshuffle()
-            | "ReadCache" >> beam.ParDo(_ReadCacheFile(self.count)).with_outputs("rejected", main="good")
+            | "ReadCache" >> beam.ParDo(_ReadCacheFile(self.count)).with_outputs("rejected", "counted", main="good")
         )
-        return out.good, out.rejected
+        return out.good, out.rejected, out.counted

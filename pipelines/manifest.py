@@ -142,7 +142,7 @@ def write_shard(dest, table, paths, plan, cfg) -> dict:
                 "by_label": by_label}
     if table is None:
         table = shards.row_schema(plan["payload"]).empty_table()
-    table = shards.output_table(table, plan["order"])
+    table = shards.output_table(table, plan["order"], by_label=dest[0] == "val")
     for fmt, rel in paths.items():
         data = shards.parquet_bytes(table) if fmt == "parquet" else shards.tfrecord_bytes(table)
         _write(out, rel, data)
@@ -166,13 +166,22 @@ def expected_dests(plan: dict) -> list[tuple]:
     return dests
 
 
-def finalize(infos: list[dict], plan: dict, cfg, staging: str, run_info: dict) -> dict:
-    """Missing (empty) shards, checks, stale-file cleanup, report.png, manifest.json last."""
+def finalize(infos: list[dict], plan: dict, cfg, staging: str, run_info: dict, read_total: int) -> dict:
+    """Missing (empty) shards, checks, stale-file cleanup, report.png, manifest.json last.
+
+    `read_total` is counted as the last pass reads; the files' counts must add up to it.
+    """
     by_dest = {tuple(i["dest"]): i for i in infos}
     for dest in expected_dests(plan):
         if dest not in by_dest:
             by_dest[dest] = write_shard(dest, None, shard_paths(dest, plan, cfg.formats), plan, cfg)
     manifest = build_manifest(by_dest, plan, cfg, run_info)
+    t = manifest["totals"]
+    if t["read"] != read_total:
+        raise RuntimeError(
+            f"internal: the last pass read {read_total} records, but the files hold rejected {t['rejected']} "
+            f"+ held out {t['holdout']} + train input {t['train_input']} = {t['read']}; no manifest written."
+        )
     _remove_stale(cfg.output, by_dest.values())
     try:
         from pipelines.report import write_report_png

@@ -164,13 +164,18 @@ def read_fragments(paths: list[str]) -> pa.Table:
     return pa.concat_tables(tables)
 
 
-def output_table(table: pa.Table, labels: list[str]) -> pa.Table:
+def output_table(table: pa.Table, labels: list[str], by_label: bool = False) -> pa.Table:
     """The shard's rows in their deterministic order, with the contract's columns.
 
     Order: by the order key (a hash of id, copy and seed); rows that tie on it are
-    copies of the same record. The features are gathered with numpy, not Arrow's take.
+    copies of the same record. `by_label` (val shards, which hold every class) sorts by
+    label first, so the TFRecord writer encodes each class in one run. The features
+    are gathered with numpy, not Arrow's take.
     """
-    order = np.argsort(table.column("order").to_numpy(), kind="stable")
+    keys = [table.column("order").to_numpy()]
+    if by_label:
+        keys.append(table.column("label").to_numpy())
+    order = np.lexsort(keys)
     label = table.column("label").to_numpy()[order].astype(np.int64)
     names = np.asarray(labels, dtype=object)
     out = {

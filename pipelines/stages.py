@@ -57,6 +57,7 @@ class _ReadValid(beam.DoFn):
                 if self.count:
                     self.read.inc(len(raw["row"]))
                     self._progress(len(raw["row"]))
+                    yield beam.pvalue.TaggedOutput("counted", len(raw["row"]))
                 if bad is not None:
                     if self.count:
                         self.rejected.inc(len(bad["row"]))
@@ -64,11 +65,13 @@ class _ReadValid(beam.DoFn):
                 if good is not None:
                     yield good
         except sources.UnreadableFile as e:
+            rejected = unreadable(e, unit, self.cfg)
             if self.count:
                 self.read.inc(1)
                 self.rejected.inc(1)
                 self.files_rejected.inc(1)
-            yield unreadable(e, unit, self.cfg)
+                yield beam.pvalue.TaggedOutput("counted", 1)
+            yield rejected
 
     def _progress(self, n: int) -> None:
         before, self.seen = self.seen, self.seen + n
@@ -111,7 +114,11 @@ def _units(pbegin, cfg):
 
 
 class ReadCorpus(beam.PTransform):
-    """Input files -> (valid batches, rejected batches)."""
+    """Input files -> (valid batches, rejected batches, records read per batch).
+
+    The last is filled only with count=True (the final pass): the job checks it against
+    rejected + held out + train input before it writes the manifest.
+    """
 
     def __init__(self, cfg, dim, count: bool = False):
         super().__init__()
@@ -120,8 +127,8 @@ class ReadCorpus(beam.PTransform):
     def expand(self, pbegin):
         out = _units(pbegin, self.cfg) | "ReadValid" >> beam.ParDo(
             _ReadValid(self.cfg, self.count), self.dim
-        ).with_outputs("rejected", main="good")
-        return out.good, out.rejected
+        ).with_outputs("rejected", "counted", main="good")
+        return out.good, out.rejected, out.counted
 
 
 def _sum_dicts(dicts):

@@ -274,3 +274,13 @@ def test_vector_column_types_and_dimension_sources(tmp_path):
     results["columns"] = train_records(tmp_path / "out-cols")
     first = results["list"]
     assert all(r == first for r in results.values())
+
+
+def test_csv_with_quoted_header_and_bom(tmp_path):
+    rng = np.random.default_rng(1)
+    lines = ['"label","x1","x2"'] + [f'"{"a" if i % 3 else "b"}",{v[0]:.3f},{v[1]:.3f}'
+                                     for i, v in enumerate(rng.normal(size=(60, 2)))]
+    path = tmp_path / "r.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + ("\n".join(lines) + "\n").encode())
+    m = run_job(str(path), tmp_path / "o", "--strategy", "oversample", "--output_format", "parquet")
+    assert m["totals"]["read"] == 60 and m["payload"]["dim"] == 2

@@ -280,3 +280,13 @@ def test_jax_backend_trains_from_parquet(vectors_out, tmp_path):
     state = json.load(open(tmp_path / "jax" / "state.json"))
     assert state["args"]["backend"] == "jax" and state["args"]["reader"] == "parquet"
     assert float(out.stdout.split("MACRO")[-1]) > 0.5
+
+
+def test_resume_refuses_changed_settings_and_empty_val_is_an_error(vectors_out, tmp_path):
+    fit(vectors_out, tmp_path / "r", "--epochs", "1", "--epoch_size", "256")
+    with pytest.raises(ValueError, match="--sampling was 'dynamic', now 'balanced'"):
+        fit(vectors_out, tmp_path / "r", "--epochs", "2", "--epoch_size", "256", "--resume", "--sampling", "balanced")
+    corpus = write_parquet_corpus(str(tmp_path / "c"), files=1, bad=False)
+    run_job(corpus, tmp_path / "noval", "--strategy", "none", "--holdout_fraction", "0")
+    with pytest.raises(ValueError, match="has no val records"):
+        fit(str(tmp_path / "noval"), tmp_path / "r2", "--epochs", "1")

@@ -51,6 +51,9 @@ def run(argv: list[str] | None = None) -> dict:
     reader = data.pick_reader(ds, keras.backend.backend())
     if args.split == "val":
         shards = ds.val[reader]
+        if not mf.val_records(ds):
+            raise ValueError(f"{args.data} has no val records: evaluate with --split train, or re-run "
+                             "pipelines.balance with --holdout_fraction > 0.")
     else:
         shards = [s for c in ds.train for s in c[reader]]
     if reader == "tfrecord":

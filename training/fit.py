@@ -88,14 +88,17 @@ def vector_sample(ds: mf.Dataset, per_class: int = 512) -> np.ndarray:
     col, rows = ds.vector_column(), []
     for c in range(ds.classes):
         if "parquet" in ds.formats:
-            t = pq.ParquetFile(ds.paths(ds.train[c]["parquet"][:1])[0]).read_row_group(0, columns=[col])
+            shards = [s for s in ds.train[c]["parquet"] if s["records"]]  # a shard can be empty
+            if not shards:
+                continue
+            t = pq.ParquetFile(ds.paths(shards[:1])[0]).read_row_group(0, columns=[col])
             x = t.column(col).combine_chunks()
             rows.append(x.flatten().to_numpy().reshape(len(x), -1)[:per_class])
         else:
             import tensorflow as tf
 
             spec = {col: tf.io.FixedLenFeature([ds.vector_dim()], tf.float32)}
-            d = tf.data.TFRecordDataset(ds.paths(ds.train[c]["tfrecord"][:1]), compression_type="GZIP")
+            d = tf.data.TFRecordDataset(ds.paths(ds.train[c]["tfrecord"]), compression_type="GZIP")
             for batch in d.take(per_class).batch(per_class):
                 rows.append(tf.io.parse_example(batch, spec)[col].numpy())
     return np.concatenate(rows).astype(np.float32)
@@ -230,6 +233,10 @@ def _run(args) -> list[dict]:
 
     backend = keras.backend.backend()
     ds = mf.load(args.data)
+    if not mf.val_records(ds):
+        raise ValueError(f"{args.data} has no val records (balanced with --holdout_fraction 0?): the F1 that "
+                         "drives the sampling and picks the best model needs them. Re-run pipelines.balance "
+                         "with --holdout_fraction > 0.")
     inputs = choose_inputs(ds, args.inputs)
     reader = data.pick_reader(ds, backend)
     if args.epochs < 1 or args.batch_size < 1:
@@ -249,6 +256,12 @@ def _run(args) -> list[dict]:
 
     state = json.load(open(state_path)) if args.resume else None
     if state:
+        fixed = ("sampling", "min_share", "dynamic_mix", "f1_smoothing", "prior_correction", "loss", "cb_beta",
+                 "focal_gamma", "inputs", "image_size", "batch_size", "epoch_size", "seed")
+        changed = [f"--{k} was {state['args'].get(k)!r}, now {getattr(args, k)!r}" for k in fixed
+                   if k in state["args"] and state["args"][k] != getattr(args, k)]
+        if changed:
+            raise ValueError("--resume continues a run as it was started: " + "; ".join(changed) + ".")
         sampler = DynamicSampler.from_state(ds.classes, state["sampler"])
         history = json.load(open(os.path.join(args.output, "history.json")))
         start = state["epoch"]

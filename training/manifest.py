@@ -91,3 +91,7 @@ def check_shards(ds: Dataset, manifest_path: str) -> None:
             n = pq.read_metadata(full).num_rows
             if n != shard["records"]:
                 raise ValueError(f"{full} holds {n} records; {manifest_path} says {shard['records']}")
+
+
+def val_records(ds: Dataset) -> int:
+    return sum(s["records"] for s in next(iter(ds.val.values()), []))
