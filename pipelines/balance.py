@@ -149,7 +149,8 @@ def static_dim(cfg: BalanceConfig) -> int | None:
         import pyarrow.csv as pacsv
 
         with sources.open_file(first) as f:  # pyarrow parses the header: quotes, BOM
-            header = pacsv.open_csv(f).schema.names
+            header = pacsv.open_csv(f, parse_options=pacsv.ParseOptions(invalid_row_handler=lambda row: "skip"),
+                                    convert_options=pacsv.ConvertOptions(column_types=None)).schema.names
         if cfg.label_column not in header:
             raise ValueError(f"{first} has no column {cfg.label_column!r} (its columns: {header}); set --label_column.")
         return len([c for c in header if c not in (cfg.label_column, cfg.id_column)])

@@ -311,7 +311,7 @@ def _run(args) -> list[dict]:
             train.shares = np.asarray(s, np.float64)
             train.weights = weights_for(s)
     y_val = data.labels_of(val)
-    summary = dict(vars(args)) | {"backend": backend, "reader": reader, "inputs": inputs,
+    summary = dict(vars(args)) | {"backend": backend, "reader": reader, "inputs_used": inputs,
                                   "mixed_precision": mixed}
     callbacks = [_epoch_end_callback()(args.output, val, y_val, sampler, set_shares, ds.labels, history,
                                        args, summary)]
