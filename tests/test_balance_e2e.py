@@ -284,3 +284,28 @@ def test_csv_with_quoted_header_and_bom(tmp_path):
     path.write_bytes(b"\xef\xbb\xbf" + ("\n".join(lines) + "\n").encode())
     m = run_job(str(path), tmp_path / "o", "--strategy", "oversample", "--output_format", "parquet")
     assert m["totals"]["read"] == 60 and m["payload"]["dim"] == 2
+
+
+def test_awkward_labels_tiny_and_identical_classes(tmp_path):
+    """Labels with '/', spaces, dots, unicode, colliding folder names; 1 record; identical records; k > size."""
+    rng = np.random.default_rng(0)
+    labels, feats = [], []
+    for label, n, same in [("a/b", 50, False), ("a_b", 40, False), ("with space", 30, False),
+                           ("dots.in.name", 20, False), ("ünï", 10, False), ("..", 5, False),
+                           ("one", 1, False), ("same", 25, True)]:
+        labels += [label] * n
+        feats += [[1.0, 2.0, 3.0]] * n if same else rng.normal(size=(n, 3)).tolist()
+    pq.write_table(pa.table({"label": labels, "features": feats}), tmp_path / "x.parquet")
+    m = run_job(str(tmp_path / "x.parquet"), tmp_path / "out", "--clusters_per_class", "40")
+    dirs = {c["label"]: c["dir"] for c in m["classes"]}
+    assert dirs["a/b"] == "class=a_b" and dirs["a_b"] == "class=a_b~2" and dirs[".."] == "class=_"
+    assert dirs["ünï"] == "class=ünï" and len(set(dirs.values())) == len(dirs)
+    by = {c["label"]: c for c in m["classes"]}
+    assert by["one"]["train_input"] == 1 and by["one"]["holdout"] == 0
+    assert sum(1 for x in by["same"]["clusters"] if x["input"]) == 1  # identical records: one cluster
+    assert len({c["output"] for c in m["classes"]}) == 1  # every class to the same T
+    for c in m["classes"]:
+        for s in c["shards"]["parquet"]:
+            assert os.path.exists(os.path.join(tmp_path, "out", s["path"]))
+    counts = collections.Counter(r[1] for r in train_records(tmp_path / "out"))
+    assert counts == {c["label"]: c["output"] for c in m["classes"]}
