@@ -77,7 +77,7 @@ class _ReadImages(beam.DoFn):
                 raws = (sources.read_image_files(paths[i : i + self.cfg.image_batch_size])
                         for i in range(0, len(paths), self.cfg.image_batch_size))
             else:
-                raws = sources.read_image_unit(unit, self.cfg)
+                raws = sources.read_unit(unit, self.cfg)
             for raw in raws:
                 good, bad = records.validate_images(raw, vectorize)
                 if bad is not None:

@@ -8,8 +8,10 @@ so tests run them without Beam.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import pyarrow as pa
@@ -54,24 +56,35 @@ def _as_unreadable(path: str, e: Exception) -> Exception:
     return e
 
 
-def read_unit(unit: tuple[str, int, int], cfg) -> Iterator[dict]:
-    """Raw batches of one unit; raises UnreadableFile naming the file."""
-    path, rg, first = unit
+@contextmanager
+def _naming(path: str):
+    """Turns a read failure into UnreadableFile naming the file (other errors pass through)."""
     try:
-        if rg == -2:
-            with open_file(path) as f:
-                pq.ParquetFile(f)  # re-raises the footer error with its message
-        if cfg.input_format == "parquet":
-            yield from _read_parquet(path, rg, first, cfg)
-        elif cfg.input_format == "csv":
-            yield from _read_csv(path, cfg)
-        else:
-            yield from _read_tfrecord(path, cfg)
+        yield
     except Exception as e:  # noqa: BLE001 - mapped, or re-raised as it is
         mapped = _as_unreadable(path, e)
         if mapped is e:
             raise
         raise mapped from e
+
+
+def read_unit(unit: tuple[str, int, int], cfg) -> Iterator[dict]:
+    """Raw batches (vectors or images) of one unit; raises UnreadableFile naming the file."""
+    path, rg, first = unit
+    with _naming(path):
+        if rg == -2:
+            with open_file(path) as f:
+                pq.ParquetFile(f)  # re-raises the footer error with its message
+        if cfg.payload == "image":
+            reader = _read_image_parquet(path, rg, first, cfg) if cfg.input_format == "parquet" \
+                else _read_image_tfrecord(path, cfg)
+        elif cfg.input_format == "parquet":
+            reader = _read_parquet(path, rg, first, cfg)
+        elif cfg.input_format == "csv":
+            reader = _read_csv(path, cfg)
+        else:
+            reader = _read_tfrecord(path, cfg)
+        yield from reader
 
 
 def _require(names: list[str], present: list[str], path: str, flag: str) -> None:
@@ -144,7 +157,7 @@ def _read_csv(path: str, cfg) -> Iterator[dict]:
         has_id = cfg.id_column in names
         feats = list(cfg.feature_columns) or [c for c in names if c not in (cfg.label_column, cfg.id_column)]
         _require(feats, names, path, "--feature_columns")
-        csv_cfg = _CsvView(cfg, tuple(feats))
+        csv_cfg = dataclasses.replace(cfg, feature_columns=tuple(feats))
         row = 0
         for batch in reader:
             for start in range(0, batch.num_rows, cfg.batch_size):
@@ -156,16 +169,6 @@ def _read_csv(path: str, cfg) -> Iterator[dict]:
                 ragged.clear()
         if ragged:
             yield _ragged_rows(path, ragged)
-
-
-class _CsvView:
-    """cfg with the CSV's feature columns filled in."""
-
-    def __init__(self, cfg, feature_columns):
-        self._cfg, self.feature_columns = cfg, feature_columns
-
-    def __getattr__(self, name):
-        return getattr(self._cfg, name)
 
 
 def _ragged_rows(path: str, rows: list) -> dict:
@@ -181,62 +184,64 @@ def _ragged_rows(path: str, rows: list) -> dict:
     }
 
 
-def _read_tfrecord(path: str, cfg) -> Iterator[dict]:
+def _tfrecord_batches(path: str, batch_size: int):
+    """Serialized records of a TFRecord file in batches; gzip detected from the bytes."""
     import tensorflow as tf
 
     with open_file(path) as f:
         head = f.read(2)
     compression = "GZIP" if head == b"\x1f\x8b" else ""
-    ds = tf.data.TFRecordDataset(path, compression_type=compression).batch(cfg.batch_size)
-    spec = None
-    row = 0
-    for serialized in ds:
+    return tf.data.TFRecordDataset(path, compression_type=compression).batch(batch_size)
+
+
+def first_values(t, decode) -> np.ndarray:
+    """First value of each row of a ragged tensor, decoded; None for empty rows."""
+    lengths = t.row_lengths().numpy()
+    values = t.flat_values.numpy()
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    out = np.full(len(lengths), None, dtype=object)
+    for i in np.flatnonzero(lengths > 0):
+        out[i] = decode(values[starts[i]])
+    return out
+
+
+def _text(v) -> str:
+    return v.decode("utf-8", "replace") if isinstance(v, bytes) else str(int(v))
+
+
+def _read_tfrecord(path: str, cfg) -> Iterator[dict]:
+    import tensorflow as tf
+
+    spec, row = None, 0
+    for serialized in _tfrecord_batches(path, cfg.batch_size):
         if spec is None:
-            spec = _tfrecord_spec(serialized[0].numpy(), cfg, path)
+            spec = _tfrecord_spec(serialized[0].numpy(), cfg, path, cfg.feature_column, tf.float32)
         parsed = tf.io.parse_example(serialized, spec)
         n = int(serialized.shape[0])
         values = parsed[cfg.feature_column]
-        lengths = values.row_lengths().numpy().astype(np.int64)
-        label = parsed[cfg.label_column]
-        label_len = label.row_lengths().numpy()
-        label_vals = label.flat_values.numpy()
-        starts = np.concatenate([[0], np.cumsum(label_len)[:-1]])
-        labels = np.full(n, None, dtype=object)
-        for i in np.flatnonzero(label_len > 0):
-            v = label_vals[starts[i]]
-            labels[i] = v.decode("utf-8", "replace") if isinstance(v, bytes) else str(int(v))
-        ids = None
-        if cfg.id_column in spec:
-            id_t = parsed[cfg.id_column]
-            id_len, id_vals = id_t.row_lengths().numpy(), id_t.flat_values.numpy()
-            id_starts = np.concatenate([[0], np.cumsum(id_len)[:-1]])
-            ids = np.full(n, None, dtype=object)
-            for i in np.flatnonzero(id_len > 0):
-                ids[i] = id_vals[id_starts[i]].decode("utf-8", "replace")
         yield {
             "source": path,
             "row": np.arange(row, row + n, dtype=np.int64),
-            "id": ids,
-            "label": labels,
+            "id": first_values(parsed[cfg.id_column], _text) if cfg.id_column in spec else None,
+            "label": first_values(parsed[cfg.label_column], _text),
             "values": values.flat_values.numpy().astype(np.float32),
-            "lengths": lengths,
+            "lengths": values.row_lengths().numpy().astype(np.int64),
             "errors": None,
         }
         row += n
 
 
-def _tfrecord_spec(first: bytes, cfg, path: str) -> dict:
+def _tfrecord_spec(first: bytes, cfg, path: str, payload: str, dtype) -> dict:
+    """Parse spec from the file's first Example: label (bytes or int64), payload, id if present."""
     import tensorflow as tf
 
-    ex = tf.train.Example.FromString(first)
-    feats = ex.features.feature
-    _require([cfg.label_column, cfg.feature_column], list(feats.keys()), path,
-             "--label_column / --feature_column")
+    feats = tf.train.Example.FromString(first).features.feature
+    _require([cfg.label_column, payload], list(feats.keys()), path,
+             "--label_column / --image_column" if cfg.payload == "image" else "--label_column / --feature_column")
     kind = feats[cfg.label_column].WhichOneof("kind")
-    label_dtype = tf.string if kind == "bytes_list" else tf.int64
     spec = {
-        cfg.label_column: tf.io.RaggedFeature(label_dtype),
-        cfg.feature_column: tf.io.RaggedFeature(tf.float32),
+        cfg.label_column: tf.io.RaggedFeature(tf.string if kind == "bytes_list" else tf.int64),
+        payload: tf.io.RaggedFeature(dtype),
     }
     if cfg.id_column in feats:
         spec[cfg.id_column] = tf.io.RaggedFeature(tf.string)
@@ -286,89 +291,49 @@ def read_image_files(paths: list[str]) -> dict:
     }
 
 
-def read_image_unit(unit: tuple[str, int, int], cfg) -> Iterator[dict]:
-    """Raw image batches of a Parquet row group (--image_column) or a TFRecord file."""
-    path, rg, first = unit
-    try:
-        if rg == -2:
-            with open_file(path) as f:
-                pq.ParquetFile(f)
-        if cfg.input_format == "parquet":
-            with open_file(path) as f:
-                pf = pq.ParquetFile(f)
-                names = pf.schema_arrow.names
-                _require([cfg.label_column, cfg.image_column], names, path, "--label_column / --image_column")
-                has_id = cfg.id_column in names
-                cols = [cfg.label_column, cfg.image_column] + ([cfg.id_column] if has_id else [])
-                row = first
-                for batch in pf.iter_batches(batch_size=cfg.image_batch_size, row_groups=[rg], columns=cols):
-                    n = batch.num_rows
-                    yield {
-                        "source": path, "row": np.arange(row, row + n, dtype=np.int64),
-                        "id": records.label_strings(batch.column(cfg.id_column)) if has_id else None,
-                        "label": records.label_strings(batch.column(cfg.label_column)),
-                        "image": _blobs(batch.column(cfg.image_column)),
-                        "errors": None,
-                    }
-                    row += n
-        else:
-            yield from _read_image_tfrecord(path, cfg)
-    except Exception as e:  # noqa: BLE001 - mapped, or re-raised as it is
-        mapped = _as_unreadable(path, e)
-        if mapped is e:
-            raise
-        raise mapped from e
+def _read_image_parquet(path: str, rg: int, first: int, cfg) -> Iterator[dict]:
+    """Raw image batches of a Parquet row group (--image_column)."""
+    with open_file(path) as f:
+        pf = pq.ParquetFile(f)
+        names = pf.schema_arrow.names
+        _require([cfg.label_column, cfg.image_column], names, path, "--label_column / --image_column")
+        has_id = cfg.id_column in names
+        cols = [cfg.label_column, cfg.image_column] + ([cfg.id_column] if has_id else [])
+        row = first
+        for batch in pf.iter_batches(batch_size=cfg.image_batch_size, row_groups=[rg], columns=cols):
+            n = batch.num_rows
+            yield {
+                "source": path, "row": np.arange(row, row + n, dtype=np.int64),
+                "id": records.label_strings(batch.column(cfg.id_column)) if has_id else None,
+                "label": records.label_strings(batch.column(cfg.label_column)),
+                "image": _blobs(batch.column(cfg.image_column).to_pylist()),
+                "errors": None,
+            }
+            row += n
 
 
-def _blobs(column) -> np.ndarray:
-    out = np.full(len(column), None, dtype=object)
-    out[:] = [b if b is not None else b"" for b in column.to_pylist()]
+def _blobs(values) -> np.ndarray:
+    """Object array of bytes; a missing image becomes b"" (rejected as empty)."""
+    out = np.full(len(values), None, dtype=object)
+    out[:] = [b if b is not None else b"" for b in values]
     return out
 
 
 def _read_image_tfrecord(path: str, cfg) -> Iterator[dict]:
     import tensorflow as tf
 
-    with open_file(path) as f:
-        head = f.read(2)
-    compression = "GZIP" if head == b"\x1f\x8b" else ""
-    ds = tf.data.TFRecordDataset(path, compression_type=compression).batch(cfg.image_batch_size)
-    spec, row = None, 0
     image_key = cfg.image_column or "image/encoded"
-    for serialized in ds:
+    spec, row = None, 0
+    for serialized in _tfrecord_batches(path, cfg.image_batch_size):
         if spec is None:
-            ex = tf.train.Example.FromString(serialized[0].numpy())
-            feats = ex.features.feature
-            _require([cfg.label_column, image_key], list(feats.keys()), path, "--label_column / --image_column")
-            kind = feats[cfg.label_column].WhichOneof("kind")
-            spec = {cfg.label_column: tf.io.RaggedFeature(tf.string if kind == "bytes_list" else tf.int64),
-                    image_key: tf.io.RaggedFeature(tf.string)}
-            if cfg.id_column in feats:
-                spec[cfg.id_column] = tf.io.RaggedFeature(tf.string)
+            spec = _tfrecord_spec(serialized[0].numpy(), cfg, path, image_key, tf.string)
         parsed = tf.io.parse_example(serialized, spec)
         n = int(serialized.shape[0])
         yield {
             "source": path, "row": np.arange(row, row + n, dtype=np.int64),
-            "id": first_values(parsed[cfg.id_column], lambda v: v.decode("utf-8", "replace"))
-            if cfg.id_column in spec else None,
-            "label": first_values(parsed[cfg.label_column],
-                                  lambda v: v.decode("utf-8", "replace") if isinstance(v, bytes) else str(int(v))),
-            "image": _blobs_from(first_values(parsed[image_key], bytes)),
+            "id": first_values(parsed[cfg.id_column], _text) if cfg.id_column in spec else None,
+            "label": first_values(parsed[cfg.label_column], _text),
+            "image": _blobs(first_values(parsed[image_key], bytes)),
             "errors": None,
         }
         row += n
-
-
-def first_values(t, decode) -> np.ndarray:
-    """First value of each row of a ragged tensor, decoded; None for empty rows."""
-    rows = t.to_list()
-    out = np.full(len(rows), None, dtype=object)
-    for i, v in enumerate(rows):
-        if v:
-            out[i] = decode(v[0])
-    return out
-
-
-def _blobs_from(values: np.ndarray) -> np.ndarray:
-    values[values == None] = b""  # noqa: E711 - object array
-    return values
