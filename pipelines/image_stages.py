@@ -26,7 +26,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
 
 from pipelines import shards, sources
-from pipelines.stages import NS, _windowed, unreadable
+from pipelines.stages import NS, _windowed, units_of_files, unreadable
 from transforms import images, records
 
 log = logging.getLogger("pipelines.balance")
@@ -48,21 +48,8 @@ def vectorizer(cfg):
     if cfg.cluster_on == "thumbnail":
         return lambda blobs: images.thumbnail_vectors(blobs, cfg.max_pixels, cfg.thumbnail_size, cfg.thumbnail_color)
     size = cfg.embedding_image_size
-
-    def pixels(blobs):
-        out = np.zeros((len(blobs), size * size * 3), np.float32)
-        formats = np.full(len(blobs), None, dtype=object)
-        reasons = np.full(len(blobs), None, dtype=object)
-        for i, data in enumerate(blobs):
-            img, fmt, reason = images.decode(data, cfg.max_pixels)
-            if reason:
-                reasons[i] = reason
-            else:
-                formats[i] = fmt
-                out[i] = images.model_input(img, size).ravel()
-        return out, formats, reasons
-
-    return pixels
+    return lambda blobs: images.batch_vectors(blobs, cfg.max_pixels, size * size * 3,
+                                              lambda img: images.model_input(img, size).ravel())
 
 
 class _ReadImages(beam.DoFn):
@@ -153,10 +140,9 @@ def _with_embeddings(result: PredictionResult) -> dict:
 
 
 def cache_table(good: dict) -> pa.Table:
-    dim = good["features"].shape[1]
     cols = [pa.array(good[k], t) for k, t in CACHE_SCHEMA_FIELDS]
-    feats = pa.FixedSizeListArray.from_arrays(pa.array(good["features"].ravel()), dim)
-    return pa.Table.from_arrays(cols + [feats], names=[k for k, _ in CACHE_SCHEMA_FIELDS] + ["features"])
+    return pa.Table.from_arrays(cols + [shards.vector_array(good["features"])],
+                                names=[k for k, _ in CACHE_SCHEMA_FIELDS] + ["features"])
 
 
 def good_from_table(batch: pa.RecordBatch) -> dict:
@@ -218,13 +204,7 @@ class ReadImageCorpus(beam.PTransform):
                 | "Unit" >> beam.Map(lambda paths: ("files", sorted(paths)))
             )
         else:
-            units = (
-                pbegin
-                | "Pattern" >> beam.Create([cfg.input])
-                | "Match" >> fileio.MatchAll()
-                | "Units" >> beam.FlatMap(lambda m, fmt: sources.list_units(m.path, fmt), cfg.input_format)
-                | "Spread" >> beam.Reshuffle()
-            )
+            units = units_of_files(pbegin, cfg)
         out = units | "Decode" >> beam.ParDo(_ReadImages(cfg)).with_outputs("rejected", main="good")
         good = out.good
         if cfg.cluster_on == "inception_v3":

@@ -103,7 +103,8 @@ class _LengthHistogram(beam.DoFn):
                 raise
 
 
-def _units(pbegin, cfg):
+def units_of_files(pbegin, cfg):
+    """Matched files -> units (row groups, whole files), spread over workers."""
     return (
         pbegin
         | "Pattern" >> beam.Create([cfg.input])
@@ -125,7 +126,7 @@ class ReadCorpus(beam.PTransform):
         self.cfg, self.dim, self.count = cfg, dim, count
 
     def expand(self, pbegin):
-        out = _units(pbegin, self.cfg) | "ReadValid" >> beam.ParDo(
+        out = units_of_files(pbegin, self.cfg) | "ReadValid" >> beam.ParDo(
             _ReadValid(self.cfg, self.count), self.dim
         ).with_outputs("rejected", "counted", main="good")
         return out.good, out.rejected, out.counted
@@ -155,7 +156,7 @@ class FeatureDimension(beam.PTransform):
 
     def expand(self, pbegin):
         return (
-            _units(pbegin, self.cfg)
+            units_of_files(pbegin, self.cfg)
             | "Lengths" >> beam.ParDo(_LengthHistogram(self.cfg))
             | "Sum" >> beam.CombineGlobally(_sum_dicts)
             | "Mode" >> beam.Map(_mode)

@@ -94,21 +94,29 @@ def thumbnail_dim(size: int, color: bool) -> int:
     return size * size * (3 if color else 1)
 
 
-def thumbnail_vectors(blobs, max_pixels: int, size: int, color: bool):
-    """Per batch: (vectors float32[n, D] (zeros where rejected), formats, reasons)."""
+def batch_vectors(blobs, max_pixels: int, dim: int, to_vector, draft: tuple[int, int] | None = None):
+    """Per batch: (vectors float32[n, dim] (zeros where rejected), formats, reasons).
+
+    Each image is checked and decoded once; `to_vector(rgb_image)` gives its vector.
+    """
     n = len(blobs)
-    dim = thumbnail_dim(size, color)
     out = np.zeros((n, dim), np.float32)
     formats = np.full(n, None, dtype=object)
     reasons = np.full(n, None, dtype=object)
     for i, data in enumerate(blobs):
-        img, fmt, reason = decode(data, max_pixels, draft=(4 * size, 4 * size))
+        img, fmt, reason = decode(data, max_pixels, draft=draft)
         if reason:
             reasons[i] = reason
             continue
         formats[i] = fmt
-        out[i] = thumbnail(img, size, color)
+        out[i] = to_vector(img)
     return out, formats, reasons
+
+
+def thumbnail_vectors(blobs, max_pixels: int, size: int, color: bool):
+    """Thumbnails of a batch; JPEGs decode at reduced scale (draft mode)."""
+    return batch_vectors(blobs, max_pixels, thumbnail_dim(size, color), lambda img: thumbnail(img, size, color),
+                         draft=(4 * size, 4 * size))
 
 
 def model_input(img: Image.Image, size: int) -> np.ndarray:
