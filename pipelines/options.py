@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -189,37 +189,18 @@ class BalanceConfig:
             if not isinstance(target_counts, dict):
                 raise ValueError(f"--target_counts must be a JSON object of class to count. Received: {o.target_counts!r}")
             target_counts = {str(k): v for k, v in target_counts.items()}
-        return cls(
-            input=input_path,
-            output=output.rstrip("/"),
-            input_format=fmt,
-            label_column=o.label_column,
-            id_column=o.id_column,
-            feature_column=feature_column,
-            feature_columns=cols,
-            feature_dim=o.feature_dim,
-            reject_unreadable_files=o.reject_unreadable_files,
-            strategy=o.strategy,
-            target=parse_target(o.target),
-            target_counts=target_counts,
-            clusters_per_class=o.clusters_per_class,
-            kmeans_sample=o.kmeans_sample,
-            holdout_fraction=o.holdout_fraction,
-            seed=o.seed,
-            output_format=o.output_format,
-            num_shards=o.num_shards,
-            shard_mb=o.shard_mb,
-            batch_size=o.batch_size,
-            image_column=o.image_column,
-            max_pixels=o.max_pixels or 64_000_000,
-            cluster_on=cluster_on,
-            thumbnail_size=o.thumbnail_size,
-            thumbnail_color=o.thumbnail_color,
-            embedding_weights=o.embedding_weights,
-            embedding_image_size=o.embedding_image_size,
-            keep_embeddings=o.keep_embeddings,
-            image_batch_size=o.image_batch_size,
-        )
+        given = {f.name: getattr(o, f.name) for f in fields(cls) if hasattr(o, f.name)}
+        return cls(**given | {  # flags as given, except those resolved above
+            "input": input_path,
+            "output": output.rstrip("/"),
+            "input_format": fmt,
+            "feature_column": feature_column,
+            "feature_columns": cols,
+            "target": parse_target(o.target),
+            "target_counts": target_counts,
+            "max_pixels": o.max_pixels or 64_000_000,
+            "cluster_on": cluster_on,
+        })
 
 
 def guess_format(path: str) -> str:
