@@ -172,10 +172,8 @@ class _ClassPartials(beam.DoFn):
 
     def process(self, good, dim):
         for label, rows in records.group_rows(good["label"]):
-            stats = ClassStats(0, dim).add(
-                good["key"][rows], good["features"][rows], self.cfg.seed, self.threshold,
-                nbytes=payload_bytes(good, rows, self.cfg),
-            )
+            stats = ClassStats().add(good["key"][rows], self.cfg.seed, self.threshold,
+                                     nbytes=payload_bytes(good, rows, self.cfg))
             yield label, stats
 
 
@@ -201,7 +199,7 @@ class _ClassStatsFn(MergeableFn):
         self.cfg = cfg
 
     def extract_output(self, acc):
-        s = acc.extract(self.cfg.seed)
+        s = acc.extract()
         return {"count": s.count, "train": s.train, "max_hold": s.max_hold, "bytes": s.nbytes}
 
 

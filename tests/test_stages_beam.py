@@ -53,7 +53,7 @@ def pure_models(data):
     for label in sorted(set(good["label"])):
         rows = good["label"] == label
         thr = hashing.fraction_threshold(CFG.holdout_fraction)
-        stats = ClassStats(0, 3).add(good["key"][rows], good["features"][rows], CFG.seed, thr).extract(CFG.seed)
+        stats = ClassStats().add(good["key"][rows], CFG.seed, thr).extract()
         train = ~holdout_mask(good["key"][rows], CFG.seed, thr, stats.max_hold)
         u = hashing.decision(good["key"][rows][train], CFG.seed, hashing.SAMPLE)
         sample = BottomM(CFG.kmeans_sample, 3).add(u, good["features"][rows][train]).extract()[1]
