@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 
+import keras
 import numpy as np
 import pyarrow.parquet as pq
 
@@ -155,13 +156,7 @@ class ClassReader:
         return out
 
 
-def _keras():
-    import keras
-
-    return keras
-
-
-class ParquetMixture(_keras().utils.PyDataset):
+class ParquetMixture(keras.utils.PyDataset):
     """Batches whose class counts follow `shares` (settable between epochs)."""
 
     def __init__(self, ds, inputs: str, shares, batch_size: int, steps: int, seed: int, image_size: int):
@@ -196,7 +191,7 @@ class ParquetMixture(_keras().utils.PyDataset):
         self.epoch += 1
 
 
-class ParquetBatches(_keras().utils.PyDataset):
+class ParquetBatches(keras.utils.PyDataset):
     """The val (or any) shards in order, batch by batch."""
 
     def __init__(self, ds, inputs: str, batch_size: int, image_size: int, shards=None):

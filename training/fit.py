@@ -150,11 +150,11 @@ def _epoch_end_callback():
     class EpochEnd(keras.callbacks.Callback):
         """After each epoch: val metrics, history, next shares, checkpoint, best model."""
 
-        def __init__(self, run: str, val, y_val, sampler, set_shares, labels, history, args, summary):
+        def __init__(self, run: str, val, y_val, sampler, set_shares, labels, history, summary):
             super().__init__()
             self.run, self.val, self.y_val = run, val, y_val
             self.sampler, self.set_shares, self.labels = sampler, set_shares, labels
-            self.history, self.args, self.summary = history, args, summary
+            self.history, self.summary = history, summary
             self.best = max((h["val_macro_f1"] for h in history), default=-1.0)
             self.started = time.time()
 
@@ -184,10 +184,10 @@ def _epoch_end_callback():
             if entry["val_macro_f1"] > self.best:
                 self.best = entry["val_macro_f1"]
                 save_with_labels(self.model, os.path.join(self.run, "model.keras"), self.labels)
-            # Checkpoint into the slot the current state does not point at, then the state.
+            # Alternate slots by epoch, so the checkpoint being written is never the one the
+            # current state points at; then the state.
             state_path = os.path.join(self.run, STATE)
-            previous = json.load(open(state_path))["checkpoint"] if os.path.exists(state_path) else "checkpoint-b.keras"
-            slot = "checkpoint-a.keras" if previous == "checkpoint-b.keras" else "checkpoint-b.keras"
+            slot = f"checkpoint-{'ab'[epoch % 2]}.keras"
             self.model.save(os.path.join(self.run, slot))
             write_json(os.path.join(self.run, "history.json"), self.history)
             write_json(state_path, {"epoch": epoch + 1, "checkpoint": slot, "sampler": self.sampler.state(),
@@ -313,8 +313,7 @@ def _run(args) -> list[dict]:
     y_val = data.labels_of(val)
     summary = dict(vars(args)) | {"backend": backend, "reader": reader, "inputs_used": inputs,
                                   "mixed_precision": mixed}
-    callbacks = [_epoch_end_callback()(args.output, val, y_val, sampler, set_shares, ds.labels, history,
-                                       args, summary)]
+    callbacks = [_epoch_end_callback()(args.output, val, y_val, sampler, set_shares, ds.labels, history, summary)]
     if backend == "tensorflow":
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(args.output, "logs"), write_graph=False))
     print(f"training {'InceptionV3 final layer on images' if inputs == 'image' else 'a linear layer on vectors'}: "
