@@ -115,7 +115,6 @@ def quality(seeds: int, epochs: int, epoch_size: int, only: str | None = None) -
 def throughput() -> None:
     """Samples/s of the image path and of the embedding path (in this process)."""
     import keras
-    import tensorflow as tf
 
     from training import data as tdata
     from training import manifest as mf
@@ -132,8 +131,8 @@ def throughput() -> None:
     ds = mf.load(img_out)
     rows = []
     for inputs, size, batch, steps in (("image", 299, 32, 6), ("vector", 0, 256, 50)):
-        shares = tf.Variable(np.full(ds.classes, 1 / ds.classes, np.float32))
-        stream = tdata.tf_train_stream(ds, inputs, shares, batch, 0, size)
+        shares = np.full(ds.classes, 1 / ds.classes)
+        stream = tdata.tf_train_stream(ds, inputs, shares, batch, 1_000_000, 0, size)
         it = iter(stream)
         next(it)
         t = time.perf_counter()

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -108,34 +110,41 @@ def count_labels(batches, classes):
     return counts
 
 
-def test_tf_mixture_follows_the_shares_without_rebuilding(vectors_out):
-    import tensorflow as tf
-
+def test_tf_mixture_follows_the_shares_and_replays_an_epoch(vectors_out):
     from training import data
     from training import manifest as mf
 
     ds = mf.load(vectors_out)
-    shares = tf.Variable(np.array([1, 0, 0, 0], np.float32))
-    it = iter(data.tf_train_stream(ds, "vector", shares, 16, 0, 75))
-    first = count_labels([next(it) for _ in range(10)], 4)
-    shares.assign(np.array([0, 0, 0.5, 0.5], np.float32))
-    [next(it) for _ in range(3)]  # what was already prefetched with the old shares
-    second = count_labels([next(it) for _ in range(10)], 4)
-    assert first.tolist() == [160, 0, 0, 0]
+
+    def epoch(shares, seed):
+        return [(np.asarray(x), np.asarray(y)) for x, y in data.tf_train_stream(ds, "vector", shares, 16, 10, seed, 75)]
+
+    first = epoch([1, 0, 0, 0], 0)
+    assert len(first) == 10 and count_labels(first, 4).tolist() == [160, 0, 0, 0]
+    second = count_labels(epoch([0, 0, 0.5, 0.5], 0), 4)
     assert second[:2].sum() == 0 and second[2] > 40 and second[3] > 40
+    uniform = [0.25] * 4
+    again, other = epoch(uniform, 5), epoch(uniform, 6)
+    assert all((a[0] == b[0]).all() for a, b in zip(epoch(uniform, 5), again, strict=True))  # same epoch seed
+    assert not all((a[0] == b[0]).all() for a, b in zip(other, again, strict=True))
 
 
-def test_parquet_mixture_follows_the_shares(vectors_out):
+def test_parquet_mixture_follows_the_shares_and_replays_an_epoch(vectors_out):
     from training import data
     from training import manifest as mf
 
     ds = mf.load(vectors_out)
-    mix = data.ParquetMixture(ds, "vector", [0.7, 0.1, 0.1, 0.1], 20, 5, 0, 75)
-    first = count_labels([mix[i] for i in range(5)], 4)
-    mix.shares = np.array([0.0, 0.0, 0.0, 1.0])
-    mix.on_epoch_end()
-    second = count_labels([mix[i] for i in range(5)], 4)
-    assert first[0] > 50 and second.tolist() == [0, 0, 0, 100]
+
+    def epoch(shares, seed):
+        mix = data.ParquetMixture(ds, "vector", shares, 20, 5, seed, 75, weights=[1.0, 2.0, 3.0, 4.0])
+        return [mix[i] for i in range(len(mix))]
+
+    first = epoch([0.7, 0.1, 0.1, 0.1], 0)
+    assert count_labels([(x, y) for x, y, _ in first], 4)[0] > 50
+    assert all((w == np.argmax(y, axis=1) + 1).all() for _, y, w in first)  # the class's sample weight
+    assert count_labels([(x, y) for x, y, _ in epoch([0, 0, 0, 1], 0)], 4).tolist() == [0, 0, 0, 100]
+    same = epoch([0.25] * 4, 3)
+    assert all((a[0] == b[0]).all() for a, b in zip(epoch([0.25] * 4, 3), same, strict=True))
 
 
 # ---------------------------------------------------------------- fit
@@ -200,12 +209,31 @@ def test_mixed_precision_keeps_a_float32_head(vectors_out, tmp_path):
     assert keras.mixed_precision.global_policy().name == "float32"  # restored after the run
 
 
-def test_resume_continues_with_the_same_schedule(vectors_out, tmp_path):
-    full = fit(vectors_out, tmp_path / "full", "--epochs", "3", "--epoch_size", "512")
-    part = fit(vectors_out, tmp_path / "part", "--epochs", "1", "--epoch_size", "512")
-    assert json.dumps(part[0]) == json.dumps(full[0] | {"seconds": part[0]["seconds"]})  # same first epoch
-    resumed = fit(vectors_out, tmp_path / "part", "--epochs", "3", "--epoch_size", "512", "--resume")
+def test_kill_minus_9_mid_epoch_then_resume_gives_the_uninterrupted_history(vectors_out, tmp_path):
+    args = ["--epochs", "3", "--epoch_size", "16000", "--batch_size", "32"]
+    run = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "training.fit", "--data", vectors_out, "--output", str(run), "--verbose", "0", *args]
+    job = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline, state = time.time() + 180, run / "state.json"
+    while time.time() < deadline and job.poll() is None and not state.exists():
+        time.sleep(0.02)
+    assert job.poll() is None, "the run ended before it could be killed"
+    epoch_seconds = json.loads((run / "history.json").read_text())[0]["seconds"]
+    time.sleep(epoch_seconds / 3)  # part-way through epoch 2
+    os.killpg(job.pid, signal.SIGKILL)
+    job.wait()
+    assert json.loads(state.read_text())["epoch"] == 1, "killed too late: epoch 2 had finished"
+
+    resumed = fit(vectors_out, run, *args, "--resume")
+    full = fit(vectors_out, tmp_path / "full", *args)
     assert [h["epoch"] for h in resumed] == [1, 2, 3]
+    for got, want in zip(resumed, full, strict=True):
+        assert got["val_macro_f1"] == pytest.approx(want["val_macro_f1"], abs=1e-9)
+        assert got["loss"] == pytest.approx(want["loss"], rel=1e-4)  # floating-point noise only
+        assert got["val_loss"] == pytest.approx(want["val_loss"], rel=1e-4)
+        for label, c in want["classes"].items():
+            assert got["classes"][label]["share"] == pytest.approx(c["share"], abs=1e-12)
+            assert got["classes"][label]["f1"] == pytest.approx(c["f1"], abs=1e-9)
     # the shares of each epoch are the rule applied to the previous epoch's F1s
     for prev, cur in zip(resumed, resumed[1:], strict=False):
         f1 = np.array([np.nan if c["f1"] is None else c["f1"] for c in prev["classes"].values()])
@@ -213,7 +241,7 @@ def test_resume_continues_with_the_same_schedule(vectors_out, tmp_path):
         got = np.array([c["share"] for c in cur["classes"].values()])
         assert np.allclose(got, want, atol=1e-6)
     with pytest.raises(ValueError, match="pass --resume"):
-        fit(vectors_out, tmp_path / "part", "--epochs", "4")
+        fit(vectors_out, run, "--epochs", "4")
 
 
 def test_a_class_without_val_records_has_no_score(tmp_path):

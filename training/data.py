@@ -1,15 +1,20 @@
 """Input streams for training: a class mixture whose shares change between epochs.
 
+Each epoch's stream is a function of (seed, epoch, shares) alone: it is built afresh at
+the start of the epoch, with seeds from `epoch_seed`, and the shares fixed for the epoch.
+So a run resumed at epoch e sees exactly the batches an uninterrupted run would have
+seen (tests/test_training.py kills a run and checks), and nothing read ahead by a
+prefetch can mix two epochs' shares.
+
 TensorFlow backend with TFRecord shards: tf.data. One stream per class (its shard
 files shuffled and interleaved, records shuffled, repeated), mixed by
-`sample_from_datasets` whose weights are read from a tf.Variable at every draw, so
-assigning new shares changes the mix without rebuilding the input; then batch,
-parse (vectorised) or decode and resize (in parallel), prefetch.
+`sample_from_datasets` with the epoch's shares; then batch, parse (vectorised) or
+decode and resize (in parallel), take the epoch's steps, prefetch.
 
 Any backend with Parquet shards (JAX has no tf.data): `ParquetMixture`, a Keras
 PyDataset with the same sampling: each batch draws its class counts from the shares
-(seeded by seed, epoch and step), rows come from per-class streaming readers with a
-shuffle buffer. Images are decoded with Pillow.
+(seeded by the epoch's seed and the step), rows come from per-class streaming readers
+with a shuffle buffer. Images are decoded with Pillow.
 
 Both yield (x, one-hot y); x is float32 vectors or float32 images in [0, 255].
 """
@@ -64,10 +69,17 @@ def _tf_parse(ds, inputs: str, image_size: int):
     return parse_one, False
 
 
-def tf_train_stream(ds, inputs: str, shares, batch_size: int, seed: int, image_size: int, weights=None):
-    """The class mixture as a tf.data.Dataset; `shares` is a tf.Variable of class shares.
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of one epoch's draws, from the run's seed and the epoch (0-based)."""
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
 
-    With `weights` (a tf.Variable of per-class sample weights) batches are (x, y, w).
+
+def tf_train_stream(ds, inputs: str, shares, batch_size: int, steps: int, seed: int, image_size: int,
+                    weights=None):
+    """One epoch of the class mixture as a tf.data.Dataset of `steps` batches.
+
+    `shares` are the epoch's class shares; with `weights` (per-class sample weights)
+    batches are (x, y, w).
     """
     import tensorflow as tf
 
@@ -79,15 +91,16 @@ def tf_train_stream(ds, inputs: str, shares, batch_size: int, seed: int, image_s
         s = s.interleave(lambda f: tf.data.TFRecordDataset(f, compression_type="GZIP"),
                          cycle_length=min(len(files), 4), num_parallel_calls=auto, deterministic=True)
         streams.append(s.shuffle(SHUFFLE_BUFFER, seed=seed + 7 * c + 1).repeat())
-    mixture = tf.data.Dataset.from_tensors(0).repeat().map(lambda _: shares.read_value())
-    mix = tf.data.Dataset.sample_from_datasets(streams, weights=mixture, seed=seed)
+    mix = tf.data.Dataset.sample_from_datasets(streams, weights=[float(x) for x in shares], seed=seed)
     parse, batched = _tf_parse(ds, inputs, image_size)
     if batched:
         mix = mix.batch(batch_size, drop_remainder=True).map(parse, num_parallel_calls=auto)
     else:
         mix = mix.map(parse, num_parallel_calls=auto, deterministic=True).batch(batch_size, drop_remainder=True)
+    mix = mix.take(steps)
     if weights is not None:
-        mix = mix.map(lambda x, y: (x, y, tf.gather(weights.read_value(), tf.argmax(y, axis=1))))
+        w = tf.constant(np.asarray(weights, np.float32))
+        mix = mix.map(lambda x, y: (x, y, tf.gather(w, tf.argmax(y, axis=1))))
     return mix.prefetch(auto)
 
 
@@ -126,7 +139,7 @@ def table_inputs(table, inputs: str, column: str | None, image_size: int) -> np.
 class ClassReader:
     """An endless, shuffled stream of one class's rows from its Parquet shards."""
 
-    def __init__(self, paths: list[str], columns: list[str], seed: int):
+    def __init__(self, paths: list[str], columns: list[str], seed):
         self.units = [(p, rg) for p in paths for rg in range(pq.ParquetFile(p).metadata.num_row_groups)]
         self.columns, self.rng = columns, np.random.default_rng(seed)
         self.order, self.pos, self.buffer = [], 0, None
@@ -157,17 +170,21 @@ class ClassReader:
 
 
 class ParquetMixture(keras.utils.PyDataset):
-    """Batches whose class counts follow `shares` (settable between epochs)."""
+    """One epoch of `steps` batches whose class counts follow `shares`.
 
-    def __init__(self, ds, inputs: str, shares, batch_size: int, steps: int, seed: int, image_size: int):
-        super().__init__(workers=1, use_multiprocessing=False)
+    With `weights` (per-class sample weights) batches are (x, y, w).
+    """
+
+    def __init__(self, ds, inputs: str, shares, batch_size: int, steps: int, seed: int, image_size: int,
+                 weights=None):
+        super().__init__(workers=1, use_multiprocessing=False)  # the readers are sequential streams
         self.ds, self.inputs, self.batch_size, self.steps = ds, inputs, batch_size, steps
-        self.seed, self.image_size, self.epoch = seed, image_size, 0
+        self.seed, self.image_size = seed, image_size
         self.shares = np.asarray(shares, np.float64)
-        self.weights = None  # per-class sample weights; batches are (x, y, w) when set
+        self.weights = None if weights is None else np.asarray(weights, np.float32)
         self.column = ds.vector_column() if inputs == "vector" else None
         cols = ["label", self.column] if inputs == "vector" else ["label", "image"]
-        self.readers = [ClassReader(ds.paths(ds.train[c]["parquet"]), cols, seed + 7 * c) for c in range(ds.classes)]
+        self.readers = [ClassReader(ds.paths(ds.train[c]["parquet"]), cols, [seed, c]) for c in range(ds.classes)]
 
     def __len__(self):
         return self.steps
@@ -175,7 +192,7 @@ class ParquetMixture(keras.utils.PyDataset):
     def __getitem__(self, i):
         import pyarrow as pa
 
-        rng = np.random.default_rng([self.seed, self.epoch, i])
+        rng = np.random.default_rng([self.seed, i])
         counts = rng.multinomial(self.batch_size, self.shares / self.shares.sum())
         tables = [t for c, k in enumerate(counts) if (t := self.readers[c].take(int(k))) is not None]
         t = pa.concat_tables(tables)
@@ -185,10 +202,7 @@ class ParquetMixture(keras.utils.PyDataset):
         x = table_inputs(t, self.inputs, self.column, self.image_size)
         if self.weights is None:
             return x, y
-        return x, y, np.asarray(self.weights, np.float32)[labels]
-
-    def on_epoch_end(self):
-        self.epoch += 1
+        return x, y, self.weights[labels]
 
 
 class ParquetBatches(keras.utils.PyDataset):

@@ -150,10 +150,10 @@ def _epoch_end_callback():
     class EpochEnd(keras.callbacks.Callback):
         """After each epoch: val metrics, history, next shares, checkpoint, best model."""
 
-        def __init__(self, run: str, val, y_val, sampler, set_shares, labels, history, summary):
+        def __init__(self, run: str, val, y_val, sampler, labels, history, summary):
             super().__init__()
             self.run, self.val, self.y_val = run, val, y_val
-            self.sampler, self.set_shares, self.labels = sampler, set_shares, labels
+            self.sampler, self.labels = sampler, labels
             self.history, self.summary = history, summary
             self.best = max((h["val_macro_f1"] for h in history), default=-1.0)
             self.started = time.time()
@@ -180,7 +180,7 @@ def _epoch_end_callback():
             }
             self.started = time.time()
             self.history.append(entry)
-            self.set_shares(self.sampler.update(pc["f1"]))
+            self.sampler.update(pc["f1"])  # the next epoch's shares
             if entry["val_macro_f1"] > self.best:
                 self.best = entry["val_macro_f1"]
                 save_with_labels(self.model, os.path.join(self.run, "model.keras"), self.labels)
@@ -249,7 +249,7 @@ def _run(args) -> list[dict]:
         raise ValueError(f"--resume: {state_path} does not exist; nothing to resume.")
     min_share = args.min_share if args.min_share is not None else min(0.02, 0.5 / ds.classes)
     prior = [n / sum(ds.output) for n in ds.output]
-    keras.utils.set_random_seed(args.seed)
+    keras.utils.set_random_seed(args.seed)  # the model's initial weights
     mixed = args.mixed_precision == "on" or (args.mixed_precision == "auto" and gpu_visible(backend))
     if mixed:
         keras.mixed_precision.set_global_policy("mixed_float16")
@@ -282,46 +282,35 @@ def _run(args) -> list[dict]:
 
     budget = args.epoch_size or sum(ds.output)
     steps = max(1, math.ceil(budget / args.batch_size))
-    seed = args.seed + 1_000_003 * start  # a resumed run does not replay epoch 1's draws
     loss_weights = losses.class_weights(args.loss, ds.train_input, args.cb_beta)
     class_w = None if loss_weights is None else np.array([loss_weights[i] for i in range(ds.classes)])
-
     correct = args.prior_correction and sampler.mode == "dynamic"  # none: the shards as written
 
-    def weights_for(s):
-        return sample_weights(s, class_w, correct).astype(np.float32)
+    def train_stream(epoch: int, shares):
+        """Epoch `epoch`'s batches: a function of (seed, epoch, shares) only, so resuming replays it."""
+        seed, weights = data.epoch_seed(args.seed, epoch), sample_weights(shares, class_w, correct)
+        if reader == "tfrecord":
+            return data.tf_train_stream(ds, inputs, shares, args.batch_size, steps, seed, args.image_size, weights)
+        return data.ParquetMixture(ds, inputs, shares, args.batch_size, steps, seed, args.image_size, weights)
 
     if reader == "tfrecord":
-        import tensorflow as tf
-
-        shares = tf.Variable(np.asarray(sampler.shares, np.float32), trainable=False)
-        weights = tf.Variable(weights_for(sampler.shares), trainable=False)
-        train = data.tf_train_stream(ds, inputs, shares, args.batch_size, seed, args.image_size, weights)
         val = data.tf_val_stream(ds, inputs, 4 * args.batch_size, args.image_size)
-
-        def set_shares(s):
-            shares.assign(np.asarray(s, np.float32))
-            weights.assign(weights_for(s))
     else:
-        train = data.ParquetMixture(ds, inputs, sampler.shares, args.batch_size, steps, seed, args.image_size)
-        train.weights = weights_for(sampler.shares)
         val = data.ParquetBatches(ds, inputs, 4 * args.batch_size, args.image_size)
-
-        def set_shares(s):
-            train.shares = np.asarray(s, np.float64)
-            train.weights = weights_for(s)
     y_val = data.labels_of(val)
     summary = dict(vars(args)) | {"backend": backend, "reader": reader, "inputs_used": inputs,
                                   "mixed_precision": mixed}
-    callbacks = [_epoch_end_callback()(args.output, val, y_val, sampler, set_shares, ds.labels, history, summary)]
+    callbacks = [_epoch_end_callback()(args.output, val, y_val, sampler, ds.labels, history, summary)]
     if backend == "tensorflow":
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(args.output, "logs"), write_graph=False))
     print(f"training {'InceptionV3 final layer on images' if inputs == 'image' else 'a linear layer on vectors'}: "
           f"{ds.classes} classes, {steps} steps of {args.batch_size} per epoch, sampling {sampler.mode}, "
           f"loss {args.loss}, backend {backend} ({reader} shards){', mixed_float16' if mixed else ''}")
-    model.fit(train, epochs=args.epochs, initial_epoch=start, steps_per_epoch=steps, callbacks=callbacks,
-              verbose=args.verbose, shuffle=False)  # the stream is shuffled and mixed by itself; the
-    # class weights of the loss travel as per-sample weights with it (they may change per epoch)
+    for epoch in range(start, args.epochs):  # one fit per epoch: each epoch's stream is built with its shares
+        keras.utils.set_random_seed(data.epoch_seed(args.seed, epoch))
+        model.fit(train_stream(epoch, sampler.shares), epochs=epoch + 1, initial_epoch=epoch,
+                  steps_per_epoch=steps, callbacks=callbacks, verbose=args.verbose, shuffle=False)
+    # (the class weights of the loss travel as per-sample weights with the stream)
     from training.report import write_history_png
 
     write_history_png(history, os.path.join(args.output, "report.png"))
