@@ -8,8 +8,9 @@ vector beside them) and the rejected ones to OUT/.staging/RUN/cache/. The later 
 and 3 read that cache instead of the input. Memory stays bounded: the cache is on
 disk, written per bundle in chunks.
 
-Units of work: an image folder is listed one class folder per element (MatchAll in
-parallel), and its files are read in groups; Parquet row groups and TFRecord files
+Units of work: an image folder is listed one class folder per element, in parallel,
+walked as keras.utils.image_dataset_from_directory walks it (sources.class_images),
+and its files are read in groups; Parquet row groups and TFRecord files
 are units as for vectors.
 """
 
@@ -21,7 +22,6 @@ import uuid
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
-from apache_beam.io import fileio
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
 
@@ -196,12 +196,12 @@ class ReadImageCorpus(beam.PTransform):
         if cfg.input_format == "images":
             units = (
                 pbegin
-                | "ClassFolders" >> beam.Create([f"{folder}/*" for _, folder in sources.class_folders(cfg.input)])
-                | "Match" >> fileio.MatchAll()
-                | "Paths" >> beam.FlatMap(lambda m: [] if m.path.rsplit("/", 1)[-1].startswith(".") else [m.path])
+                | "ClassFolders" >> beam.Create(sources.class_folders(cfg.input))
+                | "SpreadFolders" >> beam.Reshuffle()
+                | "List" >> beam.FlatMapTuple(sources.class_images)  # (label, path), as Keras indexes them
                 | "Spread" >> beam.Reshuffle()
                 | "Group" >> beam.BatchElements(min_batch_size=16, max_batch_size=4 * cfg.image_batch_size)
-                | "Unit" >> beam.Map(lambda paths: ("files", sorted(paths)))
+                | "Unit" >> beam.Map(lambda files: ("files", sorted(files)))
             )
         else:
             units = units_of_files(pbegin, cfg)

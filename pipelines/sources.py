@@ -9,6 +9,7 @@ so tests run them without Beam.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +22,8 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from transforms import records
+
+log = logging.getLogger("pipelines.balance")
 
 
 class UnreadableFile(Exception):
@@ -250,31 +253,62 @@ def _tfrecord_spec(first: bytes, cfg, path: str, payload: str, dtype) -> dict:
 
 # ---------------------------------------------------------------- images
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".ico")
+# What keras.utils.image_dataset_from_directory indexes (ALLOWLIST_FORMATS in
+# keras/src/utils/image_dataset_utils.py), compared in lower case. Other files in the
+# class folders (README.txt, .DS_Store, .webp, .tiff, ...) are skipped as Keras skips them.
+IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
+
+
+def is_image_name(path: str) -> bool:
+    return path.rsplit("/", 1)[-1].lower().endswith(IMAGE_SUFFIXES)
 
 
 def class_folders(root: str) -> list[tuple[str, str]]:
-    """(label, folder) for each sub-folder of an image-folder corpus (one level listed)."""
+    """(label, folder) for each class of an image-folder corpus, as Keras finds them.
+
+    The classes are root's sub-folders whose names do not start with "."; files directly
+    in root belong to no class.
+    """
     root = root.rstrip("/")
     if os.path.isdir(root):
         names = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)) and not d.startswith("."))
         return [(d, os.path.join(root, d)) for d in names]
     # Object stores have no folders to list: this one listing walks every object.
-    found = FileSystems.match([FileSystems.join(root, "*", "*")])[0].metadata_list
-    labels = sorted({m.path[len(root) + 1 :].split("/", 1)[0] for m in found})
+    found = FileSystems.match([FileSystems.join(root, "**")])[0].metadata_list
+    rel = (m.path[len(root) + 1 :] for m in found)
+    labels = sorted({r.split("/", 1)[0] for r in rel if "/" in r and not r.startswith(".")})
     return [(label, FileSystems.join(root, label)) for label in labels]
 
 
-def label_of(path: str) -> str:
-    """The class of an image-folder file: its parent folder's name."""
-    return path.rstrip("/").rsplit("/", 2)[-2]
+def class_images(label: str, folder: str) -> list[tuple[str, str]]:
+    """(label, path) of each image file under a class folder, nested ones included, sorted.
+
+    The files Keras's index_directory yields: a walk of the folder that does not follow
+    symlinked sub-folders (hidden sub-folders are walked), keeping names that end in one of
+    IMAGE_SUFFIXES in any letter case, hidden ones included. Other files are skipped and
+    counted in the log, since Keras drops them silently.
+    """
+    if os.path.isdir(folder):
+        paths, skipped = [], []
+        for top, _dirs, files in os.walk(folder):
+            for name in files:
+                (paths if name.lower().endswith(IMAGE_SUFFIXES) else skipped).append(os.path.join(top, name))
+    else:
+        found = [m.path for m in FileSystems.match([FileSystems.join(folder, "**")])[0].metadata_list]
+        paths = [p for p in found if is_image_name(p)]
+        skipped = [p for p in found if not is_image_name(p)]
+    shown = sorted(p for p in skipped if not p.rsplit("/", 1)[-1].startswith("."))
+    if shown:
+        log.warning("class %r: skipped %d file(s) that are not %s images, as Keras does (e.g. %s)",
+                    label, len(shown), "/".join(IMAGE_SUFFIXES), shown[0])
+    return [(label, p) for p in sorted(paths)]
 
 
-def read_image_files(paths: list[str]) -> dict:
-    """Raw image batch from files of an image-folder corpus (bytes unchanged)."""
+def read_image_files(files: list[tuple[str, str]]) -> dict:
+    """Raw image batch from (label, path) files of an image-folder corpus (bytes unchanged)."""
     blobs = []
-    errors = np.full(len(paths), None, dtype=object)
-    for i, path in enumerate(paths):
+    errors = np.full(len(files), None, dtype=object)
+    for i, (_, path) in enumerate(files):
         try:
             with open_file(path) as f:
                 blobs.append(f.read())
@@ -282,10 +316,10 @@ def read_image_files(paths: list[str]) -> dict:
             blobs.append(b"")
             errors[i] = f"cannot read the file ({type(e).__name__}: {e})"
     return {
-        "source": np.asarray(paths, dtype=object),
-        "row": np.full(len(paths), -1, np.int64),
+        "source": np.asarray([p for _, p in files], dtype=object),
+        "row": np.full(len(files), -1, np.int64),
         "id": None,
-        "label": np.asarray([label_of(p) for p in paths], dtype=object),
+        "label": np.asarray([label for label, _ in files], dtype=object),
         "image": np.asarray(blobs + [None], dtype=object)[:-1],
         "errors": errors,
     }

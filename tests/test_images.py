@@ -56,7 +56,7 @@ def bad_images():
         ("truncated.png", good[: len(good) // 2], "truncated or corrupt"),
         ("garbage.png", b"\x89PNG not really" * 10, "not an image Pillow can read"),
         ("text.jpg", b"hello, I am text", "not an image Pillow can read"),
-        ("scan.tiff", tiff.getvalue(), "unsupported format TIFF"),
+        ("scan.png", tiff.getvalue(), "unsupported format TIFF"),  # named .png: Keras lists no .tiff
         ("huge.png", huge.getvalue(), "over the cap of 100000"),
         ("cmyk.jpg", cmyk, None),
         ("deep.png", i16.getvalue(), None),
@@ -64,7 +64,7 @@ def bad_images():
         ("alpha.png", png(rng, mode="RGBA"), None),
         ("grey.gif", png(rng, mode="L", fmt="GIF"), None),
         ("pic.bmp", png(rng, fmt="BMP"), None),
-        ("pic.webp", png(rng, fmt="WEBP"), None),
+        ("webp.png", png(rng, fmt="WEBP"), None),
     ]
 
 
@@ -115,10 +115,15 @@ def test_image_folder_end_to_end_bytes_unchanged(tmp_path):
 def test_bad_images_rejected_with_reasons_odd_modes_accepted(tmp_path):
     blobs = corpus_blobs() + [("dog", name, data) for name, data, _ in bad_images()]
     folder = write_folder(tmp_path / "imgs", blobs)
+    rng = np.random.default_rng(3)
+    skipped = [("dog", "scan.tiff", png(rng, fmt="TIFF")), ("dog", "pic.webp", png(rng, fmt="WEBP")),
+               ("dog", "README.txt", b"not an image"), ("eel", ".DS_Store", b"\0\0\0\1Bud1")]
+    write_folder(folder, skipped)  # not in Keras's list of extensions: not read at all
     m = run_job(folder, tmp_path / "out", "--input_format", "images", "--max_pixels", "100000",
                 "--clusters_per_class", "2", "--output_format", "parquet")
     lines = [json.loads(x) for f in glob.glob(str(tmp_path / "out/rejected/*.jsonl")) for x in open(f)]
     got = {os.path.basename(x["source"]): x["reason"] for x in lines}
+    assert not {name for _, name, _ in skipped} & set(got)
     for name, _, fragment in bad_images():
         if fragment is None:
             assert name not in got, (name, got.get(name))
