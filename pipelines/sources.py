@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -54,8 +55,11 @@ def _as_unreadable(path: str, e: Exception) -> Exception:
     """The exception to raise for a read failure: UnreadableFile naming the file, or e itself."""
     if isinstance(e, UnreadableFile):
         return e
-    if isinstance(e, (OSError, pa.ArrowException, ValueError)) or type(e).__module__.startswith("tensorflow"):
-        return UnreadableFile(f"cannot read {path}: {type(e).__name__}: {e}")  # incl. tf DataLossError
+    if type(e).__module__.startswith("tensorflow"):  # DataLossError: bad CRC, truncated, not gzip
+        message = re.sub(r"\{\{function_node [^}]*\}\}\s*|\s*\[Op:\w+\].*$", "", getattr(e, "message", str(e)))
+        return UnreadableFile(f"cannot read {path}: {type(e).__name__}: {message}")
+    if isinstance(e, (OSError, pa.ArrowException, ValueError)):
+        return UnreadableFile(f"cannot read {path}: {type(e).__name__}: {e}")
     return e
 
 
@@ -75,6 +79,10 @@ def read_unit(unit: tuple[str, int, int], cfg) -> Iterator[dict]:
     """Raw batches (vectors or images) of one unit; raises UnreadableFile naming the file."""
     path, rg, first = unit
     with _naming(path):
+        if rg < 0:  # a whole file, or a Parquet file whose footer did not read
+            with open_file(path) as f:
+                if not f.read(1):
+                    raise UnreadableFile(f"{path} is empty (0 bytes)")
         if rg == -2:
             with open_file(path) as f:
                 pq.ParquetFile(f)  # re-raises the footer error with its message
@@ -100,7 +108,7 @@ def _require(names: list[str], present: list[str], path: str, flag: str) -> None
 
 def _read_parquet(path: str, rg: int, first: int, cfg) -> Iterator[dict]:
     with open_file(path) as f:
-        pf = pq.ParquetFile(f)
+        pf = pq.ParquetFile(f, page_checksum_verification=True)  # where the writer stored checksums
         names = pf.schema_arrow.names
         _require([cfg.label_column], names, path, "--label_column")
         feats = list(cfg.feature_columns) or [cfg.feature_column]
@@ -147,13 +155,19 @@ def _read_csv(path: str, cfg) -> Iterator[dict]:
         ragged.append((row.number, f"row has {row.actual_columns} fields, expected {row.expected_columns}"))
         return "skip"
 
+    read = pacsv.ReadOptions(use_threads=False, block_size=1 << 22)
+    parse = pacsv.ParseOptions(invalid_row_handler=on_invalid)
+    with open_file(path) as f:  # the column names; every column is read as text, so that a bad
+        names = pacsv.open_csv(f, read_options=read, parse_options=parse).schema.names  # value deep
+    ragged.clear()  # in a file rejects its row instead of failing the type Arrow would guess
     with open_file(path) as f:
         reader = pacsv.open_csv(
             f,
-            read_options=pacsv.ReadOptions(use_threads=False, block_size=1 << 22),
-            parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid),
+            read_options=read,
+            parse_options=parse,
             convert_options=pacsv.ConvertOptions(strings_can_be_null=True, null_values=[""],
-                                                 column_types=None, auto_dict_encode=False),
+                                                 column_types=dict.fromkeys(names, pa.string()),
+                                                 auto_dict_encode=False),
         )
         names = reader.schema.names
         _require([cfg.label_column], names, path, "--label_column")
@@ -218,7 +232,7 @@ def _read_tfrecord(path: str, cfg) -> Iterator[dict]:
     spec, row = None, 0
     for serialized in _tfrecord_batches(path, cfg.batch_size):
         if spec is None:
-            spec = _tfrecord_spec(serialized[0].numpy(), cfg, path, cfg.feature_column, tf.float32)
+            spec = _tfrecord_spec(serialized.numpy(), cfg, path, cfg.feature_column, tf.float32)
         parsed = tf.io.parse_example(serialized, spec)
         n = int(serialized.shape[0])
         values = parsed[cfg.feature_column]
@@ -234,11 +248,19 @@ def _read_tfrecord(path: str, cfg) -> Iterator[dict]:
         row += n
 
 
-def _tfrecord_spec(first: bytes, cfg, path: str, payload: str, dtype) -> dict:
-    """Parse spec from the file's first Example: label (bytes or int64), payload, id if present."""
+def _tfrecord_spec(batch, cfg, path: str, payload: str, dtype) -> dict:
+    """Parse spec from the batch's first Example that has a label and the payload: label
+    (bytes or int64), payload, id if present. Records without them are rejected later."""
     import tensorflow as tf
+    from google.protobuf.message import DecodeError
 
-    feats = tf.train.Example.FromString(first).features.feature
+    for i, record in enumerate(batch):
+        try:
+            feats = tf.train.Example.FromString(record).features.feature
+        except DecodeError as e:
+            raise UnreadableFile(f"{path}: record {i} is not a tf.train.Example ({e})") from e
+        if cfg.label_column in feats and payload in feats:
+            break
     _require([cfg.label_column, payload], list(feats.keys()), path,
              "--label_column / --image_column" if cfg.payload == "image" else "--label_column / --feature_column")
     kind = feats[cfg.label_column].WhichOneof("kind")
@@ -328,7 +350,7 @@ def read_image_files(files: list[tuple[str, str]]) -> dict:
 def _read_image_parquet(path: str, rg: int, first: int, cfg) -> Iterator[dict]:
     """Raw image batches of a Parquet row group (--image_column)."""
     with open_file(path) as f:
-        pf = pq.ParquetFile(f)
+        pf = pq.ParquetFile(f, page_checksum_verification=True)  # where the writer stored checksums
         names = pf.schema_arrow.names
         _require([cfg.label_column, cfg.image_column], names, path, "--label_column / --image_column")
         has_id = cfg.id_column in names
@@ -360,7 +382,7 @@ def _read_image_tfrecord(path: str, cfg) -> Iterator[dict]:
     spec, row = None, 0
     for serialized in _tfrecord_batches(path, cfg.image_batch_size):
         if spec is None:
-            spec = _tfrecord_spec(serialized[0].numpy(), cfg, path, image_key, tf.string)
+            spec = _tfrecord_spec(serialized.numpy(), cfg, path, image_key, tf.string)
         parsed = tf.io.parse_example(serialized, spec)
         n = int(serialized.shape[0])
         yield {
