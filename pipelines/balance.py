@@ -18,6 +18,9 @@ import os
 import sys
 import time
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import apache_beam as beam
 import pyarrow as pa
@@ -34,43 +37,85 @@ from pipelines.report import summary_table
 log = logging.getLogger("pipelines.balance")
 
 
-def build(p: beam.Pipeline, cfg: BalanceConfig, staging: str, dim) -> beam.PCollection:
-    """The job's graph on pipeline `p`; returns the PCollection of the manifest."""
+def pass_names(cfg: BalanceConfig, resample: bool = True) -> dict[int, str]:
+    """Pass number -> the name its progress lines carry, e.g. "pass 2/4 (k-means sample)"."""
+    steps = [(1, "class counts")]
+    if cfg.clusters > 1:  # the random strategies resample each class as one group: no k-means
+        steps.append((2, "k-means sample"))
+    steps.append((3, "cluster histograms" if cfg.clusters > 1 else "class histograms"))
+    if resample:
+        steps.append((4, "resample"))
+    return {n: f"pass {i}/{len(steps)} ({what})" for i, (n, what) in enumerate(steps, 1)}
+
+
+@dataclass
+class Analysis:
+    """Passes 1 to 3 and the plan, as pipelines.balance and pipelines.histogram both build them."""
+
+    read: Callable  # read(n, count=False) -> (good, rejected, total read): pass n over the input
+    dim: Any  # the vector length: an int, or a side input when the corpus decides it
+    counts: beam.PCollection  # (label, {count, train, max_hold, bytes})
+    models: Any  # side input: label -> counts and centroids
+    histograms: beam.PCollection  # one list of ((label, cluster), hash-bucket histogram)
+    plan: beam.PCollection  # one element: the plan (or what `planner` returned)
+    rejected: beam.PCollection  # rejected batches of pass 3
+    read_total: beam.PCollection  # one element: records pass 3 read
+
+
+def analyze(p: beam.Pipeline, cfg: BalanceConfig, staging: str, dim, resample: bool = True,
+            planner: Callable = mf.make_plan) -> Analysis:
+    """Passes 1 to 3 on pipeline `p`: class counts, centroids, cluster histograms, the plan.
+
+    With resample=False pass 3 is the job's last and counts the records it reads in the
+    Beam counters (each record is counted once per job).
+    """
+    names = pass_names(cfg, resample)
     if cfg.payload == "image":  # decode once in pass 1; passes 2 and 3 read its cache
-        good, _, index = p | "Pass1Read" >> image_stages.ReadImageCorpus(cfg, staging)
+        good, _, counted, index = p | "Pass1Read" >> image_stages.ReadImageCorpus(cfg, staging, names[1])
         cache = beam.pvalue.AsList(index)
 
-        def read(label, count=False):
-            return p | label >> image_stages.ReadCache(cache, count)
+        def reader(n, count):
+            return p | f"Pass{n}Read" >> image_stages.ReadCache(cfg, cache, count, names[n])
     else:
         if dim is None:
             dim = beam.pvalue.AsSingleton(p | "FeatureDimension" >> stages.FeatureDimension(cfg))
-        good, _, _ = p | "Pass1Read" >> stages.ReadCorpus(cfg, dim)
+        good, _, counted = p | "Pass1Read" >> stages.ReadCorpus(cfg, dim, name=names[1])
 
-        def read(label, count=False):
-            return p | label >> stages.ReadCorpus(cfg, dim, count)
+        def reader(n, count):
+            return p | f"Pass{n}Read" >> stages.ReadCorpus(cfg, dim, count, names[n])
 
+    def read(n, count=False):
+        good, rejected, counted = reader(n, count)
+        return good, rejected, counted | f"Pass{n}Done" >> stages.PassDone(names[n])
+
+    _ = counted | "Pass1Done" >> stages.PassDone(names[1])
     counts = good | "Pass1ClassCounts" >> stages.ClassCounts(cfg, dim)
     centroids = None
     if cfg.clusters > 1:  # the random strategies resample each class as one group
-        good, _, _ = read("Pass2Read")
+        good, _, _ = read(2)
         centroids = beam.pvalue.AsDict(
             good | "Pass2Centroids" >> stages.ClassCentroids(cfg, dim, beam.pvalue.AsDict(counts)))
     models = beam.pvalue.AsDict(counts | "ClassModels" >> beam.Map(stages.with_centroids, centroids))
 
-    good, _, _ = read("Pass3Read")
-    plan = beam.pvalue.AsSingleton(
+    good, rejected, read_total = read(3, count=not resample)
+    histograms = (
         good
         | "Pass3ClusterHistograms" >> stages.ClusterHistograms(cfg, models)
         | "CollectHistograms" >> beam.combiners.ToList()
-        | "Plan" >> beam.Map(mf.make_plan, models, cfg, dim)
     )
+    plan = histograms | "Plan" >> beam.Map(planner, models, cfg, dim)
+    return Analysis(read, dim, counts, models, histograms, plan, rejected, read_total)
 
-    good, rejected, counted = read("Pass4Read", count=True)
-    read_total = beam.pvalue.AsSingleton(counted | "CountRead" >> beam.CombineGlobally(sum))
+
+def build(p: beam.Pipeline, cfg: BalanceConfig, staging: str, dim) -> beam.PCollection:
+    """The job's graph on pipeline `p`; returns the PCollection of the manifest."""
+    a = analyze(p, cfg, staging, dim)
+    plan = beam.pvalue.AsSingleton(a.plan)
+    good, rejected, counted = a.read(4, count=True)
+    read_total = beam.pvalue.AsSingleton(counted)
     return (
         (good, rejected)
-        | "Pass4Resample" >> stages.Resample(cfg, staging, models, plan)
+        | "Pass4Resample" >> stages.Resample(cfg, staging, a.models, plan)
         | "ByShard" >> beam.Map(lambda f: (tuple(f[0]), f[1]))
         | "GroupFragments" >> beam.GroupByKey()
         | "MergeShards" >> beam.Map(lambda kv, plan: mf.merge_shard(kv[0], list(kv[1]), plan, cfg), plan)
@@ -164,16 +209,31 @@ def prepare_output(out: str) -> str:
     return FileSystems.join(out, shards.STAGING, uuid.uuid4().hex)
 
 
-def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None) -> dict:
-    """Runs the job; returns the manifest. `test_pipeline` lets tests inject a pipeline."""
+@dataclass
+class Job:
+    """What both jobs start from: Beam options, the checked configuration, the vector length."""
+
+    options: PipelineOptions
+    cfg: BalanceConfig
+    dim: int | None  # None: the corpus's most common vector length, found by the job
+    dry_run: bool
+
+
+def configure(argv: list[str] | None, ap: argparse.ArgumentParser, demo_output: str) -> Job:
+    """Flags -> Job: builds the demo corpus without --input, resolves the input, checks every value.
+
+    `ap` (the job's own parser) answers --help and checks choices; the values come
+    from BalanceOptions, so every Beam flag passes through. Without --output, the demo
+    writes to DEMO_DIR/`demo_output`.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
-    known, _ = parser().parse_known_args(argv)  # --help, and choices, checked here
+    known, _ = ap.parse_known_args(argv)  # --help, and choices, checked here
     options = PipelineOptions(argv)
     bo = options.view_as(BalanceOptions)
     if known.input is None:
         from pipelines import demo
 
-        output = known.output or os.path.join(known.demo_dir, "balanced")
+        output = known.output or os.path.join(known.demo_dir, demo_output)
         if known.demo == "images":
             input_path = demo.build_demo_images(os.path.join(known.demo_dir, "images"))
             bo.input_format = "images"
@@ -184,23 +244,30 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
             print(f"demo corpus: {input_path} (scikit-learn digits, long-tailed, with 3 bad rows)")
     else:
         if not known.output:
-            raise ValueError("--output is required with --input.")
+            raise ValueError(f"--output is required with --input (Received: --input {known.input!r}): "
+                             "name the folder to write to, e.g. --output out/.")
         input_path, output = known.input, known.output
     pattern, fmt = resolve_input(input_path, bo.input_format)
     bo.input_format = fmt
     cfg = BalanceConfig.from_options(bo, pattern, output)
     if cfg.cluster_on == "inception_v3":
         image_stages.check_embedding_weights(cfg.embedding_weights)
-    dim = static_dim(cfg)
     dry_run = str(options.view_as(TestOptions).dry_run).lower() == "true"
+    return Job(options, cfg, static_dim(cfg), dry_run)
+
+
+def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None) -> dict:
+    """Runs the job; returns the manifest. `test_pipeline` lets tests inject a pipeline."""
+    job = configure(argv, parser(), "balanced")
+    cfg = job.cfg
     # A dry run (DataflowRunner --dry_run=True) translates and stages without touching OUT.
-    staging = FileSystems.join(cfg.output, shards.STAGING, "dry-run") if dry_run else prepare_output(cfg.output)
+    staging = FileSystems.join(cfg.output, shards.STAGING, "dry-run") if job.dry_run else prepare_output(cfg.output)
     started = time.time()
-    p = test_pipeline or beam.Pipeline(options=options)
-    build(p, cfg, staging, dim)
+    p = test_pipeline or beam.Pipeline(options=job.options)
+    build(p, cfg, staging, job.dim)
     result = p.run()
     result.wait_until_finish()
-    if dry_run:
+    if job.dry_run:
         print(f"dry run: the graph translated and the job was prepared ({type(result).__name__}); nothing ran.")
         return {}
     with FileSystems.open(FileSystems.join(cfg.output, "manifest.json")) as f:

@@ -26,7 +26,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
 
 from pipelines import shards, sources
-from pipelines.stages import NS, _windowed, units_of_files, unreadable
+from pipelines.stages import NS, Progress, _windowed, units_of_files, unreadable
 from transforms import images, records
 
 log = logging.getLogger("pipelines.balance")
@@ -53,8 +53,11 @@ def vectorizer(cfg):
 
 
 class _ReadImages(beam.DoFn):
-    def __init__(self, cfg):
-        self.cfg = cfg
+    def __init__(self, cfg, name: str):
+        self.cfg, self.name = cfg, name
+
+    def setup(self):
+        self.progress = Progress(self.name, self.cfg.progress_seconds)
 
     def process(self, unit):
         vectorize = vectorizer(self.cfg)
@@ -67,12 +70,17 @@ class _ReadImages(beam.DoFn):
                 raws = sources.read_unit(unit, self.cfg)
             for raw in raws:
                 good, bad = records.validate_images(raw, vectorize)
+                self.progress.add(len(raw["row"]))
+                yield beam.pvalue.TaggedOutput("counted", len(raw["row"]))
                 if bad is not None:
                     yield beam.pvalue.TaggedOutput("rejected", bad)
                 if good is not None:
                     yield good
         except sources.UnreadableFile as e:
-            yield unreadable(e, unit, self.cfg)
+            rejected = unreadable(e, unit, self.cfg)
+            self.progress.add(1)
+            yield beam.pvalue.TaggedOutput("counted", 1)
+            yield rejected
 
 
 class InceptionEmbedder(ModelHandler):
@@ -185,11 +193,11 @@ class _WriteCache(beam.DoFn):
 
 
 class ReadImageCorpus(beam.PTransform):
-    """Pass 1 for images: units -> decode, check, vector -> (good, rejected, cache index)."""
+    """Pass 1 for images: units -> decode, check, vector -> (good, rejected, counted, cache index)."""
 
-    def __init__(self, cfg, staging: str):
+    def __init__(self, cfg, staging: str, name: str = "read"):
         super().__init__()
-        self.cfg, self.staging = cfg, staging
+        self.cfg, self.staging, self.name = cfg, staging, name
 
     def expand(self, pbegin):
         cfg = self.cfg
@@ -205,7 +213,8 @@ class ReadImageCorpus(beam.PTransform):
             )
         else:
             units = units_of_files(pbegin, cfg)
-        out = units | "Decode" >> beam.ParDo(_ReadImages(cfg)).with_outputs("rejected", main="good")
+        out = units | "Decode" >> beam.ParDo(_ReadImages(cfg, self.name)).with_outputs(
+            "rejected", "counted", main="good")
         good = out.good
         if cfg.cluster_on == "inception_v3":
             good = (
@@ -219,23 +228,27 @@ class ReadImageCorpus(beam.PTransform):
              out.rejected | "CacheRejected" >> beam.ParDo(_WriteCache(folder, "rejected")))
             | "CacheIndex" >> beam.Flatten()
         )
-        return good, out.rejected, index
+        return good, out.rejected, out.counted, index
 
 
 class _ReadCacheFile(beam.DoFn):
-    def __init__(self, count: bool):
-        self.count = count
+    def __init__(self, count: bool, name: str, progress_seconds: float):
+        self.count, self.name, self.progress_seconds = count, name, progress_seconds
         self.read = Metrics.counter(NS, "records_read")
         self.rejected = Metrics.counter(NS, "records_rejected")
+
+    def setup(self):
+        self.progress = Progress(self.name, self.progress_seconds)
 
     def process(self, item):
         kind, path = item
         with shards.open_read(path) as f:
             reader = pa.ipc.open_stream(f)
             for batch in reader:
+                self.progress.add(batch.num_rows)
+                yield beam.pvalue.TaggedOutput("counted", batch.num_rows)
                 if self.count:
                     self.read.inc(batch.num_rows)
-                    yield beam.pvalue.TaggedOutput("counted", batch.num_rows)
                 if kind == "good":
                     yield good_from_table(batch)
                 else:
@@ -249,9 +262,9 @@ class _ReadCacheFile(beam.DoFn):
 class ReadCache(beam.PTransform):
     """The passes after the first, for images: the cached records -> (good, rejected)."""
 
-    def __init__(self, index, count: bool = False):
+    def __init__(self, cfg, index, count: bool = False, name: str = "read"):
         super().__init__()
-        self.index, self.count = index, count
+        self.cfg, self.index, self.count, self.name = cfg, index, count, name
 
     def expand(self, pbegin):
         out = (
@@ -259,6 +272,7 @@ class ReadCache(beam.PTransform):
             | "Start" >> beam.Create([None])
             | "CacheFiles" >> beam.FlatMap(lambda _, idx: sorted(idx), self.index)
             | "Spread" >> beam.Reshuffle()
-            | "ReadCache" >> beam.ParDo(_ReadCacheFile(self.count)).with_outputs("rejected", "counted", main="good")
+            | "ReadCache" >> beam.ParDo(_ReadCacheFile(self.count, self.name, self.cfg.progress_seconds))
+            .with_outputs("rejected", "counted", main="good")
         )
         return out.good, out.rejected, out.counted

@@ -85,6 +85,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--batch_size", type=int, default=8192, help="Rows per batch between stages (default 8192).")
     g.add_argument("--image_batch_size", type=int, default=128,
                    help="Images per batch between stages (default 128).")
+    g.add_argument("--progress_seconds", type=float, default=15.0,
+                   help="Seconds between the progress lines each worker logs while it reads a pass "
+                        "(default 15; 0 logs every batch).")
     g.add_argument("--demo_dir", default="demo", help="Where the demo corpus is built (default demo).")
     g.add_argument("--demo", default="images", choices=("images", "vectors"),
                    help="Demo corpus kind without --input: PNG image folders (default) or Parquet vectors.")
@@ -121,6 +124,7 @@ class BalanceConfig:
     embedding_image_size: int = 299
     keep_embeddings: bool = False
     image_batch_size: int = 128
+    progress_seconds: float = 15.0
 
     @property
     def payload(self) -> str:
@@ -176,6 +180,7 @@ class BalanceConfig:
             (o.embedding_image_size >= 75,
              f"--embedding_image_size must be at least 75 (InceptionV3's minimum). Received: {o.embedding_image_size}"),
             (o.image_batch_size >= 1, f"--image_batch_size must be at least 1. Received: {o.image_batch_size}"),
+            (o.progress_seconds >= 0, f"--progress_seconds must be 0 or more. Received: {o.progress_seconds}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -189,6 +194,13 @@ class BalanceConfig:
             if not isinstance(target_counts, dict):
                 raise ValueError(f"--target_counts must be a JSON object of class to count. Received: {o.target_counts!r}")
             target_counts = {str(k): v for k, v in target_counts.items()}
+            bad = {k: v for k, v in target_counts.items() if isinstance(v, bool) or not isinstance(v, int) or v < 1}
+            if bad:
+                raise ValueError(f"--target_counts values must be integers >= 1 (records per class). Received: {bad}")
+        if o.strategy == "none" and (o.target is not None or target_counts):
+            raise ValueError("--strategy none passes the corpus through: drop --target and --target_counts, "
+                             f"or pick another --strategy. Received: --target {o.target!r}, "
+                             f"--target_counts {o.target_counts!r}")
         given = {f.name: getattr(o, f.name) for f in fields(cls) if hasattr(o, f.name)}
         return cls(**given | {  # flags as given, except those resolved above
             "input": input_path,

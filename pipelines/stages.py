@@ -18,6 +18,7 @@ small, and travels as side inputs:
 from __future__ import annotations
 
 import logging
+import time
 
 import apache_beam as beam
 import numpy as np
@@ -40,24 +41,55 @@ def _windowed(value):
 
 # ---------------------------------------------------------------- reading
 
-class _ReadValid(beam.DoFn):
-    """Reads one unit (row group or file) and validates it, batch by batch."""
+class Progress:
+    """Records one read stage has read on this worker, logged every `seconds` (0: every batch).
 
-    def __init__(self, cfg, count: bool):
-        self.cfg, self.count = cfg, count
+    Plain logging from inside the read stage: it works the same on every runner (the
+    local ones print it, Dataflow and Flink collect it with the worker logs), and costs
+    one clock read per batch. A global running total would need the runner's metrics
+    while the job runs, which the local runners only report at the end.
+    """
+
+    def __init__(self, name: str, seconds: float):
+        self.name, self.seconds = name, seconds
+        self.records = self.logged = 0
+        self.last = time.monotonic()
+
+    def add(self, n: int) -> None:
+        self.records += n
+        now = time.monotonic()
+        if now - self.last >= self.seconds:
+            rate = (self.records - self.logged) / max(now - self.last, 1e-9)
+            log.info("%s: %s records read so far on this worker (%s/s)", self.name, f"{self.records:,}",
+                     f"{rate:,.0f}")
+            self.last, self.logged = now, self.records
+
+
+class _ReadValid(beam.DoFn):
+    """Reads one unit (row group or file) and validates it, batch by batch.
+
+    Every batch also yields its record count on "counted" (one small int per batch):
+    the pass's total, logged when the pass is done, and checked by the final pass.
+    """
+
+    def __init__(self, cfg, count: bool, name: str = "read"):
+        self.cfg, self.count, self.name = cfg, count, name
         self.read = Metrics.counter(NS, "records_read")
         self.rejected = Metrics.counter(NS, "records_rejected")
         self.files_rejected = Metrics.counter(NS, "files_rejected")
-        self.seen = 0
+
+    def setup(self):
+        self.progress = Progress(self.name, self.cfg.progress_seconds)
 
     def process(self, unit, dim):
         try:
             for raw in sources.read_unit(unit, self.cfg):
                 good, bad = records.validate(raw, dim)
+                n = len(raw["row"])
+                self.progress.add(n)
+                yield beam.pvalue.TaggedOutput("counted", n)
                 if self.count:
-                    self.read.inc(len(raw["row"]))
-                    self._progress(len(raw["row"]))
-                    yield beam.pvalue.TaggedOutput("counted", len(raw["row"]))
+                    self.read.inc(n)
                 if bad is not None:
                     if self.count:
                         self.rejected.inc(len(bad["row"]))
@@ -70,13 +102,9 @@ class _ReadValid(beam.DoFn):
                 self.read.inc(1)
                 self.rejected.inc(1)
                 self.files_rejected.inc(1)
-                yield beam.pvalue.TaggedOutput("counted", 1)
+            self.progress.add(1)
+            yield beam.pvalue.TaggedOutput("counted", 1)
             yield rejected
-
-    def _progress(self, n: int) -> None:
-        before, self.seen = self.seen, self.seen + n
-        if before // 1_000_000 != self.seen // 1_000_000:
-            log.info("final pass: this worker has resampled %d records", self.seen)
 
 
 def unreadable(e: Exception, unit, cfg):
@@ -117,19 +145,39 @@ def units_of_files(pbegin, cfg):
 class ReadCorpus(beam.PTransform):
     """Input files -> (valid batches, rejected batches, records read per batch).
 
-    The last is filled only with count=True (the final pass): the job checks it against
-    rejected + held out + train input before it writes the manifest.
+    `count=True` (the job's last pass) also counts the records in the Beam counters,
+    so that they count each record once. `name` labels the progress lines.
     """
 
-    def __init__(self, cfg, dim, count: bool = False):
+    def __init__(self, cfg, dim, count: bool = False, name: str = "read"):
         super().__init__()
-        self.cfg, self.dim, self.count = cfg, dim, count
+        self.cfg, self.dim, self.count, self.name = cfg, dim, count, name
 
     def expand(self, pbegin):
         out = units_of_files(pbegin, self.cfg) | "ReadValid" >> beam.ParDo(
-            _ReadValid(self.cfg, self.count), self.dim
+            _ReadValid(self.cfg, self.count, self.name), self.dim
         ).with_outputs("rejected", "counted", main="good")
         return out.good, out.rejected, out.counted
+
+
+def _log_done(total: int, name: str) -> int:
+    log.info("%s: done, %s records read", name, f"{total:,}")
+    return total
+
+
+class PassDone(beam.PTransform):
+    """Records read per batch -> the pass's total, logged once the pass has read everything."""
+
+    def __init__(self, name: str):
+        super().__init__()
+        self.name = name
+
+    def expand(self, counted):
+        return (
+            counted
+            | "Total" >> beam.CombineGlobally(sum)
+            | "Log" >> beam.Map(_log_done, self.name)
+        )
 
 
 def _sum_dicts(dicts):

@@ -1,0 +1,220 @@
+"""Statistics only: the class histogram (and cluster sizes) of a corpus, without writing shards.
+
+    python -m pipelines.histogram                      # the demo corpus, like pipelines.balance
+    python -m pipelines.histogram --input 'data/*.parquet' --output stats/ \\
+        [--clusters_per_class 8] [any flag of pipelines.balance] [any Beam flag]
+
+The first thing to run on a new corpus. It takes every flag of pipelines.balance and
+builds the same passes 1 to 3 (class counts, per-class k-means, cluster histograms,
+the plan), so its numbers are exactly those a balance run with the same flags puts in
+its manifest. Writes OUT/histogram.json and OUT/histogram.png, nothing else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+import uuid
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.io.filesystems import FileSystems
+
+from pipelines import balance, shards, sources
+from pipelines import manifest as mf
+from pipelines.options import BalanceConfig, add_arguments
+from pipelines.report import histogram_table, write_histogram_png
+from transforms import plan as planning
+
+SCHEMA_VERSION = 1
+ALTERNATIVES = ("oversample", "undersample", "hybrid")  # K = 1: the class histogram decides them
+log = logging.getLogger("pipelines.histogram")
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="python -m pipelines.histogram",
+        description="Class histogram of a corpus (with --clusters_per_class > 1 and the default cluster "
+        "strategy, the k-means cluster sizes per class too), and what pipelines.balance would write "
+        "with the same flags. Writes OUT/histogram.json and OUT/histogram.png, no shards. Without "
+        "--input, runs on the demo corpus of pipelines.balance.",
+        epilog="Every flag of pipelines.balance is accepted, so that the numbers equal a balance run "
+        "with the same flags (--holdout_fraction, --seed, --clusters_per_class, --kmeans_sample, "
+        "--strategy, --target ... matter; the shard flags do not). Any Apache Beam option passes "
+        "through, e.g. --runner=DataflowRunner --project=... or --direct_running_mode=multi_processing.",
+    )
+    add_arguments(ap)
+    return ap
+
+
+def build(p: beam.Pipeline, cfg: BalanceConfig, staging: str, dim) -> beam.PCollection:
+    """Passes 1 to 3 of pipelines.balance, then one step that writes the histogram."""
+    a = balance.analyze(p, cfg, staging, dim, resample=False, planner=plan_or_error)
+    by_label = (
+        a.rejected
+        | "RejectedByLabel" >> beam.FlatMap(rejected_labels)
+        | "SumRejected" >> beam.CombinePerKey(sum)
+        | "CollectRejected" >> beam.combiners.ToDict()
+    )
+    return a.histograms | "WriteHistogram" >> beam.Map(
+        finalize, a.models, beam.pvalue.AsSingleton(a.plan), beam.pvalue.AsSingleton(by_label),
+        beam.pvalue.AsSingleton(a.read_total), cfg, a.dim, staging)
+
+
+def plan_or_error(histograms, models, cfg, dim) -> dict:
+    """The balance job's plan; a spec that does not fit the corpus becomes {"error": ...}.
+
+    The balance job fails on such a spec; the histogram is still worth writing.
+    """
+    try:
+        return mf.make_plan(histograms, models, cfg, dim)
+    except ValueError as e:
+        return {"error": str(e)}
+
+
+def rejected_labels(bad: dict):
+    """Rejected batch -> (label as the manifest's rejected.by_label writes it, count)."""
+    labels = shards.rejected_table(bad).column("label").to_pylist()
+    values, counts = np.unique(np.array([str(v) for v in labels], dtype=object), return_counts=True)
+    return zip(values.tolist(), counts.tolist(), strict=True)
+
+
+def histogram_doc(histograms, models: dict, plan: dict, by_label: dict, read_total: int, cfg, dim) -> dict:
+    """Everything histogram.json holds (plain data; see the module docstring)."""
+    sizes: dict[str, dict[int, int]] = {label: {} for label in models}
+    for (label, cluster), h in histograms:
+        sizes[label][cluster] = int(h.sum())
+    labels = mf.sort_labels(models)
+    planned = plan.get("classes", {})
+    classes = []
+    for index, label in enumerate(labels):
+        m, cp = models[label], planned.get(label)
+        entry = {"label": label, "index": index, "input": m["count"], "holdout": m["count"] - m["train"],
+                 "train_input": m["train"]}
+        if cp is not None:
+            entry["target"] = cp["target"]
+        if cfg.clusters > 1:
+            k = max(sizes[label], default=-1) + 1
+            quotas = {c["id"]: c["quota"] for c in cp["clusters"]} if cp else {}
+            entry["clusters"] = [{"id": c, "input": sizes[label].get(c, 0),
+                                  **({"quota": quotas[c]} if c in quotas else {})} for c in range(k)]
+        classes.append(entry)
+    rejected = int(sum(by_label.values()))
+    holdout = sum(c["holdout"] for c in classes)
+    train_input = sum(c["train_input"] for c in classes)
+    if rejected + holdout + train_input != read_total:
+        raise RuntimeError(f"internal: read {read_total} records, but rejected {rejected} + held out {holdout} "
+                           f"+ train input {train_input} = {rejected + holdout + train_input}")
+    inputs = [c["input"] for c in classes]
+    doc = {
+        "schema_version": SCHEMA_VERSION,
+        "input": {"path": cfg.input, "format": cfg.input_format},
+        "seed": cfg.seed,
+        "options": cfg.to_json(),
+        "payload": mf.payload_info(cfg, dim),
+        "totals": {"read": read_total, "rejected": rejected, "holdout": holdout, "train_input": train_input},
+        "imbalance_ratio": round(max(inputs) / min(inputs), 4) if inputs else None,
+        "classes": classes,
+        "rejected": {"records": rejected, "by_label": dict(sorted(by_label.items()))},
+        "plan": plan_summary(plan, cfg, classes),
+        "alternatives": alternatives({c["label"]: c["train_input"] for c in classes}),
+        "run": {"beam": beam.__version__},
+    }
+    return doc
+
+
+def plan_summary(plan: dict, cfg, classes: list[dict]) -> dict:
+    """What pipelines.balance with these flags would write: per-class targets, total output."""
+    spec = {"strategy": cfg.strategy, "target": cfg.target if cfg.target is not None
+            else planning.DEFAULT_TARGET[cfg.strategy], "target_counts": cfg.target_counts,
+            "clusters_per_class": cfg.clusters}
+    if "error" in plan:
+        return {**spec, "error": plan["error"]}
+    targets = {c["label"]: c["target"] for c in classes}
+    return {**spec, "targets": targets, "output": sum(targets.values())}
+
+
+def alternatives(train: dict[str, int]) -> dict:
+    """The random strategies with their default targets: they need only the class histogram."""
+    out = {}
+    for strategy in ALTERNATIVES:
+        try:
+            targets = planning.resolve_targets(train, strategy)
+        except ValueError as e:
+            out[strategy] = {"error": str(e)}
+            continue
+        out[strategy] = {"target": planning.DEFAULT_TARGET[strategy], "targets": targets,
+                         "output": sum(targets.values())}
+    return out
+
+
+def finalize(histograms, models, plan, by_label, read_total, cfg, dim, staging) -> dict:
+    """Writes histogram.png, then histogram.json (atomically); removes this run's staging files."""
+    doc = histogram_doc(histograms, models, plan, by_label, read_total, cfg, dim)
+    try:
+        write_histogram_png(doc, FileSystems.join(cfg.output, "histogram.png"))
+    except Exception as e:  # noqa: BLE001 - a missing plot must not lose the numbers
+        log.warning("histogram.png not written: %s", e)
+    shards.write_atomic(FileSystems.join(cfg.output, "histogram.json"),
+                        json.dumps(doc, indent=2, ensure_ascii=False).encode())
+    _remove_staging(staging)
+    return doc
+
+
+def _remove_staging(staging: str) -> None:
+    """This run's staging folder (the image cache), and OUT/.staging when nothing else is in it."""
+    if FileSystems.exists(staging):
+        mf._remove_tree(staging)
+    parent = staging.rstrip("/").rsplit("/", 1)[0]
+    if FileSystems.exists(parent) and not FileSystems.match([FileSystems.join(parent, "**")])[0].metadata_list:
+        mf._remove_tree(parent)
+
+
+def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None) -> dict:
+    """Runs the job; returns the histogram document. `test_pipeline` lets tests inject a pipeline."""
+    job = balance.configure(argv, parser(), "histogram")
+    cfg = job.cfg
+    staging = FileSystems.join(cfg.output, shards.STAGING, "dry-run" if job.dry_run else uuid.uuid4().hex)
+    if not job.dry_run:
+        shards.mkdirs(cfg.output)
+    started = time.time()
+    p = test_pipeline or beam.Pipeline(options=job.options)
+    build(p, cfg, staging, job.dim)
+    result = p.run()
+    result.wait_until_finish()
+    if job.dry_run:
+        print(f"dry run: the graph translated and the job was prepared ({type(result).__name__}); nothing ran.")
+        return {}
+    with FileSystems.open(FileSystems.join(cfg.output, "histogram.json")) as f:
+        doc = json.load(f)
+    report(doc, cfg, time.time() - started)
+    return doc
+
+
+def report(doc: dict, cfg: BalanceConfig, seconds: float) -> None:
+    print()
+    print(histogram_table(doc))
+    t = doc["totals"]
+    print(f"\nDone in {seconds:.1f}s. Output in {cfg.output}/ (no shards written):")
+    print(f"  histogram.json  {len(doc['classes'])} classes, {t['read']} records read, "
+          "and what pipelines.balance would write")
+    print("  histogram.png   records per class" + (", cluster sizes per class" if cfg.clusters > 1 else ""))
+    print("Next: python -m pipelines.balance with the same flags writes the balanced shards.")
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s",
+                        datefmt="%H:%M:%S", force=True)
+    logging.getLogger("pipelines").setLevel(logging.INFO)
+    try:
+        run()
+    except (ValueError, sources.UnreadableFile) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
