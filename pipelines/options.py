@@ -76,7 +76,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="Share of each class written to val/ and never resampled (default 0.1).")
     g.add_argument("--seed", type=int, default=0, help="Seed of every random decision (default 0).")
     g = parser.add_argument_group("output")
-    g.add_argument("--output", default=None, help="Output folder (default for the demo: demo/balanced).")
+    g.add_argument("--output", default=None, help="Output folder (default for the demo: DEMO_DIR/balanced; DEMO_DIR/histogram for pipelines.histogram).")
     g.add_argument("--output_format", default="both", choices=OUTPUT_FORMATS,
                    help="Shard format (default both).")
     g.add_argument("--num_shards", type=int, default=None,
