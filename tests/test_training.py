@@ -286,6 +286,17 @@ def test_trainer_checks_what_it_reads(vectors_out, tmp_path):
     with pytest.raises(ValueError, match="holds .* records; .* says"):
         mf.load(str(bad))
     m["classes"][0]["shards"]["parquet"][0]["records"] -= 1
+    m["classes"][1]["shards"]["tfrecord"][0]["records"] += 1
+    json.dump(m, open(bad / "manifest.json", "w"))
+    with pytest.raises(ValueError, match=r"part-00000-of-00002.tfrecord.gz holds \d+ records; .* says"):
+        mf.load(str(bad))
+    m["classes"][1]["shards"]["tfrecord"][0]["records"] -= 1
+    json.dump(m, open(bad / "manifest.json", "w"))
+    mf.load(str(bad))  # as written: every count checks out
+    shard = bad / m["classes"][1]["shards"]["tfrecord"][0]["path"]
+    shard.write_bytes(shard.read_bytes()[:-40])  # cut short
+    with pytest.raises(ValueError, match="holds an unreadable file after"):
+        mf.load(str(bad))
     m["classes"][0]["shards"]["parquet"][0]["path"] = "../../etc/passwd"
     json.dump(m, open(bad / "manifest.json", "w"))
     with pytest.raises(ValueError, match="points outside"):

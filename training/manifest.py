@@ -2,14 +2,16 @@
 
 The manifest is the only description of the data the trainer trusts: the class list
 (position = label index), train shards per class, val shards, the payload kind. Paths
-must stay inside OUT; every listed shard must exist; Parquet shards must hold the
-record counts the manifest says (read from their footers, cheap).
+must stay inside OUT; every listed shard must exist and hold the record count the
+manifest says: Parquet from its footer (cheap), TFRecord by walking its record headers
+(one decompressing read of the file, in parallel over shards).
 """
 
 from __future__ import annotations
 
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 SCHEMA_VERSION = 1
@@ -87,10 +89,37 @@ def check_shards(ds: Dataset, manifest_path: str) -> None:
             raise ValueError(f"{manifest_path}: shard path {shard['path']!r} points outside {ds.root!r}")
         if not os.path.exists(full):
             raise ValueError(f"{full} is listed in {manifest_path} but does not exist")
+    tfrecords = []
+    for shard in listed:
+        full = os.path.join(ds.root, shard["path"])
         if full.endswith(".parquet"):
             n = pq.read_metadata(full).num_rows
             if n != shard["records"]:
                 raise ValueError(f"{full} holds {n} records; {manifest_path} says {shard['records']}")
+        else:
+            tfrecords.append((full, shard["records"]))
+    with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:  # zlib releases the GIL
+        for (full, want), n in zip(tfrecords, pool.map(count_tfrecords, [f for f, _ in tfrecords]), strict=True):
+            if n != want:
+                raise ValueError(f"{full} holds {n} records; {manifest_path} says {want}")
+
+
+def count_tfrecords(path: str) -> int | str:
+    """Records in a (gzipped) TFRecord file, from the length in each record's header."""
+    import gzip
+
+    opener = gzip.open if path.endswith(".gz") else open
+    n = 0
+    try:
+        with opener(path, "rb") as f:
+            while header := f.read(12):
+                if len(header) < 12:
+                    return f"a truncated record after {n} records"
+                f.seek(int.from_bytes(header[:8], "little") + 4, os.SEEK_CUR)
+                n += 1
+    except (OSError, EOFError) as e:
+        return f"an unreadable file after {n} records ({e})"
+    return n
 
 
 def val_records(ds: Dataset) -> int:

@@ -93,7 +93,8 @@ def resolve_targets(
     if strategy not in STRATEGIES:
         raise ValueError(f"--strategy must be one of {', '.join(STRATEGIES)}. Received: {strategy!r}")
     if not counts:
-        raise ValueError("The corpus has no training records: nothing to balance.")
+        raise ValueError("The corpus has no valid training records (it is empty, or every record was "
+                         "rejected or held out): nothing to balance. Check --input and --label_column.")
     bad = {c: n for c, n in counts.items() if n < 1}
     if bad:
         raise ValueError(f"Every class needs at least one training record. Received: {bad}")
