@@ -187,16 +187,23 @@ def static_dim(cfg: BalanceConfig) -> int | None:
             return None
         for name, flag in ((cfg.label_column, "--label_column"), (cfg.feature_column, "--feature_column")):
             if name not in schema.names:
+                if cfg.reject_unreadable_files:
+                    return None  # the job rejects the file
                 raise ValueError(f"{first} has no column {name!r} (its columns: {schema.names}); set {flag}.")
         t = schema.field(cfg.feature_column).type
         return t.list_size if pa.types.is_fixed_size_list(t) else None
     if cfg.input_format == "csv":
         import pyarrow.csv as pacsv
 
-        with sources.open_file(first) as f:  # pyarrow parses the header: quotes, BOM
-            header = pacsv.open_csv(f, parse_options=pacsv.ParseOptions(invalid_row_handler=lambda row: "skip"),
-                                    convert_options=pacsv.ConvertOptions(column_types=None)).schema.names
+        try:
+            with sources.open_file(first) as f:  # pyarrow parses the header: quotes, BOM
+                header = pacsv.open_csv(f, parse_options=pacsv.ParseOptions(invalid_row_handler=lambda row: "skip"),
+                                        convert_options=pacsv.ConvertOptions(column_types=None)).schema.names
+        except Exception:  # noqa: BLE001 - the job itself reports unreadable files
+            return None
         if cfg.label_column not in header:
+            if cfg.reject_unreadable_files:
+                return None  # the job rejects the file
             raise ValueError(f"{first} has no column {cfg.label_column!r} (its columns: {header}); set --label_column.")
         return len([c for c in header if c not in (cfg.label_column, cfg.id_column)])
     return None

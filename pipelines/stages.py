@@ -82,10 +82,12 @@ class _ReadValid(beam.DoFn):
         self.progress = Progress(self.name, self.cfg.progress_seconds)
 
     def process(self, unit, dim):
+        done = 0  # records of the unit read before a failure stay read; the rest is one entry
         try:
             for raw in sources.read_unit(unit, self.cfg):
                 good, bad = records.validate(raw, dim)
                 n = len(raw["row"])
+                done += n
                 self.progress.add(n)
                 yield beam.pvalue.TaggedOutput("counted", n)
                 if self.count:
@@ -97,7 +99,7 @@ class _ReadValid(beam.DoFn):
                 if good is not None:
                     yield good
         except sources.UnreadableFile as e:
-            rejected = unreadable(e, unit, self.cfg)
+            rejected = unreadable(e, unit, self.cfg, done)
             if self.count:
                 self.read.inc(1)
                 self.rejected.inc(1)
@@ -107,13 +109,18 @@ class _ReadValid(beam.DoFn):
             yield rejected
 
 
-def unreadable(e: Exception, unit, cfg):
-    """An unreadable file: fails the job naming it, or (with the flag) one rejected entry."""
+def unreadable(e: Exception, unit, cfg, done: int = 0):
+    """An unreadable file: fails the job naming it, or (with the flag) one rejected entry.
+
+    `done` records of the unit were read before the failure (a file damaged part-way): they
+    are kept, and the entry stands for the rest of the file.
+    """
     if not cfg.reject_unreadable_files:
         raise sources.UnreadableFile(
             f"{e}. Fix or remove the file, or pass --reject_unreadable_files to reject it and go on."
         ) from e
-    return beam.pvalue.TaggedOutput("rejected", records.rejected_file(unit[0], f"unreadable file: {e}"))
+    what = f"unreadable after its first {done} records (those were kept)" if done else "unreadable file"
+    return beam.pvalue.TaggedOutput("rejected", records.rejected_file(unit[0], f"{what}: {e}"))
 
 
 class _LengthHistogram(beam.DoFn):
@@ -126,9 +133,8 @@ class _LengthHistogram(beam.DoFn):
                 lengths = raw["lengths"][raw["lengths"] >= 0]
                 values, counts = np.unique(lengths, return_counts=True)
                 yield dict(zip(values.tolist(), counts.tolist(), strict=True))
-        except sources.UnreadableFile:
-            if not self.cfg.reject_unreadable_files:
-                raise
+        except sources.UnreadableFile as e:
+            unreadable(e, unit, self.cfg)  # fails the job naming the file, unless rejected later
 
 
 def units_of_files(pbegin, cfg):
@@ -190,7 +196,8 @@ def _sum_dicts(dicts):
 
 def _mode(histogram: dict) -> int:
     if not histogram:
-        raise ValueError("No record of the input has features: check --feature_column and --input.")
+        raise ValueError("The input has no records with features (it is empty, or no row has the "
+                         "feature column): check --input and --feature_column.")
     best = max(histogram.values())
     return min(k for k, v in histogram.items() if v == best)  # ties: the shorter length
 
