@@ -315,8 +315,9 @@ def _run(args) -> list[dict]:
 
     write_history_png(history, os.path.join(args.output, "report.png"))
     best = max(history, key=lambda h: h["val_macro_f1"])
+    logs = "logs/ (TensorBoard), " if backend == "tensorflow" else ""
     print(f"\nbest val macro-F1 {best['val_macro_f1']:.4f} at epoch {best['epoch']}. Run folder {args.output}/: "
-          "model.keras (best), history.json, report.png, logs/ (TensorBoard), checkpoint-*.keras, state.json")
+          f"model.keras (best), history.json, report.png, {logs}checkpoint-*.keras, state.json")
     return history
 
 
