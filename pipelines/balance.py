@@ -310,12 +310,14 @@ def report(manifest: dict, cfg: BalanceConfig, result, seconds: float) -> None:
     print("  report.png     class sizes before and after, cluster sizes per class")
 
 
-def main() -> None:
+def main(job=None) -> None:
+    """The command line of this job (or of `job`, e.g. the histogram job's run): progress
+    logging on, and expected errors as one line and exit status 2."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s",
                         datefmt="%H:%M:%S", force=True)
     logging.getLogger("pipelines").setLevel(logging.INFO)
     try:
-        run()
+        (job or run)()
     except (ValueError, sources.UnreadableFile) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

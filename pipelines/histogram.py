@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 import time
 import uuid
 
@@ -23,7 +22,7 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines import balance, shards, sources
+from pipelines import balance, shards
 from pipelines import manifest as mf
 from pipelines.options import BalanceConfig, add_arguments
 from pipelines.report import histogram_table, write_histogram_png
@@ -206,14 +205,7 @@ def report(doc: dict, cfg: BalanceConfig, seconds: float) -> None:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s",
-                        datefmt="%H:%M:%S", force=True)
-    logging.getLogger("pipelines").setLevel(logging.INFO)
-    try:
-        run()
-    except (ValueError, sources.UnreadableFile) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    balance.main(run)
 
 
 if __name__ == "__main__":
