@@ -110,23 +110,34 @@ def count_labels(batches, classes):
     return counts
 
 
-def test_tf_mixture_follows_the_shares_and_replays_an_epoch(vectors_out):
+def rows(batches):
+    return [tuple(np.asarray(x)[j].round(5)) for x, _, _ in batches for j in range(len(x))]
+
+
+def test_tf_mixture_follows_the_shares_covers_each_class_and_resumes_in_place(vectors_out, monkeypatch):
     from training import data
     from training import manifest as mf
 
+    monkeypatch.setattr(data, "SHUFFLE_BUFFER", 64)  # classes of several shuffle blocks
     ds = mf.load(vectors_out)
-
-    def epoch(shares, seed):
-        return [(np.asarray(x), np.asarray(y)) for x, y in data.tf_train_stream(ds, "vector", shares, 16, 10, seed, 75)]
-
-    first = epoch([1, 0, 0, 0], 0)
-    assert len(first) == 10 and count_labels(first, 4).tolist() == [160, 0, 0, 0]
-    second = count_labels(epoch([0, 0, 0.5, 0.5], 0), 4)
-    assert second[:2].sum() == 0 and second[2] > 40 and second[3] > 40
-    uniform = [0.25] * 4
-    again, other = epoch(uniform, 5), epoch(uniform, 6)
-    assert all((a[0] == b[0]).all() for a, b in zip(epoch(uniform, 5), again, strict=True))  # same epoch seed
-    assert not all((a[0] == b[0]).all() for a, b in zip(other, again, strict=True))
+    size = ds.output[0]
+    ones = np.ones(4)
+    mix = data.TFRecordMixture(ds, "vector", 16, size // 16, 0, 75)
+    first = list(mix.epoch(0, [1, 0, 0, 0], ones))
+    assert count_labels([(x, y) for x, y, _ in first], 4).tolist() == [size // 16 * 16, 0, 0, 0]
+    second = list(mix.epoch(1, [1, 0, 0, 0], ones))
+    one_pass = rows(first + second)[:size]  # the stream goes on where the last epoch stopped:
+    assert len(set(one_pass)) == size  # a pass draws every record of the class once
+    third = count_labels([(x, y) for x, y, _ in mix.epoch(2, [0, 0, 0.5, 0.5], [1, 2, 3, 4])], 4)
+    assert third[:2].sum() == 0 and third[2] > 0.3 * third.sum() and third[3] > 0.3 * third.sum()
+    weighted = list(mix.epoch(3, [0.25] * 4, [1, 2, 3, 4]))
+    assert all((np.asarray(w) == np.argmax(y, axis=1) + 1).all() for _, y, w in weighted)  # its class weight
+    # a resumed run's mixture starts each class where the history says, and draws the same
+    shares = [[1, 0, 0, 0], [1, 0, 0, 0], [0, 0, 0.5, 0.5], [0.25] * 4]
+    again = data.TFRecordMixture(ds, "vector", 16, size // 16, 0, 75,
+                                 drawn=data.drawn_before(0, shares, size // 16 * 16, 4))
+    fresh = list(mix.epoch(4, [0.4, 0.3, 0.2, 0.1], ones))
+    assert rows(list(again.epoch(4, [0.4, 0.3, 0.2, 0.1], ones))) == rows(fresh)
 
 
 def test_parquet_mixture_follows_the_shares_and_replays_an_epoch(vectors_out):
@@ -135,16 +146,16 @@ def test_parquet_mixture_follows_the_shares_and_replays_an_epoch(vectors_out):
 
     ds = mf.load(vectors_out)
 
-    def epoch(shares, seed):
-        mix = data.ParquetMixture(ds, "vector", shares, 20, 5, seed, 75, weights=[1.0, 2.0, 3.0, 4.0])
+    def epoch(shares, e):
+        mix = data.ParquetMixture(ds, "vector", shares, [1.0, 2.0, 3.0, 4.0], 20, 5, 0, 75, e)
         return [mix[i] for i in range(len(mix))]
 
     first = epoch([0.7, 0.1, 0.1, 0.1], 0)
     assert count_labels([(x, y) for x, y, _ in first], 4)[0] > 50
     assert all((w == np.argmax(y, axis=1) + 1).all() for _, y, w in first)  # the class's sample weight
     assert count_labels([(x, y) for x, y, _ in epoch([0, 0, 0, 1], 0)], 4).tolist() == [0, 0, 0, 100]
-    same = epoch([0.25] * 4, 3)
-    assert all((a[0] == b[0]).all() for a, b in zip(epoch([0.25] * 4, 3), same, strict=True))
+    assert rows(epoch([0.25] * 4, 3)) == rows(epoch([0.25] * 4, 3))
+    assert rows(epoch([0.25] * 4, 3)) != rows(epoch([0.25] * 4, 4))
 
 
 # ---------------------------------------------------------------- fit
@@ -209,7 +220,17 @@ def test_mixed_precision_keeps_a_float32_head(vectors_out, tmp_path):
     assert keras.mixed_precision.global_policy().name == "float32"  # restored after the run
 
 
-def test_kill_minus_9_mid_epoch_then_resume_gives_the_uninterrupted_history(vectors_out, tmp_path):
+@pytest.fixture(scope="module")
+def parquet_only_out(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train_parquet")
+    corpus = write_parquet_corpus(str(root / "corpus"), bad=False)
+    run_job(corpus, root / "out", "--strategy", "none", "--num_shards", "2", "--output_format", "parquet")
+    return str(root / "out")
+
+
+@pytest.mark.parametrize("shards", ["tfrecord", "parquet"])
+def test_kill_minus_9_mid_epoch_then_resume_gives_the_uninterrupted_history(request, shards, tmp_path):
+    vectors_out = request.getfixturevalue("vectors_out" if shards == "tfrecord" else "parquet_only_out")
     args = ["--epochs", "3", "--epoch_size", "16000", "--batch_size", "32"]
     run = tmp_path / "killed"
     cmd = [sys.executable, "-m", "training.fit", "--data", vectors_out, "--output", str(run), "--verbose", "0", *args]
@@ -226,6 +247,7 @@ def test_kill_minus_9_mid_epoch_then_resume_gives_the_uninterrupted_history(vect
 
     resumed = fit(vectors_out, run, *args, "--resume")
     full = fit(vectors_out, tmp_path / "full", *args)
+    assert json.loads(state.read_text())["args"]["reader"] == shards
     assert [h["epoch"] for h in resumed] == [1, 2, 3]
     for got, want in zip(resumed, full, strict=True):
         assert got["val_macro_f1"] == pytest.approx(want["val_macro_f1"], abs=1e-9)

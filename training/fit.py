@@ -214,6 +214,18 @@ def _epoch_end_callback():
     return EpochEnd
 
 
+def _progress_bar(epochs: int):
+    """Keras' progress bar, headed "Epoch e/E" of the whole run (fit is called once per epoch)."""
+    import keras
+
+    class RunProgbar(keras.callbacks.ProgbarLogger):
+        def set_params(self, params):
+            super().set_params(params)
+            self.epochs = epochs
+
+    return RunProgbar()
+
+
 def run(argv: list[str] | None = None) -> list[dict]:
     """Trains; returns the history (one entry per epoch)."""
     import keras
@@ -286,12 +298,18 @@ def _run(args) -> list[dict]:
     class_w = None if loss_weights is None else np.array([loss_weights[i] for i in range(ds.classes)])
     correct = args.prior_correction and sampler.mode == "dynamic"  # none: the shards as written
 
-    def train_stream(epoch: int, shares):
-        """Epoch `epoch`'s batches: a function of (seed, epoch, shares) only, so resuming replays it."""
-        seed, weights = data.epoch_seed(args.seed, epoch), sample_weights(shares, class_w, correct)
+    if reader == "tfrecord":  # class streams for the whole run, resumed where the history left them
+        drawn = data.drawn_before(args.seed, [[c["share"] for c in h["classes"].values()] for h in history],
+                                  steps * args.batch_size, ds.classes)
+        mixture = data.TFRecordMixture(ds, inputs, args.batch_size, steps, args.seed, args.image_size, drawn)
+
+    def epoch_input(epoch: int, shares):
+        """Epoch `epoch`'s batches: a function of (seed, epoch, shares, records drawn before)."""
+        weights = sample_weights(shares, class_w, correct)
         if reader == "tfrecord":
-            return data.tf_train_stream(ds, inputs, shares, args.batch_size, steps, seed, args.image_size, weights)
-        return data.ParquetMixture(ds, inputs, shares, args.batch_size, steps, seed, args.image_size, weights)
+            return mixture.epoch(epoch, shares, weights)
+        return data.ParquetMixture(ds, inputs, shares, weights, args.batch_size, steps, args.seed,
+                                   args.image_size, epoch)
 
     if reader == "tfrecord":
         val = data.tf_val_stream(ds, inputs, 4 * args.batch_size, args.image_size)
@@ -300,17 +318,16 @@ def _run(args) -> list[dict]:
     y_val = data.labels_of(val)
     summary = dict(vars(args)) | {"backend": backend, "reader": reader, "inputs_used": inputs,
                                   "mixed_precision": mixed}
-    callbacks = [_epoch_end_callback()(args.output, val, y_val, sampler, ds.labels, history, summary)]
+    callbacks = [_epoch_end_callback()(args.output, val, y_val, sampler, ds.labels, history, summary),
+                 _progress_bar(args.epochs)]
     if backend == "tensorflow":
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(args.output, "logs"), write_graph=False))
     print(f"training {'InceptionV3 final layer on images' if inputs == 'image' else 'a linear layer on vectors'}: "
           f"{ds.classes} classes, {steps} steps of {args.batch_size} per epoch, sampling {sampler.mode}, "
           f"loss {args.loss}, backend {backend} ({reader} shards){', mixed_float16' if mixed else ''}")
-    for epoch in range(start, args.epochs):  # one fit per epoch: each epoch's stream is built with its shares
-        keras.utils.set_random_seed(data.epoch_seed(args.seed, epoch))
-        model.fit(train_stream(epoch, sampler.shares), epochs=epoch + 1, initial_epoch=epoch,
+    for epoch in range(start, args.epochs):  # one fit per epoch, on the input its shares give
+        model.fit(epoch_input(epoch, sampler.shares), epochs=epoch + 1, initial_epoch=epoch,
                   steps_per_epoch=steps, callbacks=callbacks, verbose=args.verbose, shuffle=False)
-    # (the class weights of the loss travel as per-sample weights with the stream)
     from training.report import write_history_png
 
     write_history_png(history, os.path.join(args.output, "report.png"))
