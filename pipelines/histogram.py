@@ -177,8 +177,9 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     job = balance.configure(argv, parser(), "histogram")
     cfg = job.cfg
     staging = FileSystems.join(cfg.output, shards.STAGING, "dry-run" if job.dry_run else uuid.uuid4().hex)
-    if not job.dry_run:
+    if not job.dry_run:  # a failed run must not leave an earlier run's numbers looking current
         shards.mkdirs(cfg.output)
+        shards.delete([FileSystems.join(cfg.output, name) for name in ("histogram.json", "histogram.png")])
     started = time.time()
     p = test_pipeline or beam.Pipeline(options=job.options)
     build(p, cfg, staging, job.dim)

@@ -26,7 +26,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
 
 from pipelines import shards, sources
-from pipelines.stages import NS, Progress, _windowed, units_of_files, unreadable
+from pipelines.stages import NS, Progress, _windowed, unit_batches, units_of_files, unreadable
 from transforms import images, records
 
 log = logging.getLogger("pipelines.balance")
@@ -59,16 +59,18 @@ class _ReadImages(beam.DoFn):
     def setup(self):
         self.progress = Progress(self.name, self.cfg.progress_seconds)
 
+    @staticmethod
+    def read(unit, cfg):
+        if unit[0] != "files":  # a Parquet row group or a TFRecord file of images
+            return sources.read_unit(unit, cfg)
+        paths = unit[1]
+        return (sources.read_image_files(paths[i : i + cfg.image_batch_size])
+                for i in range(0, len(paths), cfg.image_batch_size))
+
     def process(self, unit):
         vectorize = vectorizer(self.cfg)
         try:
-            if unit[0] == "files":
-                paths = unit[1]
-                raws = (sources.read_image_files(paths[i : i + self.cfg.image_batch_size])
-                        for i in range(0, len(paths), self.cfg.image_batch_size))
-            else:
-                raws = sources.read_unit(unit, self.cfg)
-            for raw in raws:
+            for raw in unit_batches(unit, self.cfg, self.read):
                 good, bad = records.validate_images(raw, vectorize)
                 self.progress.add(len(raw["row"]))
                 yield beam.pvalue.TaggedOutput("counted", len(raw["row"]))

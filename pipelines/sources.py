@@ -9,9 +9,10 @@ so tests run them without Beam.
 from __future__ import annotations
 
 import dataclasses
-import logging
+import gzip
 import os
 import re
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -23,8 +24,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from transforms import records
-
-log = logging.getLogger("pipelines.balance")
+from transforms.example_codec import masked_crc
 
 
 class UnreadableFile(Exception):
@@ -202,13 +202,41 @@ def _ragged_rows(path: str, rows: list) -> dict:
 
 
 def _tfrecord_batches(path: str, batch_size: int):
-    """Serialized records of a TFRecord file in batches; gzip detected from the bytes."""
+    """Serialized records of a TFRecord file in batches (tf string tensors), every record's
+    length and data checked against their CRCs; gzip detected from the bytes. Read here
+    rather than by tf.data, which ends a gzip stream cut short without an error."""
     import tensorflow as tf
 
+    batch = []
+    for record in _tfrecords(path):
+        batch.append(record)
+        if len(batch) == batch_size:
+            yield tf.constant(batch)
+            batch = []
+    if batch:
+        yield tf.constant(batch)
+
+
+def _tfrecords(path: str) -> Iterator[bytes]:
     with open_file(path) as f:
-        head = f.read(2)
-    compression = "GZIP" if head == b"\x1f\x8b" else ""
-    return tf.data.TFRecordDataset(path, compression_type=compression).batch(batch_size)
+        gzipped = f.read(2) == b"\x1f\x8b"
+    with open_file(path) as raw:
+        f = gzip.GzipFile(fileobj=raw) if gzipped else raw
+        n = 0
+        try:
+            while header := f.read(12):
+                length = int.from_bytes(header[:8], "little")
+                if len(header) < 12 or masked_crc(header[:8]) != int.from_bytes(header[8:], "little"):
+                    raise UnreadableFile(f"{path}: corrupted or cut short record header after {n} records")
+                data, crc = f.read(length), f.read(4)
+                if len(data) < length or len(crc) < 4:
+                    raise UnreadableFile(f"{path}: record {n} is cut short (the file is truncated)")
+                if masked_crc(data) != int.from_bytes(crc, "little"):
+                    raise UnreadableFile(f"{path}: corrupted record {n} (its CRC does not match)")
+                yield data
+                n += 1
+        except (EOFError, OSError, zlib.error) as e:  # a gzip stream cut short or damaged
+            raise UnreadableFile(f"{path}: the gzip stream is damaged or cut short after {n} records ({e})") from e
 
 
 def first_values(t, decode) -> np.ndarray:
@@ -276,8 +304,9 @@ def _tfrecord_spec(batch, cfg, path: str, payload: str, dtype) -> dict:
 # ---------------------------------------------------------------- images
 
 # What keras.utils.image_dataset_from_directory indexes (ALLOWLIST_FORMATS in
-# keras/src/utils/image_dataset_utils.py), compared in lower case. Other files in the
-# class folders (README.txt, .DS_Store, .webp, .tiff, ...) are skipped as Keras skips them.
+# keras/src/utils/image_dataset_utils.py), compared in lower case. Other files in the class
+# folders (README.txt, .webp, .tiff, ...) are rejected with the reason, so the images read
+# are the ones Keras reads and nothing is dropped unseen; hidden ones (.DS_Store) are skipped.
 IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
 
 
@@ -303,27 +332,25 @@ def class_folders(root: str) -> list[tuple[str, str]]:
 
 
 def class_images(label: str, folder: str) -> list[tuple[str, str]]:
-    """(label, path) of each image file under a class folder, nested ones included, sorted.
+    """(label, path) of each file under a class folder, nested ones included, sorted.
 
-    The files Keras's index_directory yields: a walk of the folder that does not follow
-    symlinked sub-folders (hidden sub-folders are walked), keeping names that end in one of
-    IMAGE_SUFFIXES in any letter case, hidden ones included. Other files are skipped and
-    counted in the log, since Keras drops them silently.
+    A walk of the folder as Keras's index_directory walks it: symlinked sub-folders are
+    not followed, hidden sub-folders are. Of the files whose names do not end in one of
+    IMAGE_SUFFIXES (any letter case), which Keras drops, hidden ones are skipped and the
+    rest listed, for `read_image_files` to reject with the reason.
     """
     if os.path.isdir(folder):
-        paths, skipped = [], []
-        for top, _dirs, files in os.walk(folder):
-            for name in files:
-                (paths if name.lower().endswith(IMAGE_SUFFIXES) else skipped).append(os.path.join(top, name))
+        found = [os.path.join(top, name) for top, _dirs, files in os.walk(folder) for name in files]
     else:
         found = [m.path for m in FileSystems.match([FileSystems.join(folder, "**")])[0].metadata_list]
-        paths = [p for p in found if is_image_name(p)]
-        skipped = [p for p in found if not is_image_name(p)]
-    shown = sorted(p for p in skipped if not p.rsplit("/", 1)[-1].startswith("."))
-    if shown:
-        log.warning("class %r: skipped %d file(s) that are not %s images, as Keras does (e.g. %s)",
-                    label, len(shown), "/".join(IMAGE_SUFFIXES), shown[0])
-    return [(label, p) for p in sorted(paths)]
+    return [(label, p) for p in sorted(found) if is_image_name(p) or not p.rsplit("/", 1)[-1].startswith(".")]
+
+
+def _not_listed(path: str) -> str:
+    name = path.rsplit("/", 1)[-1]
+    ext = os.path.splitext(name)[1] or "no extension"
+    return (f"not read: {ext} is not one of the image extensions keras.utils.image_dataset_from_directory "
+            f"reads ({' '.join(IMAGE_SUFFIXES)})")
 
 
 def read_image_files(files: list[tuple[str, str]]) -> dict:
@@ -331,6 +358,10 @@ def read_image_files(files: list[tuple[str, str]]) -> dict:
     blobs = []
     errors = np.full(len(files), None, dtype=object)
     for i, (_, path) in enumerate(files):
+        if not is_image_name(path):
+            blobs.append(b"")
+            errors[i] = _not_listed(path)
+            continue
         try:
             with open_file(path) as f:
                 blobs.append(f.read())

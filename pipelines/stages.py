@@ -17,6 +17,7 @@ small, and travels as side inputs:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 
@@ -82,12 +83,10 @@ class _ReadValid(beam.DoFn):
         self.progress = Progress(self.name, self.cfg.progress_seconds)
 
     def process(self, unit, dim):
-        done = 0  # records of the unit read before a failure stay read; the rest is one entry
         try:
-            for raw in sources.read_unit(unit, self.cfg):
+            for raw in unit_batches(unit, self.cfg, sources.read_unit):
                 good, bad = records.validate(raw, dim)
                 n = len(raw["row"])
-                done += n
                 self.progress.add(n)
                 yield beam.pvalue.TaggedOutput("counted", n)
                 if self.count:
@@ -99,7 +98,7 @@ class _ReadValid(beam.DoFn):
                 if good is not None:
                     yield good
         except sources.UnreadableFile as e:
-            rejected = unreadable(e, unit, self.cfg, done)
+            rejected = unreadable(e, unit, self.cfg)
             if self.count:
                 self.read.inc(1)
                 self.rejected.inc(1)
@@ -109,12 +108,38 @@ class _ReadValid(beam.DoFn):
             yield rejected
 
 
-def unreadable(e: Exception, unit, cfg, done: int = 0):
+def unit_batches(unit, cfg, read):
+    """Raw batches of a unit from `read(unit, cfg)`. With --reject_unreadable_files, when the
+    unit fails part-way the records before the damage are read again one at a time (so what
+    is kept does not depend on --batch_size) and the UnreadableFile raised at the end says,
+    in `.done`, how many records were read."""
+    done = 0
+    try:
+        for raw in read(unit, cfg):
+            done += len(raw["row"])
+            yield raw
+    except sources.UnreadableFile as e:
+        if cfg.reject_unreadable_files:
+            seen = 0
+            try:
+                for raw in read(unit, dataclasses.replace(cfg, batch_size=1, image_batch_size=1)):
+                    seen += len(raw["row"])
+                    if seen > done:
+                        done = seen
+                        yield raw
+            except sources.UnreadableFile:
+                pass
+            e.done = done
+        raise
+
+
+def unreadable(e: Exception, unit, cfg):
     """An unreadable file: fails the job naming it, or (with the flag) one rejected entry.
 
-    `done` records of the unit were read before the failure (a file damaged part-way): they
-    are kept, and the entry stands for the rest of the file.
+    When records of the unit were read before the damage (`e.done`, see unit_batches),
+    they are kept, and the entry stands for the rest of the file.
     """
+    done = getattr(e, "done", 0)
     if not cfg.reject_unreadable_files:
         raise sources.UnreadableFile(
             f"{e}. Fix or remove the file, or pass --reject_unreadable_files to reject it and go on."
@@ -129,7 +154,7 @@ class _LengthHistogram(beam.DoFn):
 
     def process(self, unit):
         try:
-            for raw in sources.read_unit(unit, self.cfg):
+            for raw in unit_batches(unit, self.cfg, sources.read_unit):
                 lengths = raw["lengths"][raw["lengths"] >= 0]
                 values, counts = np.unique(lengths, return_counts=True)
                 yield dict(zip(values.tolist(), counts.tolist(), strict=True))

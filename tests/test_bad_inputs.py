@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import make_vectors, run_job
+from conftest import make_vectors, run_job, train_records
 
 from transforms.example_codec import tfrecord_frames
 
@@ -104,13 +104,13 @@ def bad_corpus(root, fmt: str) -> dict[str, str]:
         write(folder, "good.tfrecord", tfrecord_bytes(labels, feats))
         write(folder, "empty.tfrecord", b"")
         bad_crc = bytearray(tfrecord_bytes(labels[:30], feats[:30]))
-        bad_crc[len(bad_crc) // 2] ^= 0xFF  # inside a record: its CRC no longer matches
+        bad_crc[20] ^= 0xFF  # inside the first record: its CRC no longer matches
         write(folder, "bad_crc.tfrecord", bytes(bad_crc))
         gz = gzip.compress(tfrecord_bytes(labels[:30], feats[:30]))
-        write(folder, "truncated.tfrecord.gz", gz[: len(gz) // 2])
+        write(folder, "truncated.tfrecord.gz", gz[:30])  # cut inside the first record
         write(folder, "not_examples.tfrecord", tfrecord_frames([rng.bytes(40) for _ in range(5)]))
         return {"empty.tfrecord": "is empty (0 bytes)", "bad_crc.tfrecord": "corrupted record",
-                "truncated.tfrecord.gz": "truncated record", "not_examples.tfrecord": "is not a tf.train.Example"}
+                "truncated.tfrecord.gz": "the gzip stream is damaged or cut short", "not_examples.tfrecord": "is not a tf.train.Example"}
     lines = ["label,f0,f1,f2,f3"]
     for label, f in zip(labels, feats, strict=True):
         if f is not None and len(f) == DIM:  # CSV has no ragged vectors: the wrong-length row is a ragged line
@@ -169,24 +169,35 @@ def test_bad_inputs_are_rejected_with_reasons_and_counts_reconcile(tmp_path, fmt
     t = m["totals"]
     assert t["read"] == GOOD + len(want) + len(broken)
     assert t["rejected"] == len(want) + len(broken) == len(entries)
-    assert t["read"] == t["rejected"] + t["holdout"] + t["train_input"]
     assert {c["label"]: c["input"] for c in m["classes"]} == SIZES
 
 
-def test_a_file_damaged_part_way_keeps_what_came_before(tmp_path):
-    """Reading in batches of 10, the records before a bad CRC are read; the rest is one entry."""
+@pytest.mark.parametrize("fmt", ["tfrecord", "parquet"])
+def test_a_file_damaged_part_way_keeps_what_came_before_whatever_the_batch_size(tmp_path, fmt):
+    """The records before the damage are kept, the rest is one entry, for any --batch_size."""
     labels, feats = good_rows()
-    data = bytearray(tfrecord_bytes(labels, feats))
-    cut = len(tfrecord_bytes(labels[:95], feats[:95])) + 14  # inside record 96
-    data[cut] ^= 0xFF
-    write(str(tmp_path / "in"), "part.tfrecord", bytes(data))
-    m = run_job(str(tmp_path / "in"), tmp_path / "out", "--reject_unreadable_files", "--batch_size", "10",
-                "--output_format", "parquet")
-    [entry] = rejected_entries(tmp_path / "out")
-    assert entry["reason"].startswith("unreadable after its first 90 records (those were kept)")
-    t = m["totals"]
-    assert t["read"] == 91 and t["rejected"] == 1
-    assert t["read"] == t["rejected"] + t["holdout"] + t["train_input"]
+    if fmt == "tfrecord":
+        data = bytearray(tfrecord_bytes(labels, feats))
+        data[len(tfrecord_bytes(labels[:95], feats[:95])) + 14] ^= 0xFF  # inside record 96: a bad CRC
+        kept, reason = 95, "corrupted record"
+    else:  # one row group, pages of 10 rows: the 10th page is damaged, caught by its checksum
+        data = bytearray(parquet_bytes(labels, feats, compression="none", write_page_checksum=True,
+                                       data_page_size=1, write_batch_size=10))
+        data[len(data) // 2] ^= 0xFF
+        kept, reason = None, "checksum"
+    write(str(tmp_path / "in"), f"part.{fmt}", bytes(data))
+    outs = []
+    for batch in ("7", "8192"):
+        m = run_job(str(tmp_path / "in"), tmp_path / f"out-{batch}", "--reject_unreadable_files",
+                    "--batch_size", batch, "--output_format", "parquet", "--input_format", fmt)
+        [entry] = rejected_entries(tmp_path / f"out-{batch}")
+        done = m["totals"]["read"] - 1
+        assert entry["reason"].startswith(f"unreadable after its first {done} records (those were kept)")
+        assert reason in entry["reason"]
+        assert kept is None or done == kept
+        assert 0 < done < GOOD and m["totals"]["rejected"] == 1
+        outs.append((m["totals"], train_records(tmp_path / f"out-{batch}")))
+    assert outs[0] == outs[1]  # the same records kept, whatever the batch size
 
 
 def test_a_bad_value_deep_in_a_csv_rejects_its_row_only(tmp_path):

@@ -267,6 +267,10 @@ def encoded(rng, fmt: str) -> bytes:
     return buf.getvalue()
 
 
+NOT_LISTED = {"cat/README.txt": b"about the cats", "cat/pic.webp": b"RIFF....WEBP", "cat/sub/scan.tiff": b"II*\0",
+              "dog/Thumbs.db": b"\xd0\xcf\x11\xe0", "dog/labels.csv": b"a,b\n"}
+
+
 def keras_style_tree(root) -> None:
     """Class folders with nested sub-folders, extensions in any case, and files Keras skips."""
     rng = np.random.default_rng(7)
@@ -283,9 +287,8 @@ def keras_style_tree(root) -> None:
             os.makedirs(os.path.dirname(path), exist_ok=True)
             with open(path, "wb") as f:
                 f.write(encoded(rng, fmt[name.rsplit(".", 1)[1].lower()]))
-    skipped = {  # not in Keras's allowlist: never read
-        "cat/README.txt": b"about the cats", "cat/.DS_Store": b"\0\0\0\1Bud1", "cat/pic.webp": encoded(rng, "WEBP"),
-        "cat/sub/scan.tiff": encoded(rng, "TIFF"), "dog/Thumbs.db": b"\xd0\xcf\x11\xe0", "dog/labels.csv": b"a,b\n",
+    skipped = {  # not in Keras's allowlist: rejected with the reason, or skipped when hidden or classless
+        **NOT_LISTED, "cat/.DS_Store": b"\0\0\0\1Bud1",
         ".git/objects/o.png": encoded(rng, "PNG"), "loose.png": encoded(rng, "PNG"),  # no class folder
     }
     # a macOS AppleDouble file: Keras indexes it (it ends in .jpg), the job reads and rejects it
@@ -317,14 +320,20 @@ def test_image_folder_reads_what_keras_reads(tmp_path):
     m = run_job(str(root), out, "--input_format", "images", "--clusters_per_class", "2",
                 "--output_format", "parquet", "--holdout_fraction", "0.2")
     t = m["totals"]
-    assert t["read"] == len(kds.file_paths) == t["rejected"] + t["holdout"] + t["train_input"]
+    assert t["read"] == len(kds.file_paths) + len(NOT_LISTED) == t["rejected"] + t["holdout"] + t["train_input"]
     assert sorted(c["label"] for c in m["classes"]) == sorted(kds.class_names)
     rejected = [json.loads(x) for f in glob.glob(os.path.join(out, "rejected", "*.jsonl")) for x in open(f)]
-    assert [(os.path.relpath(r["source"], root), r["label"]) for r in rejected] == [("dog/._d0.jpg", "dog")]
-    assert "not an image" in rejected[0]["reason"]
+    reasons = {os.path.relpath(r["source"], root): (r["label"], r["reason"]) for r in rejected}
+    assert set(reasons) == {"dog/._d0.jpg", *NOT_LISTED}
+    assert reasons["dog/._d0.jpg"][0] == "dog" and "not an image" in reasons["dog/._d0.jpg"][1]
+    for rel in NOT_LISTED:
+        ext = os.path.splitext(rel)[1]
+        assert reasons[rel] == (rel.split("/")[0], f"not read: {ext} is not one of the image extensions "
+                                "keras.utils.image_dataset_from_directory reads (.bmp .gif .jpeg .jpg .png)")
     by_label = m["rejected"].get("by_label", {})
-    for c in m["classes"]:
-        assert c["input"] + by_label.get(c["label"], 0) == len(keras_files[c["label"]])
+    for c in m["classes"]:  # Keras's images, plus the files it would drop, each counted once
+        extra = sum(1 for rel in NOT_LISTED if rel.split("/")[0] == c["label"])
+        assert c["input"] + by_label.get(c["label"], 0) == len(keras_files[c["label"]]) + extra
     # the very files Keras lists (bar the rejected one) are in the output, under their class
     digest = {hashlib.sha1(open(p, "rb").read()).hexdigest(): label
               for label, paths in keras_files.items() for p in paths if not p.endswith("._d0.jpg")}

@@ -19,7 +19,6 @@ SOURCES = sorted(p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py"))
 
 FORBIDDEN_CALLS = {"eval", "exec", "__import__"}
 FORBIDDEN_MODULES = {"pickle", "cPickle", "dill", "cloudpickle", "marshal", "shelve", "joblib"}
-LOADERS = {"load_model", "load"}  # keras.models.load_model / keras.saving.load_model
 
 
 def calls(tree):

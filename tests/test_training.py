@@ -297,37 +297,34 @@ def test_trainer_checks_what_it_reads(vectors_out, tmp_path):
 
     bad = tmp_path / "copy"
     shutil.copytree(vectors_out, bad)
-    m = json.load(open(bad / "manifest.json"))
+    manifest = str(bad / "manifest.json")
+    m = json.load(open(manifest))
+
+    def fails(match):
+        json.dump(m, open(manifest, "w"))
+        with pytest.raises(ValueError, match=match):
+            mf.check_tfrecord_counts(mf.load(str(bad)))
+
     m["schema_version"] = 99
-    json.dump(m, open(bad / "manifest.json", "w"))
-    with pytest.raises(ValueError, match="unknown schema_version 99"):
-        mf.load(str(bad))
+    fails(f"{manifest}: unknown schema_version 99")
     m["schema_version"] = 1
-    m["classes"][0]["shards"]["parquet"][0]["records"] += 1
-    json.dump(m, open(bad / "manifest.json", "w"))
-    with pytest.raises(ValueError, match="holds .* records; .* says"):
-        mf.load(str(bad))
-    m["classes"][0]["shards"]["parquet"][0]["records"] -= 1
-    m["classes"][1]["shards"]["tfrecord"][0]["records"] += 1
-    json.dump(m, open(bad / "manifest.json", "w"))
-    with pytest.raises(ValueError, match=r"part-00000-of-00002.tfrecord.gz holds \d+ records; .* says"):
-        mf.load(str(bad))
-    m["classes"][1]["shards"]["tfrecord"][0]["records"] -= 1
-    json.dump(m, open(bad / "manifest.json", "w"))
-    mf.load(str(bad))  # as written: every count checks out
-    shard = bad / m["classes"][1]["shards"]["tfrecord"][0]["path"]
+    parquet, tfrecord = m["classes"][0]["shards"]["parquet"][0], m["classes"][1]["shards"]["tfrecord"][0]
+    parquet["records"] += 1
+    fails(rf"{bad / parquet['path']} holds \d+ records; {manifest} says {parquet['records']}")
+    parquet["records"] -= 1
+    tfrecord["records"] += 1
+    fails(rf"{bad / tfrecord['path']} holds \d+ records; {manifest} says {tfrecord['records']}")
+    tfrecord["records"] -= 1
+    json.dump(m, open(manifest, "w"))
+    mf.check_tfrecord_counts(mf.load(str(bad)))  # as written: every count checks out
+    shard = bad / tfrecord["path"]
     shard.write_bytes(shard.read_bytes()[:-40])  # cut short
-    with pytest.raises(ValueError, match="holds an unreadable file after"):
-        mf.load(str(bad))
-    m["classes"][0]["shards"]["parquet"][0]["path"] = "../../etc/passwd"
-    json.dump(m, open(bad / "manifest.json", "w"))
-    with pytest.raises(ValueError, match="points outside"):
-        mf.load(str(bad))
-    os.remove(os.path.join(vectors_out.replace(vectors_out, str(bad)), m["val"]["shards"]["parquet"][0]["path"]))
-    m["classes"][0]["shards"]["parquet"][0]["path"] = "train/class=a/part-00000-of-00002.parquet"
-    json.dump(m, open(bad / "manifest.json", "w"))
-    with pytest.raises(ValueError, match="does not exist"):
-        mf.load(str(bad))
+    fails(f"{shard} cannot be read after")
+    parquet["path"], path = "../../etc/passwd", parquet["path"]
+    fails(f"{manifest}: shard path '../../etc/passwd' points outside")
+    parquet["path"] = path
+    os.remove(bad / m["val"]["shards"]["parquet"][0]["path"])
+    fails(f"{bad / m['val']['shards']['parquet'][0]['path']} is listed in {manifest} but does not exist")
 
 
 def test_jax_backend_trains_from_parquet(vectors_out, tmp_path):

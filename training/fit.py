@@ -251,6 +251,8 @@ def _run(args) -> list[dict]:
                          "with --holdout_fraction > 0.")
     inputs = choose_inputs(ds, args.inputs)
     reader = data.pick_reader(ds, backend)
+    if reader == "tfrecord":
+        mf.check_tfrecord_counts(ds)
     if args.epochs < 1 or args.batch_size < 1:
         raise ValueError(f"--epochs and --batch_size must be at least 1. Received: {args.epochs}, {args.batch_size}")
     os.makedirs(args.output, exist_ok=True)

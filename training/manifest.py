@@ -3,8 +3,9 @@
 The manifest is the only description of the data the trainer trusts: the class list
 (position = label index), train shards per class, val shards, the payload kind. Paths
 must stay inside OUT; every listed shard must exist and hold the record count the
-manifest says: Parquet from its footer (cheap), TFRecord by walking its record headers
-(one decompressing read of the file, in parallel over shards).
+manifest says: Parquet from its footer (cheap), and, when the trainer reads them,
+TFRecord by walking the record headers (`check_tfrecord_counts`: one decompressing read
+of each file, in parallel).
 """
 
 from __future__ import annotations
@@ -89,22 +90,24 @@ def check_shards(ds: Dataset, manifest_path: str) -> None:
             raise ValueError(f"{manifest_path}: shard path {shard['path']!r} points outside {ds.root!r}")
         if not os.path.exists(full):
             raise ValueError(f"{full} is listed in {manifest_path} but does not exist")
-    tfrecords = []
-    for shard in listed:
-        full = os.path.join(ds.root, shard["path"])
         if full.endswith(".parquet"):
             n = pq.read_metadata(full).num_rows
             if n != shard["records"]:
                 raise ValueError(f"{full} holds {n} records; {manifest_path} says {shard['records']}")
-        else:
-            tfrecords.append((full, shard["records"]))
+
+
+def check_tfrecord_counts(ds: Dataset) -> None:
+    """TFRecord shards hold the records the manifest says (one read of each, in parallel)."""
+    listed = [s for c in ds.train for s in c.get("tfrecord", [])] + ds.val.get("tfrecord", [])
+    paths = ds.paths(listed)
     with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:  # zlib releases the GIL
-        for (full, want), n in zip(tfrecords, pool.map(count_tfrecords, [f for f, _ in tfrecords]), strict=True):
-            if n != want:
-                raise ValueError(f"{full} holds {n} records; {manifest_path} says {want}")
+        for shard, path, n in zip(listed, paths, pool.map(count_tfrecords, paths), strict=True):
+            if n != shard["records"]:
+                raise ValueError(f"{path} holds {n} records; {os.path.join(ds.root, 'manifest.json')} "
+                                 f"says {shard['records']}")
 
 
-def count_tfrecords(path: str) -> int | str:
+def count_tfrecords(path: str) -> int:
     """Records in a (gzipped) TFRecord file, from the length in each record's header."""
     import gzip
 
@@ -114,11 +117,12 @@ def count_tfrecords(path: str) -> int | str:
         with opener(path, "rb") as f:
             while header := f.read(12):
                 if len(header) < 12:
-                    return f"a truncated record after {n} records"
+                    raise EOFError("a record header is cut short")
                 f.seek(int.from_bytes(header[:8], "little") + 4, os.SEEK_CUR)
                 n += 1
     except (OSError, EOFError) as e:
-        return f"an unreadable file after {n} records ({e})"
+        raise ValueError(f"{path} cannot be read after {n} records ({e}): re-run pipelines.balance "
+                         "into a new --output") from e
     return n
 
 
