@@ -19,7 +19,6 @@ import time
 import uuid
 
 import apache_beam as beam
-import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines import balance, shards
@@ -76,9 +75,7 @@ def plan_or_error(histograms, models, cfg, dim) -> dict:
 
 def rejected_labels(bad: dict):
     """Rejected batch -> (label as the manifest's rejected.by_label writes it, count)."""
-    labels = shards.rejected_table(bad).column("label").to_pylist()
-    values, counts = np.unique(np.array([str(v) for v in labels], dtype=object), return_counts=True)
-    return zip(values.tolist(), counts.tolist(), strict=True)
+    return shards.rejected_by_label(shards.rejected_table(bad)).items()
 
 
 def histogram_doc(histograms, models: dict, plan: dict, by_label: dict, read_total: int, cfg, dim) -> dict:

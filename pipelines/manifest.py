@@ -136,10 +136,8 @@ def write_shard(dest, table, paths, plan, cfg) -> dict:
     if dest[0] == "rejected":
         table = table if table is not None else shards.REJECTED_SCHEMA.empty_table()
         _write(out, paths["jsonl"], shards.jsonl_bytes(table))
-        labels, counts = np.unique([str(v) for v in table.column("label").to_pylist()], return_counts=True)
-        by_label = {str(k): int(n) for k, n in zip(labels, counts, strict=True)}
         return {"dest": list(dest), "records": table.num_rows, "paths": paths, "clusters": {},
-                "by_label": by_label}
+                "by_label": shards.rejected_by_label(table)}
     if table is None:
         table = shards.row_schema(plan["payload"]).empty_table()
     table = shards.output_table(table, plan["order"], by_label=dest[0] == "val")

@@ -73,6 +73,12 @@ def vector_array(x: np.ndarray) -> pa.FixedSizeListArray:
     return pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(x, np.float32).ravel()), x.shape[1])
 
 
+def rejected_by_label(table: pa.Table) -> dict[str, int]:
+    """Rejected records per label, as the manifest's rejected.by_label counts them."""
+    labels, counts = np.unique([str(v) for v in table.column("label").to_pylist()], return_counts=True)
+    return {str(k): int(n) for k, n in zip(labels, counts, strict=True)}
+
+
 def rejected_table(batch: dict) -> pa.Table:
     return pa.Table.from_arrays(
         [pa.array(batch["source"], pa.string()), pa.array(batch["row"], pa.int64()),
