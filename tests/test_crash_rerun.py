@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from conftest import read_manifest, run_job, train_records, write_parquet_corpus
 
 BIG = {"a": 120_000, "b": 40_000, "c": 9_000, "d": 2_000}
@@ -19,7 +20,14 @@ def listing(out):
                   if os.path.isfile(p) and not p.endswith("report.png"))
 
 
-def test_kill_minus_9_then_rerun_equals_a_clean_run(tmp_path):
+KILL_WHEN = {  # the moments a kill is most likely to leave something behind
+    "writing fragments": lambda out: glob.glob(str(out / ".staging" / "*" / "*.arrow")),
+    "writing shards": lambda out: glob.glob(str(out / "train" / "*" / "*.parquet*")),
+}
+
+
+@pytest.mark.parametrize("when", KILL_WHEN)
+def test_kill_minus_9_then_rerun_equals_a_clean_run(tmp_path, when):
     corpus = write_parquet_corpus(str(tmp_path / "corpus"), files=3, row_group=20_000, sizes=BIG)
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "pipelines.balance", "--input", corpus, "--output", str(out),
@@ -27,9 +35,9 @@ def test_kill_minus_9_then_rerun_equals_a_clean_run(tmp_path):
     job = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 120
     while time.time() < deadline and job.poll() is None:
-        if glob.glob(str(out / ".staging" / "*" / "*.arrow")):  # the last pass is writing
+        if KILL_WHEN[when](out):
             break
-        time.sleep(0.05)
+        time.sleep(0.01)
     assert job.poll() is None, "the job ended before it could be killed"
     os.killpg(job.pid, signal.SIGKILL)
     job.wait()
