@@ -309,3 +309,18 @@ def test_awkward_labels_tiny_and_identical_classes(tmp_path):
             assert os.path.exists(os.path.join(tmp_path, "out", s["path"]))
     counts = collections.Counter(r[1] for r in train_records(tmp_path / "out"))
     assert counts == {c["label"]: c["output"] for c in m["classes"]}
+
+
+def test_progress_of_every_pass_and_the_summary(tmp_path, parquet_corpus, caplog, capsys):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="pipelines")
+    m = run_job(parquet_corpus, tmp_path / "out", "--progress_seconds", "0", "--output_format", "parquet")
+    lines = [r.getMessage() for r in caplog.records]
+    for name in ("pass 1/4 (class counts)", "pass 2/4 (k-means sample)", "pass 3/4 (cluster histograms)",
+                 "pass 4/4 (resample)"):
+        assert any(x.startswith(f"{name}: ") and "records read so far" in x for x in lines), name
+        assert f"{name}: done, {N_INPUT:,} records read" in lines, name
+    out = capsys.readouterr().out
+    assert f"read {N_INPUT} = rejected {m['totals']['rejected']} + held out {m['totals']['holdout']}" in out
+    assert f"train/         {m['totals']['output']} records in 4 class folders" in out
