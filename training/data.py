@@ -26,8 +26,6 @@ sample weight of the record's class in its epoch.
 
 from __future__ import annotations
 
-import io
-
 import keras
 import numpy as np
 import pyarrow.parquet as pq
@@ -177,15 +175,18 @@ def tf_val_stream(ds, inputs: str, batch_size: int, image_size: int, shards=None
 
 # ---------------------------------------------------------------- Parquet / PyDataset
 
-def decode_images(blobs, image_size: int) -> np.ndarray:
+def decode_images(blobs, image_size: int, max_pixels: int = 64_000_000) -> np.ndarray:
+    """RGB float images, decoded as the job decodes them (pixel cap read from the header first)."""
     from PIL import Image
+
+    from transforms.images import decode
 
     out = np.empty((len(blobs), image_size, image_size, 3), np.float32)
     for i, b in enumerate(blobs):
-        img = Image.open(io.BytesIO(b))
-        img.seek(0)
-        img = img.convert("RGB").resize((image_size, image_size), Image.Resampling.BILINEAR)
-        out[i] = np.asarray(img, np.float32)
+        img, _, reason = decode(b, max_pixels)
+        if reason:
+            raise ValueError(f"an image in the shards cannot be used: {reason}; re-run pipelines.balance")
+        out[i] = np.asarray(img.resize((image_size, image_size), Image.Resampling.BILINEAR), np.float32)
     return out
 
 
