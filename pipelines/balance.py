@@ -269,18 +269,27 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     cfg = job.cfg
     # A dry run (DataflowRunner --dry_run=True) translates and stages without touching OUT.
     staging = FileSystems.join(cfg.output, shards.STAGING, "dry-run") if job.dry_run else prepare_output(cfg.output)
+    done = execute(job, build, staging, "manifest.json", test_pipeline)
+    if done is None:
+        return {}
+    manifest, result, seconds = done
+    report(manifest, cfg, result, seconds)
+    return manifest
+
+
+def execute(job: Job, build_graph, staging: str, written: str, test_pipeline=None):
+    """Builds the graph with `build_graph(p, cfg, staging, dim)` and runs it; returns (the
+    JSON document `written` in OUT, the Beam result, seconds), or None after a dry run."""
     started = time.time()
     p = test_pipeline or beam.Pipeline(options=job.options)
-    build(p, cfg, staging, job.dim)
+    build_graph(p, job.cfg, staging, job.dim)
     result = p.run()
     result.wait_until_finish()
     if job.dry_run:
         print(f"dry run: the graph translated and the job was prepared ({type(result).__name__}); nothing ran.")
-        return {}
-    with FileSystems.open(FileSystems.join(cfg.output, "manifest.json")) as f:
-        manifest = json.load(f)
-    report(manifest, cfg, result, time.time() - started)
-    return manifest
+        return None
+    with FileSystems.open(FileSystems.join(job.cfg.output, written)) as f:
+        return json.load(f), result, time.time() - started
 
 
 def counters(result) -> dict[str, int]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import time
 import uuid
 
 import apache_beam as beam
@@ -177,17 +176,11 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     if not job.dry_run:  # a failed run must not leave an earlier run's numbers looking current
         shards.mkdirs(cfg.output)
         shards.delete([FileSystems.join(cfg.output, name) for name in ("histogram.json", "histogram.png")])
-    started = time.time()
-    p = test_pipeline or beam.Pipeline(options=job.options)
-    build(p, cfg, staging, job.dim)
-    result = p.run()
-    result.wait_until_finish()
-    if job.dry_run:
-        print(f"dry run: the graph translated and the job was prepared ({type(result).__name__}); nothing ran.")
+    done = balance.execute(job, build, staging, "histogram.json", test_pipeline)
+    if done is None:
         return {}
-    with FileSystems.open(FileSystems.join(cfg.output, "histogram.json")) as f:
-        doc = json.load(f)
-    report(doc, cfg, time.time() - started)
+    doc, _, seconds = done
+    report(doc, cfg, seconds)
     return doc
 
 
