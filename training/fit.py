@@ -320,8 +320,8 @@ def _run(args) -> list[dict]:
     y_val = data.labels_of(val)
     summary = dict(vars(args)) | {"backend": backend, "reader": reader, "inputs_used": inputs,
                                   "mixed_precision": mixed}
-    callbacks = [_epoch_end_callback()(args.output, val, y_val, sampler, ds.labels, history, summary),
-                 _progress_bar(args.epochs)]
+    callbacks = [_progress_bar(args.epochs),  # first: Keras ends its epoch line before ours
+                 _epoch_end_callback()(args.output, val, y_val, sampler, ds.labels, history, summary)]
     if backend == "tensorflow":
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(args.output, "logs"), write_graph=False))
     print(f"training {'InceptionV3 final layer on images' if inputs == 'image' else 'a linear layer on vectors'}: "
