@@ -348,3 +348,23 @@ def test_resume_refuses_changed_settings_and_empty_val_is_an_error(vectors_out, 
     run_job(corpus, tmp_path / "noval", "--strategy", "none", "--holdout_fraction", "0")
     with pytest.raises(ValueError, match="has no val records"):
         fit(str(tmp_path / "noval"), tmp_path / "r2", "--epochs", "1")
+
+
+def test_augmentation_after_a_resume_equals_an_uninterrupted_run(tmp_path):
+    """Keras does not save the augmentation layers' random counters: each epoch resets them."""
+    from training import model as models
+
+    model = models.build_image_model(3, 75, "none", True, 0)
+    augment = keras.Sequential([model.get_layer(n) for n in ("flip", "rotate", "brightness", "blur")])
+    x = np.random.default_rng(0).uniform(0, 255, (4, 75, 75, 3)).astype("float32")
+    models.reseed_augmentation(model, 2)
+    first = [keras.ops.convert_to_numpy(augment(x, training=True)) for _ in range(2)]
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras", safe_mode=True)
+    models.reseed_augmentation(loaded, 2)
+    again = keras.Sequential([loaded.get_layer(n) for n in ("flip", "rotate", "brightness", "blur")])
+    second = [keras.ops.convert_to_numpy(again(x, training=True)) for _ in range(2)]
+    assert all(np.array_equal(a, b) for a, b in zip(first, second, strict=True))
+    assert not np.array_equal(first[0], first[1])  # the stream moves on within an epoch
+    models.reseed_augmentation(loaded, 3)
+    assert not np.array_equal(first[0], keras.ops.convert_to_numpy(again(x, training=True)))

@@ -328,6 +328,7 @@ def _run(args) -> list[dict]:
           f"{ds.classes} classes, {steps} steps of {args.batch_size} per epoch, sampling {sampler.mode}, "
           f"loss {args.loss}, backend {backend} ({reader} shards){', mixed_float16' if mixed else ''}")
     for epoch in range(start, args.epochs):  # one fit per epoch, on the input its shares give
+        models.reseed_augmentation(model, epoch)
         model.fit(epoch_input(epoch, sampler.shares), epochs=epoch + 1, initial_epoch=epoch,
                   steps_per_epoch=steps, callbacks=callbacks, verbose=args.verbose, shuffle=False)
     from training.report import write_history_png

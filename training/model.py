@@ -57,6 +57,23 @@ def build_image_model(classes: int, image_size: int, weights: str, augment: bool
     return keras.Model(inputs, outputs, name="inception_v3_head")
 
 
+def reseed_augmentation(model: keras.Model, epoch: int) -> None:
+    """Set the augmentation layers' random streams to where epoch `epoch` starts.
+
+    Keras saves a model without its seed generators' counters, so a resumed run would
+    otherwise augment differently from an uninterrupted one; with the counter a function
+    of the epoch, each epoch's augmentation depends on (seed, epoch, step) only.
+    """
+    for layer in model.layers:
+        for generator in getattr(layer, "_seed_generators", []):  # no public accessor in Keras 3
+            state = keras.ops.convert_to_numpy(generator.state)
+            state[1] = epoch * EPOCH_DRAWS
+            generator.state.assign(state)
+
+
+EPOCH_DRAWS = 1 << 24  # random draws of one layer within an epoch (one per step) stay below this
+
+
 def build_vector_model(classes: int, dim: int, sample: np.ndarray) -> keras.Model:
     inputs = keras.Input((dim,), name="vector")
     norm = keras.layers.Normalization(name="standardise")
