@@ -24,7 +24,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from transforms import records
-from transforms.example_codec import masked_crc
+from transforms.example_codec import DamagedRecord, read_tfrecords
 
 
 class UnreadableFile(Exception):
@@ -221,20 +221,13 @@ def _tfrecords(path: str) -> Iterator[bytes]:
     with open_file(path) as f:
         gzipped = f.read(2) == b"\x1f\x8b"
     with open_file(path) as raw:
-        f = gzip.GzipFile(fileobj=raw) if gzipped else raw
         n = 0
         try:
-            while header := f.read(12):
-                length = int.from_bytes(header[:8], "little")
-                if len(header) < 12 or masked_crc(header[:8]) != int.from_bytes(header[8:], "little"):
-                    raise UnreadableFile(f"{path}: corrupted or cut short record header after {n} records")
-                data, crc = f.read(length), f.read(4)
-                if len(data) < length or len(crc) < 4:
-                    raise UnreadableFile(f"{path}: record {n} is cut short (the file is truncated)")
-                if masked_crc(data) != int.from_bytes(crc, "little"):
-                    raise UnreadableFile(f"{path}: corrupted record {n} (its CRC does not match)")
-                yield data
+            for record in read_tfrecords(gzip.GzipFile(fileobj=raw) if gzipped else raw):
+                yield record
                 n += 1
+        except DamagedRecord as e:
+            raise UnreadableFile(f"{path}: {e}") from e
         except (EOFError, OSError, zlib.error) as e:  # a gzip stream cut short or damaged
             raise UnreadableFile(f"{path}: the gzip stream is damaged or cut short after {n} records ({e})") from e
 

@@ -4,8 +4,8 @@ The manifest is the only description of the data the trainer trusts: the class l
 (position = label index), train shards per class, val shards, the payload kind. Paths
 must stay inside OUT; every listed shard must exist and hold the record count the
 manifest says: Parquet from its footer (cheap), and, when the trainer reads them,
-TFRecord by walking the record headers (`check_tfrecord_counts`: one decompressing read
-of each file, in parallel).
+TFRecord by reading their records, framing checked (`check_tfrecord_counts`: one read of
+each file, in parallel).
 """
 
 from __future__ import annotations
@@ -108,19 +108,18 @@ def check_tfrecord_counts(ds: Dataset) -> None:
 
 
 def count_tfrecords(path: str) -> int:
-    """Records in a (gzipped) TFRecord file, from the length in each record's header."""
+    """Records in a (gzipped) TFRecord file, every record's framing checked."""
     import gzip
+    import zlib
 
-    opener = gzip.open if path.endswith(".gz") else open
+    from transforms.example_codec import read_tfrecords
+
     n = 0
     try:
-        with opener(path, "rb") as f:
-            while header := f.read(12):
-                if len(header) < 12:
-                    raise EOFError("a record header is cut short")
-                f.seek(int.from_bytes(header[:8], "little") + 4, os.SEEK_CUR)
+        with (gzip.open if path.endswith(".gz") else open)(path, "rb") as f:
+            for _ in read_tfrecords(f):
                 n += 1
-    except (OSError, EOFError) as e:
+    except (ValueError, OSError, EOFError, zlib.error) as e:
         raise ValueError(f"{path} cannot be read after {n} records ({e}): re-run pipelines.balance "
                          "into a new --output") from e
     return n

@@ -14,6 +14,8 @@ TFRecord frame: uint64 length, masked crc32c(length), data, masked crc32c(data).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pyarrow as pa
 from google_crc32c import value as _crc32c
@@ -118,6 +120,30 @@ def tfrecord_frames(examples) -> bytes:
         parts.append(header + masked_crc(header).to_bytes(4, "little") + data
                      + masked_crc(data).to_bytes(4, "little"))
     return b"".join(parts)
+
+
+class DamagedRecord(ValueError):
+    """A TFRecord stream whose framing does not check out (bad CRC, cut short)."""
+
+
+def read_tfrecords(f) -> Iterator[bytes]:
+    """The records of a TFRecord stream (gzip already undone), each length and data CRC checked.
+
+    Raises DamagedRecord naming the record; errors of the stream itself (a gzip stream cut
+    short: EOFError, zlib.error) pass through.
+    """
+    n = 0
+    while header := f.read(12):
+        length = int.from_bytes(header[:8], "little")
+        if len(header) < 12 or masked_crc(header[:8]) != int.from_bytes(header[8:], "little"):
+            raise DamagedRecord(f"corrupted or cut short record header after {n} records")
+        data, crc = f.read(length), f.read(4)
+        if len(data) < length or len(crc) < 4:
+            raise DamagedRecord(f"record {n} is cut short (the file is truncated)")
+        if masked_crc(data) != int.from_bytes(crc, "little"):
+            raise DamagedRecord(f"corrupted record {n} (its CRC does not match)")
+        yield data
+        n += 1
 
 
 def encode_tfrecords(ids, label: int, label_text: str, clusters, blobs=None, floats=None) -> bytes:
