@@ -1,5 +1,14 @@
-"""Keras training on the balanced shards (python -m training.fit).
+"""Keras training on the balanced shards: python -m training.fit, python -m training.evaluate."""
 
-Not built yet: it is the subject of issue 4. The package exists so that setup.py
-ships it to workers alongside pipelines/ and transforms/ once it lands.
-"""
+from __future__ import annotations
+
+import sys
+
+
+def command(run) -> None:
+    """A command's entry: `run()`, with a bad value reported as one line and exit status 2."""
+    try:
+        run()
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

@@ -78,6 +78,14 @@ def epoch_choices(seed: int, epoch: int, shares, draws: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).choice(len(p), size=draws, p=p / p.sum())
 
 
+def drawn_order(chosen: np.ndarray, classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """For a batch's chosen classes: records per class, and the permutation that puts rows
+    taken class by class (class 0's first) in the order drawn."""
+    order = np.empty(len(chosen), np.int64)
+    order[np.argsort(chosen, kind="stable")] = np.arange(len(chosen))
+    return np.bincount(chosen, minlength=classes), order
+
+
 def drawn_before(seed: int, shares_by_epoch: list, draws: int, classes: int) -> np.ndarray:
     """Records of each class drawn in the epochs whose shares are given (a resume's start)."""
     drawn = np.zeros(classes, np.int64)
@@ -145,11 +153,9 @@ class TFRecordMixture:
         def batches():  # records in the order drawn
             for i in range(self.steps):
                 chosen = choices[i * b:(i + 1) * b]
-                records = np.empty(b, object)
-                for c, k in enumerate(np.bincount(chosen, minlength=self.ds.classes)):
-                    if k:
-                        records[chosen == c] = self.take(c, int(k))
-                yield records, weights[chosen]
+                counts, order = drawn_order(chosen, self.ds.classes)
+                records = np.concatenate([self.take(c, int(k)) for c, k in enumerate(counts) if k])
+                yield records[order], weights[chosen]
 
         spec = (tf.TensorSpec([b], tf.string), tf.TensorSpec([b], tf.float32))
         d = tf.data.Dataset.from_generator(batches, output_signature=spec)
@@ -254,12 +260,8 @@ class ParquetMixture(keras.utils.PyDataset):
 
         if i == self.last[0]:
             return self.last[1]
-        chosen = self.choices[i * self.batch_size:(i + 1) * self.batch_size]
-        counts = np.bincount(chosen, minlength=self.ds.classes)
-        t = pa.concat_tables([self.readers[c].take(int(k)) for c, k in enumerate(counts) if k])
-        order = np.empty(len(chosen), np.int64)  # rows come grouped by class: put them in the order drawn
-        order[np.argsort(chosen, kind="stable")] = np.arange(len(chosen))
-        t = t.take(order)
+        counts, order = drawn_order(self.choices[i * self.batch_size:(i + 1) * self.batch_size], self.ds.classes)
+        t = pa.concat_tables([self.readers[c].take(int(k)) for c, k in enumerate(counts) if k]).take(order)
         labels = t.column("label").to_numpy()
         y = np.eye(self.ds.classes, dtype=np.float32)[labels]
         batch = table_inputs(t, self.inputs, self.column, self.image_size), y, self.weights[labels]

@@ -11,11 +11,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import warnings
 
 import numpy as np
 
+from training import command
 from training import manifest as mf
 from training.metrics import confusion, json_number, macro, per_class
 
@@ -92,11 +92,7 @@ def run(argv: list[str] | None = None) -> dict:
 
 
 def main() -> None:
-    try:
-        run()
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    command(run)
 
 
 if __name__ == "__main__":

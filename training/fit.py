@@ -17,14 +17,13 @@ import argparse
 import json
 import math
 import os
-import sys
 import time
 import warnings
 import zipfile
 
 import numpy as np
 
-from training import losses
+from training import command, losses
 from training import manifest as mf
 from training.metrics import confusion, cross_entropy, json_number, macro, per_class
 from training.sampling import DynamicSampler, sample_weights
@@ -342,11 +341,7 @@ def _run(args) -> list[dict]:
 
 
 def main() -> None:
-    try:
-        run()
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    command(run)
 
 
 if __name__ == "__main__":
