@@ -184,58 +184,39 @@ def corpus(rows: int, a) -> str:
     return path
 
 
+def measured_run(name: str, rows: int, out: str, cmd: list[str], written: str, key: str,
+                 cwd: str, env: dict | None = None) -> dict:
+    """Runs `cmd` into a fresh `out` under measure(); on success result[key] is OUT/`written`."""
+    shutil.rmtree(out, ignore_errors=True)
+    os.makedirs(RUNS, exist_ok=True)
+    print(f"{name}: {' '.join(cmd)}", flush=True)
+    result = measure(cmd, out + ".log", cwd=cwd, env=env)
+    result.update(name=name, rows=rows, output=out, cmd=cmd)
+    path = os.path.join(out, written)
+    if result["rc"] == 0 and os.path.exists(path):
+        with open(path) as f:
+            result[key] = json.load(f)
+    else:
+        print(f"  FAILED (rc {result['rc']}), last lines of {result['log']}:\n{tail(result['log'])}")
+    return result
+
+
 def run_job(
     name: str, slug: str, data: str, rows: int, a, extra: list[str], fmt: str = "parquet"
 ) -> dict:
     out = os.path.join(RUNS, f"{slug}-{rows}")
-    shutil.rmtree(out, ignore_errors=True)
-    os.makedirs(RUNS, exist_ok=True)
-    cmd = [
-        sys.executable,
-        "-m",
-        "pipelines.balance",
-        "--input",
-        data,
-        "--output",
-        out,
-        "--output_format",
-        fmt,
-        "--runner=FnApiRunner",
-        *extra,
-    ]
+    cmd = [sys.executable, "-m", "pipelines.balance", "--input", data, "--output", out,
+           "--output_format", fmt, "--runner=FnApiRunner", *extra]
     env = dict(os.environ)
     project = os.path.abspath(a.project)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [project, env.get("PYTHONPATH")]))
-    print(f"{name}: {' '.join(cmd)}", flush=True)
-    result = measure(cmd, out + ".log", cwd=project, env=env)
-    result.update(name=name, rows=rows, output=out, cmd=cmd)
-    manifest = os.path.join(out, "manifest.json")
-    if result["rc"] == 0 and os.path.exists(manifest):
-        with open(manifest) as f:
-            result["manifest"] = json.load(f)
-    else:
-        print(
-            f"  FAILED (rc {result['rc']}), last lines of {result['log']}:\n{tail(result['log'])}"
-        )
-    return result
+    return measured_run(name, rows, out, cmd, "manifest.json", "manifest", project, env)
 
 
 def run_reference(data: str, rows: int) -> dict:
     out = os.path.join(RUNS, f"reference-{rows}")
-    shutil.rmtree(out, ignore_errors=True)
-    os.makedirs(RUNS, exist_ok=True)
     cmd = [sys.executable, "-m", "benchmarks.reference", "--input", data, "--output", out]
-    print(f"reference: {' '.join(cmd)}", flush=True)
-    result = measure(cmd, out + ".log", cwd=ROOT)
-    result.update(name="reference", rows=rows, output=out, cmd=cmd)
-    if result["rc"] == 0:
-        with open(os.path.join(out, "summary.json")) as f:
-            result["summary"] = json.load(f)
-    else:
-        print(
-            f"  FAILED (rc {result['rc']}), last lines of {result['log']}:\n{tail(result['log'])}"
-        )
-    return result
+    return measured_run("reference", rows, out, cmd, "summary.json", "summary", ROOT)
 
 
 def same_counts(manifest: dict, summary: dict) -> str:
