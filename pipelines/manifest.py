@@ -18,7 +18,7 @@ from pipelines import shards
 from transforms import plan as planning
 from transforms import selection
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: one tree per format (OUT/parquet/..., OUT/tfrecord/...)
 SUFFIX = {"parquet": ".parquet", "tfrecord": ".tfrecord.gz"}
 log = logging.getLogger("pipelines.balance")
 
@@ -121,7 +121,7 @@ def shard_paths(dest: tuple, plan: dict, formats) -> dict[str, str]:
     else:
         cp = plan["classes"][plan["order"][index]]
         folder, count = f"train/{cp['dir']}", cp["shards"]
-    return {fmt: f"{folder}/{shards.shard_name(shard, count)}{SUFFIX[fmt]}" for fmt in formats}
+    return {fmt: f"{fmt}/{folder}/{shards.shard_name(shard, count)}{SUFFIX[fmt]}" for fmt in formats}
 
 
 def merge_shard(dest: tuple, fragments: list[str], plan: dict, cfg) -> dict:
@@ -245,7 +245,7 @@ def build_manifest(by_dest: dict, plan: dict, cfg, run_info: dict) -> dict:
 
 def _remove_stale(out: str, infos) -> None:
     keep = {FileSystems.join(out, p) for i in infos for p in i["paths"].values()}
-    for folder in ("train", "val", "rejected"):
+    for folder in ("parquet", "tfrecord", "rejected"):
         pattern = FileSystems.join(out, folder, "**")
         found = [m.path for r in FileSystems.match([pattern]) for m in r.metadata_list]
         stale = [p for p in found if p not in keep]

@@ -81,7 +81,7 @@ def train_records(out, fmt="parquet"):
     """All train rows as sorted (id, label_text, cluster) tuples, from the files."""
     import pyarrow.dataset as ds
 
-    base = os.path.join(out, "train")
+    base = os.path.join(out, "parquet", "train")
     files = sorted(glob.glob(os.path.join(base, "*", "*.parquet")))  # tfrecord.gz files sit beside them
     table = ds.dataset(files, format="parquet", partitioning="hive", partition_base_dir=base).to_table(
         columns=["id", "label_text", "cluster"])

@@ -34,7 +34,7 @@ def balanced(tmp_path_factory):
 def test_manifest_counts_equal_the_files(balanced):
     _, out, m = balanced
     assert m == read_manifest(out)
-    assert m["schema_version"] == 1 and m["formats"] == ["parquet", "tfrecord"]
+    assert m["schema_version"] == 2 and m["formats"] == ["parquet", "tfrecord"]
     for c in m["classes"]:
         for fmt in m["formats"]:
             assert len(c["shards"][fmt]) == 2
@@ -85,7 +85,7 @@ def test_rejected_rows_have_their_reasons(balanced):
 def test_val_is_disjoint_from_train_and_nothing_temporary_is_left(balanced):
     _, out, _ = balanced
     train_ids = {r[0] for r in train_records(out)}
-    val = pq.ParquetDataset(glob.glob(os.path.join(out, "val", "*.parquet"))).read()
+    val = pq.ParquetDataset(glob.glob(os.path.join(out, "parquet", "val", "*.parquet"))).read()
     assert not train_ids & set(val.column("id").to_pylist())
     assert set(val.column("cluster").to_pylist()) == {-1}
     leftovers = [p for p in glob.glob(os.path.join(out, "**"), recursive=True)
@@ -99,8 +99,8 @@ def test_same_records_whatever_the_files_and_batch_sizes(balanced, tmp_path):
     other = write_parquet_corpus(str(tmp_path / "resplit"), files=3, row_group=31)
     run_job(other, tmp_path / "out2", "--num_shards", "2", "--clusters_per_class", "3", "--batch_size", "17")
     assert train_records(out) == train_records(tmp_path / "out2")
-    for a, b in zip(sorted(glob.glob(os.path.join(out, "train", "*", "*.parquet"))),
-                    sorted(glob.glob(os.path.join(tmp_path, "out2", "train", "*", "*.parquet"))), strict=True):
+    for a, b in zip(sorted(glob.glob(os.path.join(out, "parquet", "train", "*", "*.parquet"))),
+                    sorted(glob.glob(os.path.join(tmp_path, "out2", "parquet", "train", "*", "*.parquet"))), strict=True):
         assert pq.read_table(a).equals(pq.read_table(b))  # same rows, same order, same shard
 
 
@@ -116,7 +116,7 @@ def test_rerun_into_same_folder_removes_stale_shards(balanced, tmp_path):
     out = tmp_path / "again"
     run_job(corpus, out, "--num_shards", "3", "--output_format", "parquet")
     m = run_job(corpus, out, "--num_shards", "1", "--output_format", "parquet")
-    files = sorted(os.path.relpath(p, out) for p in glob.glob(str(out / "train" / "*" / "*")))
+    files = sorted(os.path.relpath(p, out) for p in glob.glob(str(out / "*" / "train" / "*" / "*")))
     assert files == sorted(s["path"] for c in m["classes"] for s in c["shards"]["parquet"])
 
 

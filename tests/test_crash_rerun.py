@@ -22,7 +22,7 @@ def listing(out):
 
 KILL_WHEN = {  # the moments a kill is most likely to leave something behind
     "writing fragments": lambda out: glob.glob(str(out / ".staging" / "*" / "*.arrow")),
-    "writing shards": lambda out: glob.glob(str(out / "train" / "*" / "*.parquet*")),
+    "writing shards": lambda out: glob.glob(str(out / "parquet" / "train" / "*" / "*.parquet*")),
 }
 
 

@@ -33,7 +33,7 @@ def test_a_thousand_classes(tmp_path):
     m = run_job(str(tmp_path / "x.parquet"), tmp_path / "out", "--output_format", "parquet",
                 "--clusters_per_class", "2", "--holdout_fraction", "0")
     assert len(m["classes"]) == 1000 and m["totals"]["read"] == len(rows)
-    assert len(os.listdir(tmp_path / "out" / "train")) == 1000
+    assert len(os.listdir(tmp_path / "out" / "parquet" / "train")) == 1000
     assert {c["output"] for c in m["classes"]} == {m["classes"][0]["target"]}  # every class to one T
     counts = collections.Counter(r[1] for r in train_records(tmp_path / "out"))
     assert counts == {c["label"]: c["output"] for c in m["classes"]}

@@ -1,9 +1,8 @@
 """The output read by the tools users reach for, and image folders as Keras lays them out.
 
-- Parquet: pyarrow.dataset, pandas.read_parquet and DuckDB read the train folders as one
+- Parquet: pyarrow.dataset, pandas.read_parquet and DuckDB read OUT/parquet/train as one
   Hive-partitioned dataset (partition column `class`, the `label` column in the files),
-  with `--output_format parquet` and with `both`, where the gzipped TFRecord shards
-  share the class folders and the calls that list a whole folder trip over them.
+  with `--output_format parquet` and with the default `both` (one tree per format).
 - TFRecord: plain tf.data + tf.io.parse_example with a spec built from the manifest.
 - Image folders: the job reads exactly the files keras.utils.image_dataset_from_directory
   indexes (extensions in any letter case, nested sub-folders, other files ignored).
@@ -77,11 +76,6 @@ def check_table(m: dict, table: pa.Table) -> None:
     check_rows(m, *(table.column(k).to_pylist() for k in ("class", "label", "label_text")))
 
 
-def parquet_files(out: str, split: str = "train") -> list[str]:
-    pattern = "*/*.parquet" if split == "train" else "*.parquet"
-    return sorted(glob.glob(os.path.join(out, split, pattern)))
-
-
 def manifest_files(out: str, m: dict) -> list[str]:
     return [os.path.join(out, s["path"]) for c in m["classes"] for s in c["shards"]["parquet"]]
 
@@ -93,35 +87,22 @@ def val_counts(labels) -> dict:
 # ---------------------------------------------------------------- pyarrow.dataset
 
 
-def test_pyarrow_dataset_parquet_only(outputs):
-    out, m = outputs["parquet"]
-    train = os.path.join(out, "train")
-    check_table(m, ds.dataset(train, format="parquet", partitioning="hive").to_table())
+@pytest.mark.parametrize("which", ["parquet", "both"])
+def test_pyarrow_dataset_reads_the_folder(outputs, which):
+    out, m = outputs[which]
+    train = os.path.join(out, "parquet", "train")
     check_table(m, ds.dataset(train, format="parquet", partitioning=CLASS_STRING).to_table())
-    assert {partition_value(c) for c in m["classes"]} == {"cat", "snow_leopard", "snow_leopard~2", "Öl"}
-    val = ds.dataset(os.path.join(out, "val"), format="parquet").to_table()
-    assert val.num_rows == m["val"]["records"]
-    assert val_counts(val.column("label_text").to_pylist()) == expected_val(m)
-
-
-def test_pyarrow_dataset_both_formats(outputs):
-    out, m = outputs["both"]
-    train = os.path.join(out, "train")
-    with pytest.raises(pa.ArrowInvalid, match=r"tfrecord\.gz': Parquet magic bytes not found"):
-        ds.dataset(train, format="parquet", partitioning="hive").to_table()
-    # three calls that work: skip what is not Parquet, list the files, or take the manifest's list
-    check_table(m, ds.dataset(train, format="parquet", partitioning=CLASS_STRING,
-                              exclude_invalid_files=True).to_table())
-    check_table(m, ds.dataset(parquet_files(out), format="parquet", partitioning=CLASS_STRING,
-                              partition_base_dir=train).to_table())
     check_table(m, ds.dataset(manifest_files(out, m), format="parquet", partitioning=CLASS_STRING,
                               partition_base_dir=train).to_table())
-    # left to infer, the integer-looking folders become int32 and class=007 becomes 7
-    inferred = ds.dataset(parquet_files(out), format="parquet", partitioning="hive",
-                          partition_base_dir=train).to_table(columns=["class"])
-    assert inferred.schema.field("class").type == pa.int32()
-    assert sorted(set(inferred.column("class").to_pylist())) == [0, 1, 7, 10]
-    val = ds.dataset(parquet_files(out, "val"), format="parquet").to_table()
+    if which == "parquet":
+        check_table(m, ds.dataset(train, format="parquet", partitioning="hive").to_table())
+        assert {partition_value(c) for c in m["classes"]} == {"cat", "snow_leopard", "snow_leopard~2", "Öl"}
+    else:  # left to infer, the integer-looking folders become int32 and class=007 becomes 7
+        inferred = ds.dataset(train, format="parquet", partitioning="hive").to_table(columns=["class"])
+        assert inferred.schema.field("class").type == pa.int32()
+        assert sorted(set(inferred.column("class").to_pylist())) == [0, 1, 7, 10]
+        assert inferred.num_rows == m["totals"]["output"]
+    val = ds.dataset(os.path.join(out, "parquet", "val"), format="parquet").to_table()
     assert val.num_rows == m["val"]["records"]
     assert val_counts(val.column("label_text").to_pylist()) == expected_val(m)
 
@@ -133,34 +114,19 @@ def check_frame(m: dict, df) -> None:
     check_rows(m, df["class"].astype(str).tolist(), df["label"].tolist(), df["label_text"].tolist())
 
 
-def test_pandas_parquet_only(outputs):
+@pytest.mark.parametrize("which", ["parquet", "both"])
+def test_pandas_reads_the_folder(outputs, which):
     pd = pytest.importorskip("pandas")
-    out, m = outputs["parquet"]
-    df = pd.read_parquet(os.path.join(out, "train"))
+    out, m = outputs[which]
+    train = os.path.join(out, "parquet", "train")
+    df = pd.read_parquet(train)
     assert isinstance(df["class"].dtype, pd.CategoricalDtype)
-    check_frame(m, df)
-    check_frame(m, pd.read_parquet(os.path.join(out, "train"), partitioning=CLASS_STRING))
-    val = pd.read_parquet(os.path.join(out, "val"))
-    assert len(val) == m["val"]["records"]
-    assert val_counts(val["label_text"]) == expected_val(m)
-
-
-def test_pandas_both_formats(outputs):
-    pd = pytest.importorskip("pandas")
-    out, m = outputs["both"]
-    train = os.path.join(out, "train")
-    with pytest.raises(pa.ArrowInvalid, match=r"tfrecord\.gz': Parquet magic bytes not found"):
-        pd.read_parquet(train)
-    with pytest.raises(TypeError, match="exclude_invalid_files"):
-        pd.read_parquet(train, exclude_invalid_files=True)  # pandas' pyarrow engine has no such option
-    with pytest.raises(FileNotFoundError):
-        pd.read_parquet(os.path.join(train, "*", "*.parquet"))  # no globbing on local paths
-    # a list of files works, Hive folders still give `class`; pin it to a string
-    check_frame(m, pd.read_parquet(parquet_files(out), partitioning=CLASS_STRING))
+    assert len(df) == m["totals"]["output"]
+    check_frame(m, pd.read_parquet(train, partitioning=CLASS_STRING))
     check_frame(m, pd.read_parquet(manifest_files(out, m), partitioning=CLASS_STRING))
-    # inferred, class=007 comes back as 7
-    assert sorted(pd.read_parquet(parquet_files(out), columns=["class"])["class"].unique()) == [0, 1, 7, 10]
-    val = pd.read_parquet(parquet_files(out, "val"))
+    if which == "parquet":
+        check_frame(m, df)
+    val = pd.read_parquet(os.path.join(out, "parquet", "val"))
     assert len(val) == m["val"]["records"]
     assert val_counts(val["label_text"]) == expected_val(m)
 
@@ -181,9 +147,8 @@ def check_duck(m: dict, con, source: str) -> set:
 def test_duckdb(outputs, which):
     duckdb = pytest.importorskip("duckdb")
     out, m = outputs[which]
-    train = os.path.join(out, "train")
+    train = os.path.join(out, "parquet", "train")
     con = duckdb.connect()
-    # the glob names the Parquet files only, so it works beside the TFRecord shards too;
     # Hive partitioning is detected from the `class=` folders
     assert check_duck(m, con, f"read_parquet('{train}/*/*.parquet')") == {"VARCHAR"}
     assert check_duck(m, con, f"read_parquet('{train}/*/*.parquet', hive_partitioning = true, "
@@ -193,10 +158,8 @@ def test_duckdb(outputs, which):
     assert check_duck(m, con, f"read_parquet('{train}')") == {"VARCHAR"}
     files = ", ".join(f"'{p}'" for p in manifest_files(out, m))
     assert check_duck(m, con, f"read_parquet([{files}], hive_partitioning = true)") == {"VARCHAR"}
-    if which == "both":
-        with pytest.raises(duckdb.InvalidInputException, match=r"No magic bytes found at end of file .*tfrecord\.gz"):
-            con.sql(f"SELECT count(*) FROM read_parquet('{train}/*/*')").fetchall()
-    val = dict(con.sql(f"SELECT label_text, count(*) FROM read_parquet('{out}/val/*.parquet') GROUP BY ALL").fetchall())
+    assert check_duck(m, con, f"read_parquet('{train}/*/*')") == {"VARCHAR"}  # only Parquet in the tree
+    val = dict(con.sql(f"SELECT label_text, count(*) FROM read_parquet('{out}/parquet/val/*.parquet') GROUP BY ALL").fetchall())
     assert val == expected_val(m) and sum(val.values()) == m["val"]["records"]
 
 
@@ -245,7 +208,7 @@ def test_tfrecord_with_tf_data_equals_parquet(outputs):
 
     for c in m["classes"]:
         # a user's glob of the class folder, and the manifest's shard list
-        by_glob = read_tf(tf.io.gfile.glob(os.path.join(out, "train", c["dir"], "*.tfrecord.gz")))
+        by_glob = read_tf(tf.io.gfile.glob(os.path.join(out, "tfrecord", "train", c["dir"], "*.tfrecord.gz")))
         by_manifest = read_tf([os.path.join(out, s["path"]) for s in c["shards"]["tfrecord"]])
         assert by_glob == by_manifest
         assert len(by_glob) == c["output"]

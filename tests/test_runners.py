@@ -25,7 +25,7 @@ def val_ids(out):
 
     import pyarrow.parquet as pq
 
-    return sorted(i for f in glob.glob(os.path.join(out, "val", "*.parquet")) for i in pq.read_table(f).column("id").to_pylist())
+    return sorted(i for f in glob.glob(os.path.join(out, "parquet", "val", "*.parquet")) for i in pq.read_table(f).column("id").to_pylist())
 
 
 def test_portable_runner_loopback_equals_direct(corpus_and_reference):

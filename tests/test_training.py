@@ -307,7 +307,7 @@ def test_trainer_checks_what_it_reads(vectors_out, tmp_path):
 
     m["schema_version"] = 99
     fails(f"{manifest}: unknown schema_version 99")
-    m["schema_version"] = 1
+    m["schema_version"] = 2
     parquet, tfrecord = m["classes"][0]["shards"]["parquet"][0], m["classes"][1]["shards"]["tfrecord"][0]
     parquet["records"] += 1
     fails(rf"{bad / parquet['path']} holds \d+ records; {manifest} says {parquet['records']}")

@@ -15,7 +15,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,7 @@ class Dataset:
     labels: list[str]
     train: list[dict[str, list[dict]]]  # per class: format -> [{"path", "records"}]
     val: dict[str, list[dict]]
+    test: dict[str, list[dict]]  # empty when balanced without --test_fraction
     payload: dict
     formats: list[str]
     train_input: list[int]  # records per class before resampling (for class-weighted losses)
@@ -59,6 +60,10 @@ def load(root: str) -> Dataset:
     with open(path) as f:
         m = json.load(f)
     version = m.get("schema_version")
+    if version == 1:
+        raise ValueError(f"{path}: schema_version 1 (the layout with train/ and val/ directly in OUT) is "
+                         "no longer read; re-run pipelines.balance into a new --output to get version "
+                         f"{SCHEMA_VERSION} (OUT/parquet/..., OUT/tfrecord/...).")
     if version != SCHEMA_VERSION:
         raise ValueError(f"{path}: unknown schema_version {version!r}; this trainer reads version {SCHEMA_VERSION}.")
     classes = sorted(m["classes"], key=lambda c: c["index"])
@@ -69,6 +74,7 @@ def load(root: str) -> Dataset:
         labels=[c["label"] for c in classes],
         train=[c["shards"] for c in classes],
         val=m["val"]["shards"],
+        test=m.get("test", {}).get("shards", {}),
         payload=m["payload"],
         formats=m["formats"],
         train_input=[int(c["train_input"]) for c in classes],
@@ -83,7 +89,7 @@ def check_shards(ds: Dataset, manifest_path: str) -> None:
 
     root = os.path.realpath(ds.root)
     listed = [s for c in ds.train for shards in c.values() for s in shards]
-    listed += [s for shards in ds.val.values() for s in shards]
+    listed += [s for split in (ds.val, ds.test) for shards in split.values() for s in shards]
     for shard in listed:
         full = os.path.realpath(os.path.join(ds.root, shard["path"]))
         if not full.startswith(root + os.sep):
@@ -98,7 +104,8 @@ def check_shards(ds: Dataset, manifest_path: str) -> None:
 
 def check_tfrecord_counts(ds: Dataset) -> None:
     """TFRecord shards hold the records the manifest says (one read of each, in parallel)."""
-    listed = [s for c in ds.train for s in c.get("tfrecord", [])] + ds.val.get("tfrecord", [])
+    listed = [s for c in ds.train for s in c.get("tfrecord", [])] + ds.val.get("tfrecord", []) \
+        + ds.test.get("tfrecord", [])
     paths = ds.paths(listed)
     with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:  # zlib releases the GIL
         for shard, path, n in zip(listed, paths, pool.map(count_tfrecords, paths), strict=True):
@@ -125,5 +132,10 @@ def count_tfrecords(path: str) -> int:
     return n
 
 
+def records_in(split: dict[str, list[dict]]) -> int:
+    """Records of a split's shards (val or test; the same in every format)."""
+    return sum(s["records"] for s in next(iter(split.values()), []))
+
+
 def val_records(ds: Dataset) -> int:
-    return sum(s["records"] for s in next(iter(ds.val.values()), []))
+    return records_in(ds.val)
