@@ -20,8 +20,9 @@ import uuid
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines import balance, output_dir, shards
+from pipelines import driver, output_dir, shards
 from pipelines import manifest as mf
+from pipelines.analysis import analyze
 from pipelines.options import BalanceConfig, FlagParser, add_arguments
 from pipelines.report import histogram_table, ids_note, write_histogram_png
 from transforms import plan as planning
@@ -49,7 +50,8 @@ def parser() -> argparse.ArgumentParser:
 
 def build(p: beam.Pipeline, cfg: BalanceConfig, staging: str, dim, warnings=()) -> beam.PCollection:
     """Passes 1 to 3 of pipelines.balance, then one step that writes the histogram."""
-    a = balance.analyze(p, cfg, staging, dim, resample=False, planner=plan_or_error)
+    a = analyze(p, cfg, staging, dim, resample=False)
+    plan = a.histograms | "Plan" >> beam.Map(plan_or_error, a.models, cfg, a.dim)
     by_label = (
         a.rejected
         | "RejectedByLabel" >> beam.FlatMap(rejected_labels)
@@ -57,7 +59,7 @@ def build(p: beam.Pipeline, cfg: BalanceConfig, staging: str, dim, warnings=()) 
         | "CollectRejected" >> beam.combiners.ToDict()
     )
     return a.histograms | "WriteHistogram" >> beam.Map(
-        finalize, a.models, beam.pvalue.AsSingleton(a.plan), beam.pvalue.AsSingleton(by_label),
+        finalize, a.models, beam.pvalue.AsSingleton(plan), beam.pvalue.AsSingleton(by_label),
         beam.pvalue.AsSingleton(a.read_total), beam.pvalue.AsSingleton(a.duplicate_ids), cfg, a.dim, staging)
 
 
@@ -166,17 +168,17 @@ def finalize(histograms, models, plan, by_label, read_total, duplicate_ids, cfg,
 
 def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None) -> dict:
     """Runs the job; returns the histogram document. `test_pipeline` lets tests inject a pipeline."""
-    job = balance.configure(argv, parser(), "histogram")
+    job = driver.configure(argv, parser(), "histogram")
     cfg = job.cfg
     staging = FileSystems.join(cfg.output, shards.STAGING, "dry-run" if job.dry_run else uuid.uuid4().hex)
     if job.dry_run:
-        done = balance.execute(job, build, staging, "histogram.json", test_pipeline)
+        done = driver.execute(job, build, staging, "histogram.json", test_pipeline)
     else:
         shards.mkdirs(cfg.output)
         with output_dir.Lock(cfg.output, "pipelines.histogram"):
             # a failed run must not leave an earlier run's numbers looking current
             shards.delete([FileSystems.join(cfg.output, name) for name in ("histogram.json", "histogram.png")])
-            done = balance.execute(job, build, staging, "histogram.json", test_pipeline)
+            done = driver.execute(job, build, staging, "histogram.json", test_pipeline)
         parent = FileSystems.join(cfg.output, shards.STAGING)
         if FileSystems.exists(parent) and not FileSystems.match([FileSystems.join(parent, "**")])[0].metadata_list:
             output_dir.remove_tree(parent)
@@ -203,7 +205,7 @@ def report(doc: dict, cfg: BalanceConfig, seconds: float) -> None:
 
 
 def main() -> None:
-    balance.main(run)
+    driver.main(run)
 
 
 if __name__ == "__main__":

@@ -5,11 +5,11 @@ corpus, so pass 1 does it once per image: it reads the encoded bytes, checks and
 decodes them, computes the clustering vector (a thumbnail, or InceptionV3's pooled
 features through RunInference), and writes the valid records (bytes unchanged,
 vector beside them) and the rejected ones to OUT/.staging/RUN/cache/. The later passes
-and 3 read that cache instead of the input. Memory stays bounded: the cache is on
-disk, written per bundle in chunks.
+read that cache instead of the input. Memory stays bounded: the cache is on disk,
+written per bundle in chunks.
 
 Units of work: an image folder is listed one class folder per element, in parallel,
-walked as keras.utils.image_dataset_from_directory walks it (sources.class_images),
+walked as keras.utils.image_dataset_from_directory walks it (image_folders.class_images),
 and its files are read in groups; Parquet row groups and TFRecord files
 are units as for vectors.
 """
@@ -22,67 +22,46 @@ import uuid
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
-from apache_beam.metrics import Metrics
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
 
-from pipelines import shards, sources
-from pipelines.stages import NS, Progress, _windowed, unit_batches, units_of_files, unreadable
-from transforms import images, records
+from pipelines import image_folders, shards, sources
+from pipelines.reading import ReadStage, unit_batches, units_of_files, windowed
+from pipelines.sources import ReadSpec
+from transforms import records
+from transforms.images import ImageVectors
+from transforms.inception import inception_v3
 
 log = logging.getLogger("pipelines.balance")
-EMBEDDING_DIM = 2048  # InceptionV3, include_top=False, pooling="avg"
 EMBED_CHUNK = 32  # images per forward pass
 
 CACHE_SCHEMA_FIELDS = [("id", pa.string()), ("key", pa.uint64()), ("label", pa.string()),
                        ("image", pa.binary()), ("format", pa.string())]
 
 
-def vector_dim(cfg) -> int:
-    if cfg.cluster_on == "inception_v3":
-        return EMBEDDING_DIM
-    return images.thumbnail_dim(cfg.thumbnail_size, cfg.thumbnail_color)
+def _read_unit(unit, spec: ReadSpec):
+    """Raw image batches of a unit: a group of image files, a Parquet row group or a TFRecord file."""
+    if unit[0] != "files":
+        return sources.read_unit(unit, spec)
+    paths = unit[1]
+    return (image_folders.read_image_files(paths[i : i + spec.image_batch_size])
+            for i in range(0, len(paths), spec.image_batch_size))
 
 
-def vectorizer(cfg):
-    """blobs -> (vectors, formats, reasons): thumbnails, or model inputs for the embedding."""
-    if cfg.cluster_on == "thumbnail":
-        return lambda blobs: images.thumbnail_vectors(blobs, cfg.max_pixels, cfg.thumbnail_size, cfg.thumbnail_color)
-    size = cfg.embedding_image_size
-    return lambda blobs: images.batch_vectors(blobs, cfg.max_pixels, size * size * 3,
-                                              lambda img: images.model_input(img, size).ravel())
+class _ReadImages(ReadStage):
+    """Reads, checks and decodes one unit of images; valid records carry their clustering vector's input."""
 
-
-class _ReadImages(beam.DoFn):
-    def __init__(self, cfg, name: str):
-        self.cfg, self.name = cfg, name
-
-    def setup(self):
-        self.progress = Progress(self.name, self.cfg.progress_seconds)
-
-    @staticmethod
-    def read(unit, cfg):
-        if unit[0] != "files":  # a Parquet row group or a TFRecord file of images
-            return sources.read_unit(unit, cfg)
-        paths = unit[1]
-        return (sources.read_image_files(paths[i : i + cfg.image_batch_size])
-                for i in range(0, len(paths), cfg.image_batch_size))
+    def __init__(self, spec: ReadSpec, vectors: ImageVectors, name: str):
+        super().__init__(name, spec.progress_seconds, count=False)  # pass 1 never counts: the cache does
+        self.spec, self.vectors = spec, vectors
 
     def process(self, unit):
-        vectorize = vectorizer(self.cfg)
         try:
-            for raw in unit_batches(unit, self.cfg, self.read):
-                good, bad = records.validate_images(raw, vectorize)
-                self.progress.add(len(raw["row"]))
-                yield beam.pvalue.TaggedOutput("counted", len(raw["row"]))
-                if bad is not None:
-                    yield beam.pvalue.TaggedOutput("rejected", bad)
-                if good is not None:
-                    yield good
+            for raw in unit_batches(unit, self.spec, _read_unit):
+                good, bad = records.validate_images(raw, self.vectors.vectorize)
+                yield from self.emit(len(raw["row"]), good, bad)
         except sources.UnreadableFile as e:
-            rejected = unreadable(e, unit, self.cfg)
-            self.progress.add(1)
-            yield beam.pvalue.TaggedOutput("counted", 1)
-            yield rejected
+            yield from self.emit_unreadable(e, unit, self.spec.reject_unreadable_files)
 
 
 class InceptionEmbedder(ModelHandler):
@@ -115,19 +94,10 @@ class InceptionEmbedder(ModelHandler):
         return False
 
 
-def inception_v3(weights: str, size: int):
-    """InceptionV3 without its top, average-pooled; weights imagenet, none or a path."""
-    import keras
-
-    w = None if weights in ("none", "None", "") else weights
-    return keras.applications.InceptionV3(include_top=False, pooling="avg", weights=w,
-                                          input_shape=(size, size, 3))
-
-
 def check_embedding_weights(weights: str) -> None:
     """Fails before the job when `imagenet` weights cannot be had (e.g. offline)."""
     if weights != "imagenet":
-        if weights not in ("none", "None") and not sources.FileSystems.exists(weights):
+        if weights not in ("none", "None") and not FileSystems.exists(weights):
             raise ValueError(f"--embedding_weights {weights!r}: no such file. Pass imagenet, none or a weights file.")
         return
     import keras
@@ -183,7 +153,7 @@ class _WriteCache(beam.DoFn):
 
     def finish_bundle(self):
         if self.tables:
-            yield _windowed(self._flush())
+            yield windowed(self._flush())
 
     def _flush(self):
         path = f"{self.folder}/{self.kind}-{uuid.uuid4().hex}.arrow"
@@ -197,31 +167,31 @@ class _WriteCache(beam.DoFn):
 class ReadImageCorpus(beam.PTransform):
     """Pass 1 for images: units -> decode, check, vector -> (good, rejected, counted, cache index)."""
 
-    def __init__(self, cfg, staging: str, name: str = "read"):
+    def __init__(self, spec: ReadSpec, vectors: ImageVectors, staging: str, name: str = "read"):
         super().__init__()
-        self.cfg, self.staging, self.name = cfg, staging, name
+        self.spec, self.vectors, self.staging, self.name = spec, vectors, staging, name
 
     def expand(self, pbegin):
-        cfg = self.cfg
-        if cfg.input_format == "images":
+        spec, vectors = self.spec, self.vectors
+        if spec.input_format == "images":
             units = (
                 pbegin
-                | "ClassFolders" >> beam.Create(sources.class_folders(cfg.input))
+                | "ClassFolders" >> beam.Create(image_folders.class_folders(spec.input))
                 | "SpreadFolders" >> beam.Reshuffle()
-                | "List" >> beam.FlatMapTuple(sources.class_images)  # (label, path), as Keras indexes them
+                | "List" >> beam.FlatMapTuple(image_folders.class_images)  # (label, path), as Keras indexes them
                 | "Spread" >> beam.Reshuffle()
-                | "Group" >> beam.BatchElements(min_batch_size=16, max_batch_size=4 * cfg.image_batch_size)
+                | "Group" >> beam.BatchElements(min_batch_size=16, max_batch_size=4 * spec.image_batch_size)
                 | "Unit" >> beam.Map(lambda files: ("files", sorted(files)))
             )
         else:
-            units = units_of_files(pbegin, cfg)
-        out = units | "Decode" >> beam.ParDo(_ReadImages(cfg, self.name)).with_outputs(
+            units = units_of_files(pbegin, spec)
+        out = units | "Decode" >> beam.ParDo(_ReadImages(spec, vectors, self.name)).with_outputs(
             "rejected", "counted", main="good")
         good = out.good
-        if cfg.cluster_on == "inception_v3":
+        if vectors.cluster_on == "inception_v3":
             good = (
                 good
-                | "Embed" >> RunInference(InceptionEmbedder(cfg.embedding_weights, cfg.embedding_image_size))
+                | "Embed" >> RunInference(InceptionEmbedder(vectors.embedding_weights, vectors.embedding_image_size))
                 | "WithEmbeddings" >> beam.Map(_with_embeddings)
             )
         folder = f"{self.staging}/cache"
@@ -233,40 +203,25 @@ class ReadImageCorpus(beam.PTransform):
         return good, out.rejected, out.counted, index
 
 
-class _ReadCacheFile(beam.DoFn):
-    def __init__(self, count: bool, name: str, progress_seconds: float):
-        self.count, self.name, self.progress_seconds = count, name, progress_seconds
-        self.read = Metrics.counter(NS, "records_read")
-        self.rejected = Metrics.counter(NS, "records_rejected")
-
-    def setup(self):
-        self.progress = Progress(self.name, self.progress_seconds)
-
+class _ReadCacheFile(ReadStage):
     def process(self, item):
         kind, path = item
         with shards.open_read(path) as f:
-            reader = pa.ipc.open_stream(f)
-            for batch in reader:
-                self.progress.add(batch.num_rows)
-                yield beam.pvalue.TaggedOutput("counted", batch.num_rows)
-                if self.count:
-                    self.read.inc(batch.num_rows)
+            for batch in pa.ipc.open_stream(f):
                 if kind == "good":
-                    yield good_from_table(batch)
+                    yield from self.emit(batch.num_rows, good_from_table(batch), None)
                 else:
-                    if self.count:
-                        self.rejected.inc(batch.num_rows)
                     cols = {k: batch.column(k).to_numpy(zero_copy_only=False) for k in batch.schema.names}
                     cols = {k: (v.astype(object) if k != "row" else v) for k, v in cols.items()}
-                    yield beam.pvalue.TaggedOutput("rejected", cols)
+                    yield from self.emit(batch.num_rows, None, cols)
 
 
 class ReadCache(beam.PTransform):
     """The passes after the first, for images: the cached records -> (good, rejected)."""
 
-    def __init__(self, cfg, index, count: bool = False, name: str = "read"):
+    def __init__(self, progress_seconds: float, index, count: bool = False, name: str = "read"):
         super().__init__()
-        self.cfg, self.index, self.count, self.name = cfg, index, count, name
+        self.progress_seconds, self.index, self.count, self.name = progress_seconds, index, count, name
 
     def expand(self, pbegin):
         out = (
@@ -274,7 +229,7 @@ class ReadCache(beam.PTransform):
             | "Start" >> beam.Create([None])
             | "CacheFiles" >> beam.FlatMap(lambda _, idx: sorted(idx), self.index)
             | "Spread" >> beam.Reshuffle()
-            | "ReadCache" >> beam.ParDo(_ReadCacheFile(self.count, self.name, self.cfg.progress_seconds))
+            | "ReadCache" >> beam.ParDo(_ReadCacheFile(self.name, self.progress_seconds, self.count))
             .with_outputs("rejected", "counted", main="good")
         )
         return out.good, out.rejected, out.counted

@@ -16,6 +16,8 @@ import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines import output_dir, shards
+from pipelines.errors import JobError
+from pipelines.options import as_flags
 from transforms import hashing, selection
 from transforms import plan as planning
 
@@ -88,7 +90,10 @@ def make_plan(histograms, models: dict, cfg, dim: int) -> dict:
     for label in labels:
         k = max(hist[label]) + 1
         sizes[label] = np.array([int(hist[label][c].sum()) if c in hist[label] else 0 for c in range(k)])
-    plans = planning.plan_quotas(sizes, cfg.strategy, cfg.target, cfg.target_counts)
+    try:
+        plans = planning.plan_quotas(sizes, cfg.strategy, cfg.target, cfg.target_counts)
+    except planning.SpecError as e:
+        raise JobError(as_flags(e)) from None
     dirs = class_dirs(labels)
     target_bytes = cfg.shard_mb << 20
     classes = {}
@@ -140,15 +145,14 @@ def shard_paths(dest: tuple, plan: dict, formats) -> dict[str, str]:
     return {fmt: f"{fmt}/{folder}/{shards.shard_name(shard, count)}{SUFFIX[fmt]}" for fmt in formats}
 
 
-def merge_shard(dest: tuple, fragments: list[str], plan: dict, cfg) -> dict:
-    """Fragments of one destination -> its final file(s). Returns the shard's metadata."""
-    paths = shard_paths(dest, plan, cfg.formats)
+def merge_shard(dest: tuple, fragments: list[str], plan: dict, out: str, formats) -> dict:
+    """Fragments of one destination -> its final file(s) in OUT. Returns the shard's metadata."""
+    paths = shard_paths(dest, plan, formats)
     table = shards.read_fragments(fragments) if fragments else None
-    return write_shard(dest, table, paths, plan, cfg)
+    return write_shard(dest, table, paths, plan, out)
 
 
-def write_shard(dest, table, paths, plan, cfg) -> dict:
-    out = cfg.output
+def write_shard(dest, table, paths, plan, out: str) -> dict:
     if dest[0] == "rejected":
         table = table if table is not None else shards.REJECTED_SCHEMA.empty_table()
         _write(out, paths["jsonl"], shards.jsonl_bytes(table))
@@ -194,7 +198,7 @@ def finalize(infos: list[dict], plan: dict, cfg, run_info: dict, read_total: int
     by_dest = {tuple(i["dest"]): i for i in infos}
     for dest in expected_dests(plan):
         if dest not in by_dest:
-            by_dest[dest] = write_shard(dest, None, shard_paths(dest, plan, cfg.formats), plan, cfg)
+            by_dest[dest] = write_shard(dest, None, shard_paths(dest, plan, cfg.formats), plan, cfg.output)
     manifest = build_manifest(by_dest, plan, cfg, run_info, duplicate_ids)
     t = manifest["totals"]
     if t["read"] != read_total:

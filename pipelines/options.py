@@ -15,12 +15,23 @@ from dataclasses import asdict, dataclass, field, fields
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from pipelines.sources import ReadSpec
+from transforms import plan as planning
+from transforms.images import DEFAULT_MAX_PIXELS, ImageVectors
 from transforms.plan import STRATEGIES, parse_target
 from transforms.stats import HoldoutRule
 
 INPUT_FORMATS = ("parquet", "tfrecord", "csv", "images")
 CLUSTER_ON = ("features", "thumbnail", "inception_v3")
 OUTPUT_FORMATS = ("parquet", "tfrecord", "both")
+
+
+FLAGS = {p: f"--{p}" for p in planning.PARAMETERS}  # transforms/plan.py's parameters are these flags
+
+
+def as_flags(e: planning.SpecError) -> str:
+    """A planning error in the command line's words."""
+    return e.named(FLAGS)
 
 
 class FlagParser(argparse.ArgumentParser):
@@ -105,7 +116,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="Encoded images inside Parquet (a binary column) or TFRecord (default feature: "
                         "image/encoded). --input_format images reads a folder with one sub-folder per class.")
     g.add_argument("--max_pixels", type=int, default=None,
-                   help="Images with more pixels are rejected before decoding (default 64000000).")
+                   help=f"Images with more pixels are rejected before decoding (default {DEFAULT_MAX_PIXELS}).")
     g.add_argument("--reject_unreadable_files", action="store_true",
                    help="Reject a file that cannot be read (one rejected entry) instead of failing the job.")
     g = parser.add_argument_group("balancing")
@@ -183,7 +194,7 @@ class BalanceConfig:
     shard_mb: int = 128
     batch_size: int = 8192
     image_column: str | None = None
-    max_pixels: int = 64_000_000
+    max_pixels: int = DEFAULT_MAX_PIXELS
     cluster_on: str = "features"
     thumbnail_size: int = 16
     thumbnail_color: bool = False
@@ -201,6 +212,19 @@ class BalanceConfig:
     @property
     def formats(self) -> tuple[str, ...]:
         return ("parquet", "tfrecord") if self.output_format == "both" else (self.output_format,)
+
+    @property
+    def read_spec(self) -> ReadSpec:
+        """What the readers need of the flags."""
+        return ReadSpec(self.input, self.input_format, self.label_column, self.id_column, self.feature_column,
+                        self.feature_columns, self.image_column, self.batch_size, self.image_batch_size,
+                        self.reject_unreadable_files, self.progress_seconds)
+
+    @property
+    def image_vectors(self) -> ImageVectors:
+        """What an image's clustering vector is (image corpora)."""
+        return ImageVectors(self.cluster_on, self.max_pixels, self.thumbnail_size, self.thumbnail_color,
+                            self.embedding_image_size, self.embedding_weights)
 
     @property
     def holdout_rule(self) -> HoldoutRule:
@@ -268,13 +292,11 @@ class BalanceConfig:
             if not isinstance(target_counts, dict):
                 raise ValueError(f"--target_counts must be a JSON object of class to count. Received: {o.target_counts!r}")
             target_counts = {str(k): v for k, v in target_counts.items()}
-            bad = {k: v for k, v in target_counts.items() if isinstance(v, bool) or not isinstance(v, int) or v < 1}
-            if bad:
-                raise ValueError(f"--target_counts values must be integers >= 1 (records per class). Received: {bad}")
-        if o.strategy == "none" and (o.target is not None or target_counts):
-            raise ValueError("--strategy none passes the corpus through: drop --target and --target_counts, "
-                             f"or pick another --strategy. Received: --target {o.target!r}, "
-                             f"--target_counts {o.target_counts!r}")
+        try:
+            target = parse_target(o.target)
+            planning.check_spec(o.strategy, target, target_counts)
+        except planning.SpecError as e:
+            raise ValueError(as_flags(e)) from None
         given = {f.name: getattr(o, f.name) for f in fields(cls) if hasattr(o, f.name)}
         return cls(**given | {  # flags as given, except those resolved above
             "input": input_path,
@@ -282,9 +304,9 @@ class BalanceConfig:
             "input_format": fmt,
             "feature_column": feature_column,
             "feature_columns": cols,
-            "target": parse_target(o.target),
+            "target": target,
             "target_counts": target_counts,
-            "max_pixels": o.max_pixels or 64_000_000,
+            "max_pixels": o.max_pixels or DEFAULT_MAX_PIXELS,
             "cluster_on": cluster_on,
         })
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
-import os
 import re
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -29,6 +29,32 @@ from transforms.example_codec import DamagedRecord, read_tfrecords
 
 class UnreadableFile(Exception):
     """A file that cannot be read at all; the message names the file."""
+
+
+@dataclass(frozen=True)
+class ReadSpec:
+    """What to read and how: everything the readers need, and nothing else of the job's flags."""
+
+    input: str  # a pattern of files, or the root of an image-folder corpus
+    input_format: str  # parquet | tfrecord | csv | images
+    label_column: str = "label"
+    id_column: str = "id"
+    feature_column: str | None = "features"
+    feature_columns: tuple[str, ...] = ()
+    image_column: str | None = None
+    batch_size: int = 8192
+    image_batch_size: int = 128
+    reject_unreadable_files: bool = False
+    progress_seconds: float = 15.0
+
+    @property
+    def payload(self) -> str:
+        """What the records carry: encoded images, or feature vectors."""
+        return "image" if self.input_format == "images" or self.image_column else "features"
+
+    def one_at_a_time(self) -> ReadSpec:
+        """The same reads, one record per batch (to keep what a damaged file held before the damage)."""
+        return dataclasses.replace(self, batch_size=1, image_batch_size=1)
 
 
 def open_file(path: str):
@@ -75,7 +101,7 @@ def _naming(path: str):
         raise mapped from e
 
 
-def read_unit(unit: tuple[str, int, int], cfg) -> Iterator[dict]:
+def read_unit(unit: tuple[str, int, int], spec) -> Iterator[dict]:
     """Raw batches (vectors or images) of one unit; raises UnreadableFile naming the file."""
     path, rg, first = unit
     with _naming(path):
@@ -86,15 +112,15 @@ def read_unit(unit: tuple[str, int, int], cfg) -> Iterator[dict]:
         if rg == -2:
             with open_file(path) as f:
                 pq.ParquetFile(f)  # re-raises the footer error with its message
-        if cfg.payload == "image":
-            reader = _read_image_parquet(path, rg, first, cfg) if cfg.input_format == "parquet" \
-                else _read_image_tfrecord(path, cfg)
-        elif cfg.input_format == "parquet":
-            reader = _read_parquet(path, rg, first, cfg)
-        elif cfg.input_format == "csv":
-            reader = _read_csv(path, cfg)
+        if spec.payload == "image":
+            reader = _read_image_parquet(path, rg, first, spec) if spec.input_format == "parquet" \
+                else _read_image_tfrecord(path, spec)
+        elif spec.input_format == "parquet":
+            reader = _read_parquet(path, rg, first, spec)
+        elif spec.input_format == "csv":
+            reader = _read_csv(path, spec)
         else:
-            reader = _read_tfrecord(path, cfg)
+            reader = _read_tfrecord(path, spec)
         yield from reader
 
 
@@ -106,33 +132,68 @@ def _require(names: list[str], present: list[str], path: str, flag: str) -> None
         )
 
 
-def _read_parquet(path: str, rg: int, first: int, cfg) -> Iterator[dict]:
+def schema_dim(spec: ReadSpec) -> int | None:
+    """The vector length when the first file's schema fixes it; None: the corpus's most common one.
+
+    Checks the first file's columns with the workers' own check (a file without them
+    fails the job before it starts, or, with --reject_unreadable_files, is left to the
+    workers to reject); a file that cannot be read at all is left to the workers too.
+    """
+    if spec.feature_columns:
+        return len(spec.feature_columns)
+    if spec.input_format not in ("parquet", "csv"):
+        return None
+    first = FileSystems.match([spec.input], limits=[1])[0].metadata_list[0].path
+    try:
+        with open_file(first) as f:
+            if spec.input_format == "parquet":
+                schema = pq.ParquetFile(f).schema_arrow
+                names = schema.names
+            else:  # pyarrow parses the header: quotes, BOM
+                names = pacsv.open_csv(f, parse_options=pacsv.ParseOptions(invalid_row_handler=lambda row: "skip"),
+                                       convert_options=pacsv.ConvertOptions(column_types=None)).schema.names
+    except Exception:  # noqa: BLE001 - the job itself reports unreadable files
+        return None
+    try:
+        _require([spec.label_column], names, first, "--label_column")
+        if spec.input_format == "csv":
+            return len([c for c in names if c not in (spec.label_column, spec.id_column)])
+        _require([spec.feature_column], names, first, "--feature_column")
+    except UnreadableFile as e:
+        if spec.reject_unreadable_files:
+            return None  # the job rejects the file
+        raise ValueError(f"{e}.") from None
+    t = schema.field(spec.feature_column).type
+    return t.list_size if pa.types.is_fixed_size_list(t) else None
+
+
+def _read_parquet(path: str, rg: int, first: int, spec) -> Iterator[dict]:
     with open_file(path) as f:
         pf = pq.ParquetFile(f, page_checksum_verification=True)  # where the writer stored checksums
         names = pf.schema_arrow.names
-        _require([cfg.label_column], names, path, "--label_column")
-        feats = list(cfg.feature_columns) or [cfg.feature_column]
-        _require(feats, names, path, "--feature_columns" if cfg.feature_columns else "--feature_column")
-        has_id = cfg.id_column in names
-        columns = [cfg.label_column, *feats] + ([cfg.id_column] if has_id else [])
+        _require([spec.label_column], names, path, "--label_column")
+        feats = list(spec.feature_columns) or [spec.feature_column]
+        _require(feats, names, path, "--feature_columns" if spec.feature_columns else "--feature_column")
+        has_id = spec.id_column in names
+        columns = [spec.label_column, *feats] + ([spec.id_column] if has_id else [])
         row = first
-        for batch in pf.iter_batches(batch_size=cfg.batch_size, row_groups=[rg], columns=columns):
-            yield _raw_from_table(batch, path, row, cfg, has_id)
+        for batch in pf.iter_batches(batch_size=spec.batch_size, row_groups=[rg], columns=columns):
+            yield _raw_from_table(batch, path, row, spec, has_id)
             row += batch.num_rows
 
 
-def _raw_from_table(batch: pa.RecordBatch, path: str, first: int, cfg, has_id: bool) -> dict:
+def _raw_from_table(batch: pa.RecordBatch, path: str, first: int, spec, has_id: bool) -> dict:
     n = batch.num_rows
-    if cfg.feature_columns:
+    if spec.feature_columns:
         values, lengths, errors = records.ragged_from_columns(
-            [batch.column(c) for c in cfg.feature_columns], list(cfg.feature_columns)
+            [batch.column(c) for c in spec.feature_columns], list(spec.feature_columns)
         )
     else:
-        col = batch.column(cfg.feature_column)
+        col = batch.column(spec.feature_column)
         if not (pa.types.is_list(col.type) or pa.types.is_large_list(col.type)
                 or pa.types.is_fixed_size_list(col.type)):
             raise UnreadableFile(
-                f"{path}: column {cfg.feature_column!r} is {col.type}, not a list of numbers; "
+                f"{path}: column {spec.feature_column!r} is {col.type}, not a list of numbers; "
                 "for one number per column use --feature_columns a,b,c"
             )
         values, lengths = records.ragged_from_list(col)
@@ -140,15 +201,15 @@ def _raw_from_table(batch: pa.RecordBatch, path: str, first: int, cfg, has_id: b
     return {
         "source": path,
         "row": np.arange(first, first + n, dtype=np.int64),
-        "id": records.label_strings(batch.column(cfg.id_column)) if has_id else None,
-        "label": records.label_strings(batch.column(cfg.label_column)),
+        "id": records.label_strings(batch.column(spec.id_column)) if has_id else None,
+        "label": records.label_strings(batch.column(spec.label_column)),
         "values": values,
         "lengths": lengths,
         "errors": errors,
     }
 
 
-def _read_csv(path: str, cfg) -> Iterator[dict]:
+def _read_csv(path: str, spec) -> Iterator[dict]:
     ragged: list = []
 
     def on_invalid(row) -> str:
@@ -170,16 +231,16 @@ def _read_csv(path: str, cfg) -> Iterator[dict]:
                                                  auto_dict_encode=False),
         )
         names = reader.schema.names
-        _require([cfg.label_column], names, path, "--label_column")
-        has_id = cfg.id_column in names
-        feats = list(cfg.feature_columns) or [c for c in names if c not in (cfg.label_column, cfg.id_column)]
+        _require([spec.label_column], names, path, "--label_column")
+        has_id = spec.id_column in names
+        feats = list(spec.feature_columns) or [c for c in names if c not in (spec.label_column, spec.id_column)]
         _require(feats, names, path, "--feature_columns")
-        csv_cfg = dataclasses.replace(cfg, feature_columns=tuple(feats))
+        csv_spec = dataclasses.replace(spec, feature_columns=tuple(feats))
         row = 0
         for batch in reader:
-            for start in range(0, batch.num_rows, cfg.batch_size):
-                part = batch.slice(start, cfg.batch_size)
-                yield _raw_from_table(part, path, row, csv_cfg, has_id)
+            for start in range(0, batch.num_rows, spec.batch_size):
+                part = batch.slice(start, spec.batch_size)
+                yield _raw_from_table(part, path, row, csv_spec, has_id)
                 row += part.num_rows
             if ragged:
                 yield _ragged_rows(path, ragged)
@@ -247,21 +308,21 @@ def _text(v) -> str:
     return v.decode("utf-8", "replace") if isinstance(v, bytes) else str(int(v))
 
 
-def _read_tfrecord(path: str, cfg) -> Iterator[dict]:
+def _read_tfrecord(path: str, spec) -> Iterator[dict]:
     import tensorflow as tf
 
-    spec, row = None, 0
-    for serialized in _tfrecord_batches(path, cfg.batch_size):
-        if spec is None:
-            spec = _tfrecord_spec(serialized.numpy(), cfg, path, cfg.feature_column, tf.float32)
-        parsed = tf.io.parse_example(serialized, spec)
+    features, row = None, 0
+    for serialized in _tfrecord_batches(path, spec.batch_size):
+        if features is None:
+            features = _tfrecord_features(serialized.numpy(), spec, path, spec.feature_column, tf.float32)
+        parsed = tf.io.parse_example(serialized, features)
         n = int(serialized.shape[0])
-        values = parsed[cfg.feature_column]
+        values = parsed[spec.feature_column]
         yield {
             "source": path,
             "row": np.arange(row, row + n, dtype=np.int64),
-            "id": first_values(parsed[cfg.id_column], _text) if cfg.id_column in spec else None,
-            "label": first_values(parsed[cfg.label_column], _text),
+            "id": first_values(parsed[spec.id_column], _text) if spec.id_column in features else None,
+            "label": first_values(parsed[spec.label_column], _text),
             "values": values.flat_values.numpy().astype(np.float32),
             "lengths": values.row_lengths().numpy().astype(np.int64),
             "errors": None,
@@ -269,7 +330,7 @@ def _read_tfrecord(path: str, cfg) -> Iterator[dict]:
         row += n
 
 
-def _tfrecord_spec(batch, cfg, path: str, payload: str, dtype) -> dict:
+def _tfrecord_features(batch, spec, path: str, payload: str, dtype) -> dict:
     """Parse spec from the batch's first Example that has a label and the payload: label
     (bytes or int64), payload, id if present. Records without them are rejected later."""
     import tensorflow as tf
@@ -280,123 +341,36 @@ def _tfrecord_spec(batch, cfg, path: str, payload: str, dtype) -> dict:
             feats = tf.train.Example.FromString(record).features.feature
         except DecodeError as e:
             raise UnreadableFile(f"{path}: record {i} is not a tf.train.Example ({e})") from e
-        if cfg.label_column in feats and payload in feats:
+        if spec.label_column in feats and payload in feats:
             break
-    _require([cfg.label_column, payload], list(feats.keys()), path,
-             "--label_column / --image_column" if cfg.payload == "image" else "--label_column / --feature_column")
-    kind = feats[cfg.label_column].WhichOneof("kind")
-    spec = {
-        cfg.label_column: tf.io.RaggedFeature(tf.string if kind == "bytes_list" else tf.int64),
+    _require([spec.label_column, payload], list(feats.keys()), path,
+             "--label_column / --image_column" if spec.payload == "image" else "--label_column / --feature_column")
+    kind = feats[spec.label_column].WhichOneof("kind")
+    features = {
+        spec.label_column: tf.io.RaggedFeature(tf.string if kind == "bytes_list" else tf.int64),
         payload: tf.io.RaggedFeature(dtype),
     }
-    if cfg.id_column in feats:
-        spec[cfg.id_column] = tf.io.RaggedFeature(tf.string)
-    return spec
+    if spec.id_column in feats:
+        features[spec.id_column] = tf.io.RaggedFeature(tf.string)
+    return features
 
 
-# ---------------------------------------------------------------- images
-
-# What keras.utils.image_dataset_from_directory indexes (ALLOWLIST_FORMATS in
-# keras/src/utils/image_dataset_utils.py), compared in lower case. Other files in the class
-# folders (README.txt, .webp, .tiff, ...) are rejected with the reason, so the images read
-# are the ones Keras reads and nothing is dropped unseen; hidden ones (.DS_Store) are skipped.
-IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
-
-
-def is_image_name(path: str) -> bool:
-    return path.rsplit("/", 1)[-1].lower().endswith(IMAGE_SUFFIXES)
-
-
-def class_folders(root: str) -> list[tuple[str, str]]:
-    """(label, folder) for each class of an image-folder corpus, as Keras finds them.
-
-    The classes are root's sub-folders whose names do not start with "."; files directly
-    in root belong to no class.
-    """
-    root = root.rstrip("/")
-    if os.path.isdir(root):
-        names = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)) and not d.startswith("."))
-        return [(d, os.path.join(root, d)) for d in names]
-    # Object stores have no folders to list: this one listing walks every object.
-    found = FileSystems.match([FileSystems.join(root, "**")])[0].metadata_list
-    rel = (m.path[len(root) + 1 :] for m in found)
-    labels = sorted({r.split("/", 1)[0] for r in rel if "/" in r and not r.startswith(".")})
-    return [(label, FileSystems.join(root, label)) for label in labels]
-
-
-def empty_class_folders(root: str) -> list[str]:
-    """Labels of class folders with no file in them (local disk; object stores have no empty folders).
-
-    Keras lists such a folder as a class with no images; the job has no record of it, so
-    it is not a class of the output.
-    """
-    return [label for label, folder in class_folders(root) if os.path.isdir(folder)
-            and not any(not name.startswith(".") for _top, _dirs, files in os.walk(folder) for name in files)]
-
-
-def class_images(label: str, folder: str) -> list[tuple[str, str]]:
-    """(label, path) of each file under a class folder, nested ones included, sorted.
-
-    A walk of the folder as Keras's index_directory walks it: symlinked sub-folders are
-    not followed, hidden sub-folders are. Of the files whose names do not end in one of
-    IMAGE_SUFFIXES (any letter case), which Keras drops, hidden ones are skipped and the
-    rest listed, for `read_image_files` to reject with the reason.
-    """
-    if os.path.isdir(folder):
-        found = [os.path.join(top, name) for top, _dirs, files in os.walk(folder) for name in files]
-    else:
-        found = [m.path for m in FileSystems.match([FileSystems.join(folder, "**")])[0].metadata_list]
-    return [(label, p) for p in sorted(found) if is_image_name(p) or not p.rsplit("/", 1)[-1].startswith(".")]
-
-
-def _not_listed(path: str) -> str:
-    name = path.rsplit("/", 1)[-1]
-    ext = os.path.splitext(name)[1] or "no extension"
-    return (f"not read: {ext} is not one of the image extensions keras.utils.image_dataset_from_directory "
-            f"reads ({' '.join(IMAGE_SUFFIXES)})")
-
-
-def read_image_files(files: list[tuple[str, str]]) -> dict:
-    """Raw image batch from (label, path) files of an image-folder corpus (bytes unchanged)."""
-    blobs = []
-    errors = np.full(len(files), None, dtype=object)
-    for i, (_, path) in enumerate(files):
-        if not is_image_name(path):
-            blobs.append(b"")
-            errors[i] = _not_listed(path)
-            continue
-        try:
-            with open_file(path) as f:
-                blobs.append(f.read())
-        except OSError as e:
-            blobs.append(b"")
-            errors[i] = f"cannot read the file ({type(e).__name__}: {e})"
-    return {
-        "source": np.asarray([p for _, p in files], dtype=object),
-        "row": np.full(len(files), -1, np.int64),
-        "id": None,
-        "label": np.asarray([label for label, _ in files], dtype=object),
-        "image": np.asarray(blobs + [None], dtype=object)[:-1],
-        "errors": errors,
-    }
-
-
-def _read_image_parquet(path: str, rg: int, first: int, cfg) -> Iterator[dict]:
+def _read_image_parquet(path: str, rg: int, first: int, spec) -> Iterator[dict]:
     """Raw image batches of a Parquet row group (--image_column)."""
     with open_file(path) as f:
         pf = pq.ParquetFile(f, page_checksum_verification=True)  # where the writer stored checksums
         names = pf.schema_arrow.names
-        _require([cfg.label_column, cfg.image_column], names, path, "--label_column / --image_column")
-        has_id = cfg.id_column in names
-        cols = [cfg.label_column, cfg.image_column] + ([cfg.id_column] if has_id else [])
+        _require([spec.label_column, spec.image_column], names, path, "--label_column / --image_column")
+        has_id = spec.id_column in names
+        cols = [spec.label_column, spec.image_column] + ([spec.id_column] if has_id else [])
         row = first
-        for batch in pf.iter_batches(batch_size=cfg.image_batch_size, row_groups=[rg], columns=cols):
+        for batch in pf.iter_batches(batch_size=spec.image_batch_size, row_groups=[rg], columns=cols):
             n = batch.num_rows
             yield {
                 "source": path, "row": np.arange(row, row + n, dtype=np.int64),
-                "id": records.label_strings(batch.column(cfg.id_column)) if has_id else None,
-                "label": records.label_strings(batch.column(cfg.label_column)),
-                "image": _blobs(batch.column(cfg.image_column).to_pylist()),
+                "id": records.label_strings(batch.column(spec.id_column)) if has_id else None,
+                "label": records.label_strings(batch.column(spec.label_column)),
+                "image": _blobs(batch.column(spec.image_column).to_pylist()),
                 "errors": None,
             }
             row += n
@@ -409,20 +383,21 @@ def _blobs(values) -> np.ndarray:
     return out
 
 
-def _read_image_tfrecord(path: str, cfg) -> Iterator[dict]:
+
+def _read_image_tfrecord(path: str, spec) -> Iterator[dict]:
     import tensorflow as tf
 
-    image_key = cfg.image_column or "image/encoded"
-    spec, row = None, 0
-    for serialized in _tfrecord_batches(path, cfg.image_batch_size):
-        if spec is None:
-            spec = _tfrecord_spec(serialized.numpy(), cfg, path, image_key, tf.string)
-        parsed = tf.io.parse_example(serialized, spec)
+    image_key = spec.image_column or "image/encoded"
+    features, row = None, 0
+    for serialized in _tfrecord_batches(path, spec.image_batch_size):
+        if features is None:
+            features = _tfrecord_features(serialized.numpy(), spec, path, image_key, tf.string)
+        parsed = tf.io.parse_example(serialized, features)
         n = int(serialized.shape[0])
         yield {
             "source": path, "row": np.arange(row, row + n, dtype=np.int64),
-            "id": first_values(parsed[cfg.id_column], _text) if cfg.id_column in spec else None,
-            "label": first_values(parsed[cfg.label_column], _text),
+            "id": first_values(parsed[spec.id_column], _text) if spec.id_column in features else None,
+            "label": first_values(parsed[spec.label_column], _text),
             "image": _blobs(first_values(parsed[image_key], bytes)),
             "errors": None,
         }

@@ -136,7 +136,7 @@ def test_help_and_errors(tmp_path, corpus):
         histogram.run(["--input", corpus])
     with pytest.raises(ValueError, match="--progress_seconds must be 0 or more. Received: -1"):
         run_histogram(corpus, tmp_path / "h", "--progress_seconds", "-1")
-    with pytest.raises(ValueError, match=r"--target_counts values must be integers >= 1 .*Received: \{'a': 2.5\}"):
+    with pytest.raises(ValueError, match=r"^--target_counts values must be integers >= 1. Received: 'a': 2.5"):
         run_histogram(corpus, tmp_path / "h", "--target_counts", '{"a": 2.5, "b": 3}')
     with pytest.raises(ValueError, match="--strategy none passes the corpus through"):
         run_histogram(corpus, tmp_path / "h", "--strategy", "none", "--target", "5")

@@ -240,7 +240,7 @@ def test_misspelt_flags_and_bad_values_are_one_line_and_write_nothing(tmp_path, 
 
 
 def test_unknown_target_counts_label_stops_after_counting_before_kmeans(tmp_path, caplog):
-    from pipelines.balance import JobError
+    from pipelines.errors import JobError
 
     caplog.set_level(logging.INFO, logger="pipelines")
     corpus = write_parquet_corpus(str(tmp_path / "corpus"))

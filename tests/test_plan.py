@@ -41,12 +41,21 @@ def test_target_counts_override_named_classes_only():
         ({"strategy": "cluster", "target_counts": {"a": -1}}, "integers >= 1. Received: 'a': -1"),
         ({"strategy": "cluster", "target_counts": {"a": 2.5}}, "integers >= 1"),
         ({"strategy": "balance"}, "Received: 'balance'"),
-        ({"strategy": "none", "target": 5}, "drop --target"),
+        ({"strategy": "none", "target": 5}, "^strategy none passes the corpus through: drop target and target_counts"),
     ],
 )
 def test_resolve_targets_errors_name_the_bad_value(kwargs, match):
     with pytest.raises(ValueError, match=match):
         plan.resolve_targets(COUNTS, **kwargs)
+
+
+def test_errors_name_the_parameters_and_callers_map_them_to_their_own_names():
+    with pytest.raises(plan.SpecError) as e:
+        plan.resolve_targets(COUNTS, "cluster", target_counts={"zebra": 10})
+    assert str(e.value).startswith("target_counts names classes that are not in the corpus")
+    assert e.value.named({"target_counts": "--target_counts"}).startswith("--target_counts names classes")
+    with pytest.raises(plan.SpecError, match=r"^target must be one of"):
+        plan.parse_target("biggest")
 
 
 def test_single_class_is_a_clear_error():

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageFile
@@ -123,3 +124,32 @@ def model_input(img: Image.Image, size: int) -> np.ndarray:
     """RGB resized to size x size, scaled to [-1, 1] as InceptionV3 expects."""
     arr = np.asarray(img.resize((size, size), Image.Resampling.BILINEAR), dtype=np.float32)
     return arr / 127.5 - 1.0
+
+
+EMBEDDING_DIM = 2048  # InceptionV3 without its top, average-pooled
+
+
+@dataclass(frozen=True)
+class ImageVectors:
+    """What k-means clusters an image on: a thumbnail, or the input of an InceptionV3 embedding."""
+
+    cluster_on: str = "thumbnail"  # thumbnail | inception_v3
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    thumbnail_size: int = 16
+    thumbnail_color: bool = False
+    embedding_image_size: int = 299
+    embedding_weights: str = "imagenet"
+
+    @property
+    def dim(self) -> int:
+        """Length of the clustering vector (the embedding's, for inception_v3)."""
+        if self.cluster_on == "inception_v3":
+            return EMBEDDING_DIM
+        return thumbnail_dim(self.thumbnail_size, self.thumbnail_color)
+
+    def vectorize(self, blobs):
+        """blobs -> (vectors, formats, reasons): thumbnails, or model inputs for the embedding."""
+        if self.cluster_on == "thumbnail":
+            return thumbnail_vectors(blobs, self.max_pixels, self.thumbnail_size, self.thumbnail_color)
+        size = self.embedding_image_size
+        return batch_vectors(blobs, self.max_pixels, size * size * 3, lambda img: model_input(img, size).ravel())

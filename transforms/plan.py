@@ -5,7 +5,9 @@ Pure Python and numpy; the Beam job and any in-memory caller share it.
 A spec is resolved against the class histogram the way imbalanced-learn resolves
 ``sampling_strategy``: a named target (majority, minority, mean, median, max), a
 number of records, a ratio of the majority class, or a dict of class to target;
-errors name the bad value. Quotas are then split per (class, cluster).
+errors name the bad value and the parameter (`strategy`, `target`, `target_counts`), not
+any command's flags: a command maps them to its own names with `SpecError.named`.
+Quotas are then split per (class, cluster).
 """
 
 from __future__ import annotations
@@ -15,6 +17,27 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
+
+PARAMETERS = ("strategy", "target", "target_counts")
+
+
+class SpecError(ValueError):
+    """A spec that does not fit the histogram; the message names the parameters it is about.
+
+    Built from a template with {strategy}, {target} or {target_counts} where a parameter
+    is named; str() names them as this module does, `named(names)` as a caller does.
+    """
+
+    def __init__(self, template: str):
+        self.template = template
+        super().__init__(self.named({}))
+
+    def named(self, names: Mapping[str, str]) -> str:
+        out = self.template
+        for p in PARAMETERS:
+            out = out.replace("{" + p + "}", names.get(p, p))
+        return out
+
 
 STRATEGIES = ("cluster", "oversample", "undersample", "hybrid", "none")
 NAMED_TARGETS = ("auto", "majority", "minority", "mean", "median", "max")
@@ -28,7 +51,7 @@ DEFAULT_TARGET = {
 
 
 def parse_target(spec: str | int | float | None) -> str | int | float | None:
-    """Parses a --target value: a name, an integer count or a ratio in (0, 1]."""
+    """Parses a target: a name, an integer count or a ratio in (0, 1]."""
     if spec is None or isinstance(spec, (int, float)) and not isinstance(spec, bool):
         value = spec
     else:
@@ -41,14 +64,14 @@ def parse_target(spec: str | int | float | None) -> str | int | float | None:
             try:
                 value = float(text)
             except ValueError:
-                raise ValueError(
-                    f"--target must be one of {', '.join(NAMED_TARGETS)}, a record count "
+                raise SpecError(
+                    f"{{target}} must be one of {', '.join(NAMED_TARGETS)}, a record count "
                     f"or a ratio in (0, 1]. Received: {spec!r}"
                 ) from None
     if isinstance(value, int) and value < 1:
-        raise ValueError(f"--target as a record count must be at least 1. Received: {value}")
+        raise SpecError(f"{{target}} as a record count must be at least 1. Received: {value}")
     if isinstance(value, float) and not 0 < value <= 1:
-        raise ValueError(f"--target as a ratio of the majority class must be in (0, 1]. Received: {value}")
+        raise SpecError(f"{{target}} as a ratio of the majority class must be in (0, 1]. Received: {value}")
     return value
 
 
@@ -69,6 +92,18 @@ def _global_target(spec, counts: Mapping[str, int], cluster_max: Mapping[str, in
     return int(spec)
 
 
+def check_spec(strategy: str, target=None, target_counts: Mapping[str, int] | None = None) -> None:
+    """The rules a spec follows whatever the histogram (each checked here only)."""
+    if strategy not in STRATEGIES:
+        raise SpecError(f"{{strategy}} must be one of {', '.join(STRATEGIES)}. Received: {strategy!r}")
+    if strategy == "none" and (target is not None or target_counts):
+        raise SpecError("{strategy} none passes the corpus through: drop {target} and {target_counts}, or pick "
+                        f"another {{strategy}}. Received: {{target}} {target!r}, {{target_counts}} {target_counts!r}")
+    for label, value in (target_counts or {}).items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise SpecError(f"{{target_counts}} values must be integers >= 1. Received: {label!r}: {value!r}")
+
+
 def resolve_targets(
     counts: Mapping[str, int],
     strategy: str,
@@ -81,7 +116,7 @@ def resolve_targets(
     Args:
       counts: training records per class (after the hold-out).
       strategy: one of STRATEGIES.
-      target: a parsed --target (see parse_target); None means the strategy's default.
+      target: a parsed target (see parse_target); None means the strategy's default.
       target_counts: explicit targets for some classes; the others follow `target`
         when it is given, else keep their size.
       cluster_max: per class, K_c times its largest cluster (the Jo & Japkowicz
@@ -90,44 +125,37 @@ def resolve_targets(
     Returns:
       {class: target}, in the order of `counts`.
     """
-    if strategy not in STRATEGIES:
-        raise ValueError(f"--strategy must be one of {', '.join(STRATEGIES)}. Received: {strategy!r}")
+    check_spec(strategy, target, target_counts)
     if not counts:
-        raise ValueError("The corpus has no valid training records (it is empty, or every record was "
-                         "rejected or held out): nothing to balance. Check --input and --label_column.")
+        raise SpecError("The corpus has no valid training records (it is empty, or every record was "
+                        "rejected or held out): nothing to balance. Check the input and its label column.")
     bad = {c: n for c, n in counts.items() if n < 1}
     if bad:
-        raise ValueError(f"Every class needs at least one training record. Received: {bad}")
+        raise SpecError(f"Every class needs at least one training record. Received: {bad}")
     if strategy == "none":
-        if target is not None or target_counts:
-            raise ValueError("--strategy none passes the corpus through: drop --target and --target_counts.")
         return dict(counts)
     if len(counts) < 2:
-        raise ValueError(
+        raise SpecError(
             f"The corpus has a single class ({next(iter(counts))!r}): there is nothing to "
-            "balance. Check --label_column, or use --strategy none to shard it as is."
+            "balance. Check the label column, or use {strategy} none to shard it as is."
         )
     cluster_max = dict(cluster_max or counts)
     target_counts = dict(target_counts or {})
     unknown = sorted(set(target_counts) - set(counts))
     if unknown:
-        raise ValueError(
-            f"--target_counts names classes that are not in the corpus: {unknown}. "
+        raise SpecError(
+            f"{{target_counts}} names classes that are not in the corpus: {unknown}. "
             f"The classes are: {sorted(counts)}"
         )
     for label, value in target_counts.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(
-                f"--target_counts values must be integers >= 1. Received: {label!r}: {value!r}"
-            )
         n = counts[label]
         if strategy == "oversample" and value < n:
-            raise ValueError(
+            raise SpecError(
                 f"With over-sampling a class can only grow: class {label!r} has {n} training "
                 f"records and {value} were asked."
             )
         if strategy == "undersample" and value > n:
-            raise ValueError(
+            raise SpecError(
                 f"With under-sampling a class can only shrink: class {label!r} has {n} training "
                 f"records and {value} were asked."
             )

@@ -17,7 +17,6 @@ class (smaller samples agree too, except with negligible probability).
 
 from __future__ import annotations
 
-import re
 from collections import OrderedDict
 from collections.abc import Mapping
 from contextlib import contextmanager
@@ -34,23 +33,17 @@ from transforms import hashing, kmeans, records, selection
 from transforms import plan as planning
 from transforms.sampling import BottomM
 
-# The core's messages name the job's flags; the sampler's errors name its parameters.
-_FLAG_NAMES = (
-    (r"--target_counts\b", "sampling_strategy"),
-    (r"--target\b", "sampling_strategy"),
-    (r"--strategy\b", "strategy"),
-)
+# transforms.plan's parameters, as this sampler names them
+PARAMETER_NAMES = {"target": "sampling_strategy", "target_counts": "sampling_strategy", "strategy": "strategy"}
 
 
 @contextmanager
 def _named_as_parameters():
+    """transforms.plan's errors in this sampler's words (the parameters a caller passed)."""
     try:
         yield
-    except ValueError as e:
-        message = str(e)
-        for flag, name in _FLAG_NAMES:
-            message = re.sub(flag, name, message)
-        raise ValueError(message) from None
+    except planning.SpecError as e:
+        raise ValueError(e.named(PARAMETER_NAMES)) from None
 
 
 def label_texts(classes: np.ndarray) -> list[str]:

@@ -1,0 +1,116 @@
+"""Passes 1 to 3, shared by pipelines.balance and pipelines.histogram: what the corpus holds.
+
+    pass 1  read -> class counts (val / test / train per class), repeated ids
+    pass 2  read -> bottom-m sample per class -> k-means centroids   (cluster strategy only)
+    pass 3  read -> hold-out, nearest centroid -> hash-bucket histograms per (class, cluster)
+
+`analyze` builds them on a pipeline and returns what the two jobs go on from; the
+balance job plans and resamples (pipelines/balance.py), the histogram job reports
+(pipelines/histogram.py). For images, pass 1 decodes each image once and caches it;
+the later passes read the cache (pipelines/image_stages.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import apache_beam as beam
+
+from pipelines import image_stages, reading, stages
+from pipelines.errors import JobError
+from pipelines.manifest import sort_labels
+from pipelines.options import BalanceConfig, as_flags
+from transforms import plan as planning
+
+
+def pass_names(clusters: int, resample: bool = True) -> dict[int, str]:
+    """Pass number -> the name its progress lines carry, e.g. "pass 2/4 (k-means sample)"."""
+    steps = [(1, "class counts")]
+    if clusters > 1:  # the random strategies resample each class as one group: no k-means
+        steps.append((2, "k-means sample"))
+    steps.append((3, "cluster histograms" if clusters > 1 else "class histograms"))
+    if resample:
+        steps.append((4, "resample"))
+    return {n: f"pass {i}/{len(steps)} ({what})" for i, (n, what) in enumerate(steps, 1)}
+
+
+@dataclass
+class Analysis:
+    """What passes 1 to 3 leave for the job that built them."""
+
+    read: Callable  # read(n, count=False) -> (good, rejected, total read): pass n over the input
+    dim: Any  # the vector length: an int, or a side input when the corpus decides it
+    counts: beam.PCollection  # (label, {count, train, val, test, max_hold, bytes})
+    models: Any  # side input: label -> counts and centroids
+    histograms: beam.PCollection  # one list of ((label, cluster), hash-bucket histogram)
+    rejected: beam.PCollection  # rejected batches of pass 3
+    read_total: beam.PCollection  # one element: records pass 3 read
+    duplicate_ids: beam.PCollection  # one element: valid records whose id repeats another's
+
+
+def check_targets(counts: list, strategy: str, target, target_counts: dict) -> list:
+    """The class counts, once the strategy, --target and --target_counts are known to fit them.
+
+    Every check that needs only the train size per class (unknown labels in
+    --target_counts, a single class, over-sampling asked to shrink a class) runs here,
+    after the counting pass; the clusters only change how big the targets are.
+    """
+    train = {label: c["train"] for label, c in counts}
+    try:
+        planning.resolve_targets({x: train[x] for x in sort_labels(train)}, strategy,
+                                 None if target == "max" else target, target_counts)
+    except planning.SpecError as e:
+        raise JobError(as_flags(e)) from None
+    return counts
+
+
+def analyze(p: beam.Pipeline, cfg: BalanceConfig, staging: str, dim, resample: bool = True) -> Analysis:
+    """Passes 1 to 3 on pipeline `p`: class counts, centroids, cluster histograms.
+
+    With resample=False pass 3 is the job's last and counts the records it reads in the
+    Beam counters (each record is counted once per job); with resample=True the targets
+    are checked against the class counts before any k-means.
+    """
+    names = pass_names(cfg.clusters, resample)
+    spec, rule = cfg.read_spec, cfg.holdout_rule
+    if cfg.payload == "image":  # decode once in pass 1; passes 2 and 3 read its cache
+        good, _, counted, index = p | "Pass1Read" >> image_stages.ReadImageCorpus(
+            spec, cfg.image_vectors, staging, names[1])
+        cache = beam.pvalue.AsList(index)
+
+        def reader(n, count):
+            return p | f"Pass{n}Read" >> image_stages.ReadCache(spec.progress_seconds, cache, count, names[n])
+    else:
+        if dim is None:
+            dim = beam.pvalue.AsSingleton(p | "FeatureDimension" >> reading.FeatureDimension(spec))
+        good, _, counted = p | "Pass1Read" >> reading.ReadCorpus(spec, dim, name=names[1])
+
+        def reader(n, count):
+            return p | f"Pass{n}Read" >> reading.ReadCorpus(spec, dim, count, names[n])
+
+    def read(n, count=False):
+        good, rejected, counted = reader(n, count)
+        return good, rejected, counted | f"Pass{n}Done" >> reading.PassDone(names[n])
+
+    _ = counted | "Pass1Done" >> reading.PassDone(names[1])
+    counts = good | "Pass1ClassCounts" >> stages.ClassCounts(rule, cfg.keep_embeddings, dim)
+    if resample:  # the balance job stops here on a spec the class counts refute
+        counts = (counts | "AllClasses" >> beam.combiners.ToList()
+                  | "CheckTargets" >> beam.FlatMap(check_targets, cfg.strategy, cfg.target, cfg.target_counts))
+    duplicate_ids = good | "Pass1DuplicateIds" >> stages.DuplicateIds()
+    centroids = None
+    if cfg.clusters > 1:  # the random strategies resample each class as one group
+        good, _, _ = read(2)
+        centroids = beam.pvalue.AsDict(good | "Pass2Centroids" >> stages.ClassCentroids(
+            rule, cfg.kmeans_sample, cfg.clusters, dim, beam.pvalue.AsDict(counts)))
+    models = beam.pvalue.AsDict(counts | "ClassModels" >> beam.Map(stages.with_centroids, centroids))
+
+    good, rejected, read_total = read(3, count=not resample)
+    histograms = (
+        good
+        | "Pass3ClusterHistograms" >> stages.ClusterHistograms(rule, models)
+        | "CollectHistograms" >> beam.combiners.ToList()
+    )
+    return Analysis(read, dim, counts, models, histograms, rejected, read_total, duplicate_ids)

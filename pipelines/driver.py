@@ -1,0 +1,168 @@
+"""What both jobs (pipelines.balance, pipelines.histogram) do around their graph.
+
+    flags -> checked configuration (Job) -> graph -> run -> the JSON document written -> summary
+
+`configure` parses the flags (Beam's pass through; anything else is an error), builds
+the demo corpus when there is no --input, resolves the input, checks every value and
+the output folder before anything is read or written. `execute` builds a job's graph
+and runs it. `main` is a command line: progress logging on, and the errors a user can
+fix as one line with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
+
+from pipelines import image_folders, image_stages, output_dir, sources
+from pipelines.options import BalanceConfig, BalanceOptions, check_flags, guess_format
+from pipelines.reading import NS
+from pipelines.report import short_label
+
+log = logging.getLogger("pipelines.balance")
+
+
+@dataclass
+class Job:
+    """What both jobs start from: Beam options, the checked configuration, the vector length."""
+
+    options: PipelineOptions
+    cfg: BalanceConfig
+    dim: int | None  # None: the corpus's most common vector length, found by the job
+    dry_run: bool
+    warnings: list[str]  # found before the run; logged at once, repeated in the summary
+
+
+def resolve_input(path: str, fmt: str | None) -> tuple[str, str]:
+    """A folder becomes a pattern of its files; checks something matches."""
+    if fmt == "images":
+        if not image_folders.class_folders(path):
+            raise ValueError(f"--input {path!r} has no class sub-folders: an image corpus is a folder "
+                             "with one sub-folder of images per class.")
+        return path.rstrip("/"), fmt
+    pattern = path
+    if os.path.isdir(path) or path.endswith("/"):
+        fmt = fmt or _format_in_dir(path)
+        suffix = {"parquet": "**.parquet", "csv": "**.csv", "tfrecord": "**.tfrecord*"}[fmt]
+        pattern = FileSystems.join(path.rstrip("/"), suffix)
+    fmt = fmt or guess_format(pattern)
+    found = FileSystems.match([pattern], limits=[1])[0].metadata_list
+    if not found:
+        raise ValueError(f"--input {path!r} matches no {fmt} file (pattern {pattern!r}).")
+    return pattern, fmt
+
+
+def _format_in_dir(path: str) -> str:
+    files = [m.path for m in FileSystems.match([FileSystems.join(path.rstrip("/"), "**")], limits=[50])[0].metadata_list]
+    for f in files:
+        try:
+            return guess_format(f)
+        except ValueError:
+            continue
+    raise ValueError(f"Cannot tell the format of the files in {path!r}: pass --input_format.")
+
+
+def _demo_input(known, bo: BalanceOptions) -> str:
+    from pipelines import demo
+
+    if known.demo == "images":
+        input_path = demo.build_demo_images(os.path.join(known.demo_dir, "images"))
+        bo.input_format = "images"
+        print(f"demo corpus: {input_path}/ (scikit-learn digits as 80x80 PNGs in one folder per "
+              "class, long-tailed, with 2 bad files)")
+        return input_path
+    input_path = demo.build_demo_corpus(os.path.join(known.demo_dir, "corpus"))
+    print(f"demo corpus: {input_path} (scikit-learn digits, long-tailed, with 3 bad rows)")
+    return input_path
+
+
+def configure(argv: list[str] | None, ap: argparse.ArgumentParser, demo_output: str) -> Job:
+    """Flags -> Job: builds the demo corpus without --input, resolves the input, checks every value.
+
+    `ap` (the job's own parser) answers --help and checks types and choices; the values
+    come from BalanceOptions, so every Beam flag passes through. Without --output, the
+    demo writes to DEMO_DIR/`demo_output`.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    known, _ = ap.parse_known_args(argv)
+    check_flags(argv, ap)
+    options = PipelineOptions(argv)
+    bo = options.view_as(BalanceOptions)
+    if known.input is None:
+        output = known.output or os.path.join(known.demo_dir, demo_output)
+        input_path = _demo_input(known, bo)
+    else:
+        if not known.output:
+            raise ValueError(f"--output is required with --input (Received: --input {known.input!r}): "
+                             "name the folder to write to, e.g. --output out/.")
+        input_path, output = known.input, known.output
+    pattern, fmt = resolve_input(input_path, bo.input_format)
+    bo.input_format = fmt
+    cfg = BalanceConfig.from_options(bo, pattern, output)
+    dry_run = str(options.view_as(TestOptions).dry_run).lower() == "true"
+    output_dir.check_no_overlap(cfg.input, fmt == "images", cfg.output)
+    if not dry_run:  # a dry run translates the graph and never looks at OUT
+        output_dir.check_ours(cfg.output, bo.overwrite)
+    if cfg.cluster_on == "inception_v3":
+        image_stages.check_embedding_weights(cfg.embedding_weights)
+    warnings = []
+    if fmt == "images":
+        for label in image_folders.empty_class_folders(cfg.input):
+            warnings.append(f"class folder {short_label(label)!r} of {cfg.input!r} is empty: Keras would list it as "
+                            "a class with no images; the job has no record of it, so it is not a class of the output")
+    for w in warnings:
+        log.warning(w)
+    dim = cfg.image_vectors.dim if cfg.payload == "image" else cfg.feature_dim or sources.schema_dim(cfg.read_spec)
+    return Job(options, cfg, dim, dry_run, warnings)
+
+
+def execute(job: Job, build_graph: Callable, staging: str, written: str, test_pipeline=None):
+    """Builds the graph with `build_graph(p, cfg, staging, dim, warnings)` and runs it; returns
+    (the JSON document `written` in OUT, the Beam result, seconds), or None after a dry run."""
+    started = time.time()
+    p = test_pipeline or beam.Pipeline(options=job.options)
+    build_graph(p, job.cfg, staging, job.dim, job.warnings)
+    result = p.run()
+    result.wait_until_finish()
+    if job.dry_run:
+        print(f"dry run: the graph translated and the job was prepared ({type(result).__name__}); nothing ran.")
+        return None
+    with FileSystems.open(FileSystems.join(job.cfg.output, written)) as f:
+        return json.load(f), result, time.time() - started
+
+
+def counters(result) -> dict[str, int]:
+    """The job's Beam counters (records read, rejected, ...), summed over steps; {} where a runner has none."""
+    try:
+        found = result.metrics().query(MetricsFilter().with_namespace(NS))["counters"]
+    except Exception:  # noqa: BLE001 - some runners report no metrics
+        return {}
+    out: dict[str, int] = {}
+    for c in found:
+        value = c.committed if c.committed is not None else c.attempted
+        out[c.key.metric.name] = out.get(c.key.metric.name, 0) + int(value or 0)
+    return out
+
+
+def main(run: Callable) -> None:
+    """The command line of a job's `run`: progress logging on, and expected errors as one line
+    and exit status 2."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s",
+                        datefmt="%H:%M:%S", force=True)
+    logging.getLogger("pipelines").setLevel(logging.INFO)
+    try:
+        run()
+    except (ValueError, sources.UnreadableFile) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,159 @@
+"""Pass 4 of pipelines.balance: every record to its place, as fragments for the merge.
+
+Train records are copied by their group's rule (exact quotas; see transforms/selection.py):
+most rows know their copy count at once, the few in a group's boundary bucket are
+gathered per group and settled by a sort. Val and test records go out as they are.
+Every copy's shard and its place in the shard come from hash(id, copy, seed); rows are
+buffered per destination and flushed as fragment files (pipelines/shards.py), which
+the merge turns into the final shards.
+"""
+
+from __future__ import annotations
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.metrics import Metrics
+
+from pipelines import shards
+from pipelines.reading import NS, windowed
+from pipelines.stages import split_and_assign
+from transforms import hashing, records, selection
+from transforms.stats import TEST, VAL, HoldoutRule
+
+
+class _Resample(beam.DoFn):
+    """Copies of each train row by its group's rule; val and test rows as they are."""
+
+    def __init__(self, rule: HoldoutRule, keep_embeddings: bool, staging: str):
+        self.rule, self.keep_embeddings, self.staging = rule, keep_embeddings, staging
+        self.holdout = Metrics.counter(NS, "records_holdout")
+        self.train = Metrics.counter(NS, "records_train_input")
+        self.written = Metrics.counter(NS, "records_written")
+
+    def start_bundle(self):
+        self.writer = shards.FragmentWriter(self.staging)
+
+    def process(self, good, models, plan):
+        seed = self.rule.seed
+        for label, _, held, train, clusters in split_and_assign(good, models, self.rule):
+            cp = plan["classes"][label]
+            self.holdout.inc(len(held[VAL]) + len(held[TEST]))
+            self.train.inc(len(train))
+            write_heldout(self.writer, "val", good, held[VAL], cp["index"], plan, seed, self.keep_embeddings)
+            write_heldout(self.writer, "test", good, held[TEST], cp["index"], plan, seed, self.keep_embeddings)
+            u = hashing.decision(good["key"][train], seed, hashing.COPIES)
+            copies = np.zeros(len(train), np.int64)
+            pending = np.zeros(len(train), bool)
+            for c in np.unique(clusters):
+                in_c = clusters == c
+                copies[in_c], pending[in_c] = selection.copies_by_rule(u[in_c], cp["rules"][int(c)])
+            done = ~pending
+            self.written.inc(int(copies[done].sum()))
+            write_train(self.writer, good, train[done], copies[done], clusters[done], cp, seed, self.keep_embeddings)
+            for c in np.unique(clusters[pending]):
+                rows = train[pending & (clusters == c)]
+                yield beam.pvalue.TaggedOutput("boundary", ((label, int(c)), records.take(good, rows)))
+        yield from self.writer.drain()
+
+    def finish_bundle(self):
+        for fragment in self.writer.flush():
+            yield windowed(fragment)
+
+
+def write_train(writer, good, rows, copies, clusters, cp, seed: int, keep_embeddings: bool):
+    """Expands rows into their copies and sends each copy to its shard.
+
+    A copy's shard and its place in the shard come from hash(id, copy, seed).
+    """
+    rep = np.repeat(np.arange(len(rows)), copies)
+    if not len(rep):
+        return
+    copy_index = np.arange(len(rep)) - np.repeat(np.cumsum(copies) - copies, copies)
+    src = rows[rep]
+    base = hashing.decision(good["key"][src], seed, hashing.SHARD)
+    order = hashing.mix64(base + copy_index.astype(np.uint64))
+    shard = (order % np.uint64(cp["shards"])).astype(np.int64)
+    writer.add_split("train", cp["index"], shard, {
+        "id": good["id"][src], "order": order, "label": np.full(len(src), cp["index"], np.int32),
+        "cluster": clusters[rep].astype(np.int32), **payload_columns(good, src, keep_embeddings)})
+
+
+def write_heldout(writer, split: str, good, rows, index, plan, seed: int, keep_embeddings: bool):
+    """Rows of one class held out to `split` (val or test), as they are: one copy, cluster -1."""
+    if not len(rows):
+        return
+    order = hashing.decision(good["key"][rows], seed, hashing.SHARD)
+    shard = (order % np.uint64(plan[f"{split}_shards"])).astype(np.int64)
+    writer.add_split(split, 0, shard, {
+        "id": good["id"][rows], "order": order, "label": np.full(len(rows), index, np.int32),
+        "cluster": np.full(len(rows), -1, np.int32), **payload_columns(good, rows, keep_embeddings)})
+
+
+def payload_columns(good: dict, rows: np.ndarray, keep_embeddings: bool) -> dict:
+    """What a shard row carries besides id, label and cluster (see DESIGN.md)."""
+    if "image" not in good:
+        return {"features": good["features"][rows]}
+    cols = {"image": good["image"][rows], "format": good["format"][rows]}
+    if keep_embeddings:
+        cols["embedding"] = good["features"][rows]
+    return cols
+
+
+class _SettleBoundary(beam.DoFn):
+    """All rows of one group's boundary bucket: sorted, the first `need` get the extra copy."""
+
+    def __init__(self, seed: int, keep_embeddings: bool, staging: str):
+        self.seed, self.keep_embeddings, self.staging = seed, keep_embeddings, staging
+        self.written = Metrics.counter(NS, "records_written")
+
+    def process(self, item, plan):
+        (label, cluster), batches = item
+        batch = records.concat(list(batches))
+        cp = plan["classes"][label]
+        rule = cp["rules"][cluster]
+        u = hashing.decision(batch["key"], self.seed, hashing.COPIES)
+        copies = selection.settle_boundary(u, batch["id"].astype(str), rule)
+        writer = shards.FragmentWriter(self.staging)
+        self.written.inc(int(copies.sum()))
+        n = len(u)
+        write_train(writer, batch, np.arange(n), copies, np.full(n, cluster), cp, self.seed, self.keep_embeddings)
+        yield from writer.flush()
+
+
+class _WriteRejected(beam.DoFn):
+    def __init__(self, staging: str):
+        self.staging = staging
+
+    def start_bundle(self):
+        self.writer = shards.FragmentWriter(self.staging)
+
+    def process(self, bad):
+        self.writer.add(("rejected", 0, 0), bad)
+        yield from self.writer.drain()
+
+    def finish_bundle(self):
+        for fragment in self.writer.flush():
+            yield windowed(fragment)
+
+
+class Resample(beam.PTransform):
+    """Pass 4: valid and rejected batches -> fragments (dest, path, rows)."""
+
+    def __init__(self, rule: HoldoutRule, keep_embeddings: bool, staging: str, models, plan):
+        super().__init__()
+        self.rule, self.keep_embeddings, self.staging = rule, keep_embeddings, staging
+        self.models, self.plan = models, plan
+
+    def expand(self, pcolls):
+        good, rejected = pcolls
+        out = good | "Resample" >> beam.ParDo(
+            _Resample(self.rule, self.keep_embeddings, self.staging), self.models, self.plan
+        ).with_outputs("boundary", main="fragments")
+        settled = (
+            out.boundary
+            | "GatherBoundary" >> beam.GroupByKey()
+            | "SettleBoundary" >> beam.ParDo(_SettleBoundary(self.rule.seed, self.keep_embeddings, self.staging),
+                                             self.plan)
+        )
+        bad = rejected | "WriteRejected" >> beam.ParDo(_WriteRejected(self.staging))
+        return (out.fragments, settled, bad) | "AllFragments" >> beam.Flatten()
