@@ -9,9 +9,7 @@ so tests run them without Beam.
 from __future__ import annotations
 
 import dataclasses
-import gzip
 import re
-import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,7 +22,6 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from transforms import records
-from transforms.example_codec import DamagedRecord, read_tfrecords
 
 
 class UnreadableFile(Exception):
@@ -103,6 +100,8 @@ def _naming(path: str):
 
 def read_unit(unit: tuple[str, int, int], spec) -> Iterator[dict]:
     """Raw batches (vectors or images) of one unit; raises UnreadableFile naming the file."""
+    from pipelines import tfrecord_source  # imports this module
+
     path, rg, first = unit
     with _naming(path):
         if rg < 0:  # a whole file, or a Parquet file whose footer did not read
@@ -114,17 +113,17 @@ def read_unit(unit: tuple[str, int, int], spec) -> Iterator[dict]:
                 pq.ParquetFile(f)  # re-raises the footer error with its message
         if spec.payload == "image":
             reader = _read_image_parquet(path, rg, first, spec) if spec.input_format == "parquet" \
-                else _read_image_tfrecord(path, spec)
+                else tfrecord_source.read_image_tfrecord(path, spec)
         elif spec.input_format == "parquet":
             reader = _read_parquet(path, rg, first, spec)
         elif spec.input_format == "csv":
             reader = _read_csv(path, spec)
         else:
-            reader = _read_tfrecord(path, spec)
+            reader = tfrecord_source.read_tfrecord(path, spec)
         yield from reader
 
 
-def _require(names: list[str], present: list[str], path: str, flag: str) -> None:
+def require(names: list[str], present: list[str], path: str, flag: str) -> None:
     missing = [c for c in names if c not in present]
     if missing:
         raise UnreadableFile(
@@ -155,10 +154,10 @@ def schema_dim(spec: ReadSpec) -> int | None:
     except Exception:  # noqa: BLE001 - the job itself reports unreadable files
         return None
     try:
-        _require([spec.label_column], names, first, "--label_column")
+        require([spec.label_column], names, first, "--label_column")
         if spec.input_format == "csv":
             return len([c for c in names if c not in (spec.label_column, spec.id_column)])
-        _require([spec.feature_column], names, first, "--feature_column")
+        require([spec.feature_column], names, first, "--feature_column")
     except UnreadableFile as e:
         if spec.reject_unreadable_files:
             return None  # the job rejects the file
@@ -171,9 +170,9 @@ def _read_parquet(path: str, rg: int, first: int, spec) -> Iterator[dict]:
     with open_file(path) as f:
         pf = pq.ParquetFile(f, page_checksum_verification=True)  # where the writer stored checksums
         names = pf.schema_arrow.names
-        _require([spec.label_column], names, path, "--label_column")
+        require([spec.label_column], names, path, "--label_column")
         feats = list(spec.feature_columns) or [spec.feature_column]
-        _require(feats, names, path, "--feature_columns" if spec.feature_columns else "--feature_column")
+        require(feats, names, path, "--feature_columns" if spec.feature_columns else "--feature_column")
         has_id = spec.id_column in names
         columns = [spec.label_column, *feats] + ([spec.id_column] if has_id else [])
         row = first
@@ -231,10 +230,10 @@ def _read_csv(path: str, spec) -> Iterator[dict]:
                                                  auto_dict_encode=False),
         )
         names = reader.schema.names
-        _require([spec.label_column], names, path, "--label_column")
+        require([spec.label_column], names, path, "--label_column")
         has_id = spec.id_column in names
         feats = list(spec.feature_columns) or [c for c in names if c not in (spec.label_column, spec.id_column)]
-        _require(feats, names, path, "--feature_columns")
+        require(feats, names, path, "--feature_columns")
         csv_spec = dataclasses.replace(spec, feature_columns=tuple(feats))
         row = 0
         for batch in reader:
@@ -262,105 +261,12 @@ def _ragged_rows(path: str, rows: list) -> dict:
     }
 
 
-def _tfrecord_batches(path: str, batch_size: int):
-    """Serialized records of a TFRecord file in batches (tf string tensors), every record's
-    length and data checked against their CRCs; gzip detected from the bytes. Read here
-    rather than by tf.data, which ends a gzip stream cut short without an error."""
-    import tensorflow as tf
-
-    batch = []
-    for record in _tfrecords(path):
-        batch.append(record)
-        if len(batch) == batch_size:
-            yield tf.constant(batch)
-            batch = []
-    if batch:
-        yield tf.constant(batch)
-
-
-def _tfrecords(path: str) -> Iterator[bytes]:
-    with open_file(path) as f:
-        gzipped = f.read(2) == b"\x1f\x8b"
-    with open_file(path) as raw:
-        n = 0
-        try:
-            for record in read_tfrecords(gzip.GzipFile(fileobj=raw) if gzipped else raw):
-                yield record
-                n += 1
-        except DamagedRecord as e:
-            raise UnreadableFile(f"{path}: {e}") from e
-        except (EOFError, OSError, zlib.error) as e:  # a gzip stream cut short or damaged
-            raise UnreadableFile(f"{path}: the gzip stream is damaged or cut short after {n} records ({e})") from e
-
-
-def first_values(t, decode) -> np.ndarray:
-    """First value of each row of a ragged tensor, decoded; None for empty rows."""
-    lengths = t.row_lengths().numpy()
-    values = t.flat_values.numpy()
-    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-    out = np.full(len(lengths), None, dtype=object)
-    for i in np.flatnonzero(lengths > 0):
-        out[i] = decode(values[starts[i]])
-    return out
-
-
-def _text(v) -> str:
-    return v.decode("utf-8", "replace") if isinstance(v, bytes) else str(int(v))
-
-
-def _read_tfrecord(path: str, spec) -> Iterator[dict]:
-    import tensorflow as tf
-
-    features, row = None, 0
-    for serialized in _tfrecord_batches(path, spec.batch_size):
-        if features is None:
-            features = _tfrecord_features(serialized.numpy(), spec, path, spec.feature_column, tf.float32)
-        parsed = tf.io.parse_example(serialized, features)
-        n = int(serialized.shape[0])
-        values = parsed[spec.feature_column]
-        yield {
-            "source": path,
-            "row": np.arange(row, row + n, dtype=np.int64),
-            "id": first_values(parsed[spec.id_column], _text) if spec.id_column in features else None,
-            "label": first_values(parsed[spec.label_column], _text),
-            "values": values.flat_values.numpy().astype(np.float32),
-            "lengths": values.row_lengths().numpy().astype(np.int64),
-            "errors": None,
-        }
-        row += n
-
-
-def _tfrecord_features(batch, spec, path: str, payload: str, dtype) -> dict:
-    """Parse spec from the batch's first Example that has a label and the payload: label
-    (bytes or int64), payload, id if present. Records without them are rejected later."""
-    import tensorflow as tf
-    from google.protobuf.message import DecodeError
-
-    for i, record in enumerate(batch):
-        try:
-            feats = tf.train.Example.FromString(record).features.feature
-        except DecodeError as e:
-            raise UnreadableFile(f"{path}: record {i} is not a tf.train.Example ({e})") from e
-        if spec.label_column in feats and payload in feats:
-            break
-    _require([spec.label_column, payload], list(feats.keys()), path,
-             "--label_column / --image_column" if spec.payload == "image" else "--label_column / --feature_column")
-    kind = feats[spec.label_column].WhichOneof("kind")
-    features = {
-        spec.label_column: tf.io.RaggedFeature(tf.string if kind == "bytes_list" else tf.int64),
-        payload: tf.io.RaggedFeature(dtype),
-    }
-    if spec.id_column in feats:
-        features[spec.id_column] = tf.io.RaggedFeature(tf.string)
-    return features
-
-
 def _read_image_parquet(path: str, rg: int, first: int, spec) -> Iterator[dict]:
     """Raw image batches of a Parquet row group (--image_column)."""
     with open_file(path) as f:
         pf = pq.ParquetFile(f, page_checksum_verification=True)  # where the writer stored checksums
         names = pf.schema_arrow.names
-        _require([spec.label_column, spec.image_column], names, path, "--label_column / --image_column")
+        require([spec.label_column, spec.image_column], names, path, "--label_column / --image_column")
         has_id = spec.id_column in names
         cols = [spec.label_column, spec.image_column] + ([spec.id_column] if has_id else [])
         row = first
@@ -370,35 +276,14 @@ def _read_image_parquet(path: str, rg: int, first: int, spec) -> Iterator[dict]:
                 "source": path, "row": np.arange(row, row + n, dtype=np.int64),
                 "id": records.label_strings(batch.column(spec.id_column)) if has_id else None,
                 "label": records.label_strings(batch.column(spec.label_column)),
-                "image": _blobs(batch.column(spec.image_column).to_pylist()),
+                "image": blobs(batch.column(spec.image_column).to_pylist()),
                 "errors": None,
             }
             row += n
 
 
-def _blobs(values) -> np.ndarray:
+def blobs(values) -> np.ndarray:
     """Object array of bytes; a missing image becomes b"" (rejected as empty)."""
     out = np.full(len(values), None, dtype=object)
     out[:] = [b if b is not None else b"" for b in values]
     return out
-
-
-
-def _read_image_tfrecord(path: str, spec) -> Iterator[dict]:
-    import tensorflow as tf
-
-    image_key = spec.image_column or "image/encoded"
-    features, row = None, 0
-    for serialized in _tfrecord_batches(path, spec.image_batch_size):
-        if features is None:
-            features = _tfrecord_features(serialized.numpy(), spec, path, image_key, tf.string)
-        parsed = tf.io.parse_example(serialized, features)
-        n = int(serialized.shape[0])
-        yield {
-            "source": path, "row": np.arange(row, row + n, dtype=np.int64),
-            "id": first_values(parsed[spec.id_column], _text) if spec.id_column in features else None,
-            "label": first_values(parsed[spec.label_column], _text),
-            "image": _blobs(first_values(parsed[image_key], bytes)),
-            "errors": None,
-        }
-        row += n
