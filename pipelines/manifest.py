@@ -1,7 +1,8 @@
-"""The plan between pass 2 and pass 3, shard merging, and the manifest written last.
+"""The plan between pass 3 and pass 4, shard paths, shard merging, and the manifest written last.
 
 Plain functions over small data (histograms, shard metadata); the Beam job calls
-them from single elements. The manifest's keys are the contract in DESIGN.md.
+them from single elements. The manifest's keys are the contract the trainer reads
+(docs/ARCHITECTURE.md, "Contracts").
 """
 
 from __future__ import annotations

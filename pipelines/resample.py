@@ -90,7 +90,7 @@ def write_heldout(writer, split: str, good, rows, index, plan, seed: int, keep_e
 
 
 def payload_columns(good: dict, rows: np.ndarray, keep_embeddings: bool) -> dict:
-    """What a shard row carries besides id, label and cluster (see DESIGN.md)."""
+    """What a shard row carries besides id, label and cluster (the record contract: docs/ARCHITECTURE.md)."""
     if "image" not in good:
         return {"features": good["features"][rows]}
     cols = {"image": good["image"][rows], "format": good["format"][rows]}

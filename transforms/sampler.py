@@ -66,7 +66,7 @@ def _float32_rows(X, rows: np.ndarray) -> np.ndarray:
 class ClusterBalancedSampler(BaseSampler):
     """Cluster-balanced (Jo & Japkowicz) and random resampling with exact quotas.
 
-    Read docs/ARCHITECTURE.md (`transforms/sampler.py`) and shared/DESIGN.md, "Balancing".
+    Read docs/ARCHITECTURE.md (`transforms/sampler.py`, "Contracts").
 
     Parameters
     ----------
