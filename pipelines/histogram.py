@@ -13,7 +13,6 @@ its manifest. Writes OUT/histogram.json and OUT/histogram.png, nothing else.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import uuid
 
@@ -155,12 +154,7 @@ def alternatives(train: dict[str, int]) -> dict:
 def finalize(histograms, models, plan, by_label, read_total, duplicate_ids, cfg, dim, staging) -> dict:
     """Writes histogram.png, then histogram.json (atomically); removes this run's staging files."""
     doc = histogram_doc(histograms, models, plan, by_label, read_total, duplicate_ids, cfg, dim)
-    try:
-        write_histogram_png(doc, FileSystems.join(cfg.output, "histogram.png"))
-    except Exception as e:  # noqa: BLE001 - a missing plot must not lose the numbers
-        log.warning("histogram.png not written: %s", e)
-    shards.write_atomic(FileSystems.join(cfg.output, "histogram.json"),
-                        json.dumps(doc, indent=2, ensure_ascii=False).encode())
+    shards.write_plot_then_document(cfg.output, "histogram.png", write_histogram_png, "histogram.json", doc)
     if FileSystems.exists(staging):  # this run's image cache; a balance run's staging stays
         output_dir.remove_tree(staging)
     return doc

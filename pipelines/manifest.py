@@ -7,7 +7,6 @@ them from single elements. The manifest's keys are the contract the trainer read
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections import defaultdict
@@ -208,14 +207,9 @@ def finalize(infos: list[dict], plan: dict, cfg, run_info: dict, read_total: int
             f"+ held out {t['holdout']} + train input {t['train_input']} = {t['read']}; no manifest written."
         )
     output_dir.remove_stale(cfg.output, {p for i in by_dest.values() for p in i["paths"].values()})
-    try:
-        from pipelines.report import write_report_png
+    from pipelines.report import write_report_png
 
-        write_report_png(manifest, FileSystems.join(cfg.output, "report.png"))
-    except Exception as e:  # noqa: BLE001 - a missing plot must not lose the output
-        log.warning("report.png not written: %s", e)
-    shards.write_atomic(FileSystems.join(cfg.output, "manifest.json"),
-                        json.dumps(manifest, indent=2, ensure_ascii=False).encode())
+    shards.write_plot_then_document(cfg.output, "report.png", write_report_png, "manifest.json", manifest)
     output_dir.remove_staging(cfg.output)  # this run's staging, and any crashed run's
     return manifest
 

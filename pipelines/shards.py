@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import uuid
 import zlib
@@ -199,6 +200,16 @@ def output_table(table: pa.Table, labels: list[str], by_label: bool = False) -> 
         else:
             out[name] = col.take(pa.array(order))
     return pa.table(out)
+
+
+def write_plot_then_document(out: str, png: str, plot, name: str, doc: dict) -> None:
+    """OUT/png drawn by `plot(doc, path)` (a failed plot is a warning, never a lost result),
+    then OUT/name, the JSON document, atomically."""
+    try:
+        plot(doc, FileSystems.join(out, png))
+    except Exception as e:  # noqa: BLE001 - a missing plot must not lose the numbers
+        logging.getLogger("pipelines.balance").warning("%s not written: %s", png, e)
+    write_atomic(FileSystems.join(out, name), json.dumps(doc, indent=2, ensure_ascii=False).encode())
 
 
 def write_atomic(path: str, data: bytes) -> None:
