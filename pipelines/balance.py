@@ -54,7 +54,7 @@ class Analysis:
 
     read: Callable  # read(n, count=False) -> (good, rejected, total read): pass n over the input
     dim: Any  # the vector length: an int, or a side input when the corpus decides it
-    counts: beam.PCollection  # (label, {count, train, max_hold, bytes})
+    counts: beam.PCollection  # (label, {count, train, val, test, max_hold, bytes})
     models: Any  # side input: label -> counts and centroids
     histograms: beam.PCollection  # one list of ((label, cluster), hash-bucket histogram)
     plan: beam.PCollection  # one element: the plan (or what `planner` returned)
@@ -89,7 +89,7 @@ def analyze(p: beam.Pipeline, cfg: BalanceConfig, staging: str, dim, resample: b
         return good, rejected, counted | f"Pass{n}Done" >> stages.PassDone(names[n])
 
     _ = counted | "Pass1Done" >> stages.PassDone(names[1])
-    counts = good | "Pass1ClassCounts" >> stages.ClassCounts(cfg, dim)
+    counts = good | "Pass1ClassCounts" >> stages.ClassCounts(cfg.holdout_rule, cfg.keep_embeddings, dim)
     centroids = None
     if cfg.clusters > 1:  # the random strategies resample each class as one group
         good, _, _ = read(2)

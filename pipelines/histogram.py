@@ -88,7 +88,7 @@ def histogram_doc(histograms, models: dict, plan: dict, by_label: dict, read_tot
     for index, label in enumerate(labels):
         m, cp = models[label], planned.get(label)
         entry = {"label": label, "index": index, "input": m["count"], "holdout": m["count"] - m["train"],
-                 "train_input": m["train"]}
+                 "val": m["val"], "test": m["test"], "train_input": m["train"]}
         if cp is not None:
             entry["target"] = cp["target"]
         if cfg.clusters > 1:
@@ -110,7 +110,9 @@ def histogram_doc(histograms, models: dict, plan: dict, by_label: dict, read_tot
         "seed": cfg.seed,
         "options": cfg.to_json(),
         "payload": mf.payload_info(cfg, dim),
-        "totals": {"read": read_total, "rejected": rejected, "holdout": holdout, "train_input": train_input},
+        "totals": {"read": read_total, "rejected": rejected, "holdout": holdout,
+                   "val": sum(c["val"] for c in classes), "test": sum(c["test"] for c in classes),
+                   "train_input": train_input},
         "imbalance_ratio": round(max(inputs) / min(inputs), 4) if inputs else None,
         "classes": classes,
         "rejected": {"records": rejected, "by_label": dict(sorted(by_label.items()))},

@@ -20,6 +20,7 @@ from transforms import selection
 
 SCHEMA_VERSION = 2  # 2: one tree per format (OUT/parquet/..., OUT/tfrecord/...)
 SUFFIX = {"parquet": ".parquet", "tfrecord": ".tfrecord.gz"}
+HELD_OUT = ("val", "test")  # splits held out before resampling, never resampled
 log = logging.getLogger("pipelines.balance")
 
 
@@ -92,18 +93,21 @@ def make_plan(histograms, models: dict, cfg, dim: int) -> dict:
         classes[label] = {
             "label": label, "index": cp.index, "dir": dirs[label],
             "count": model["count"], "train": cp.train_input, "holdout": model["count"] - cp.train_input,
+            "val": model["val"], "test": model["test"],
             "target": cp.target,
             "shards": planning.shard_count(cp.target, _row_bytes(model), target_bytes, cfg.num_shards),
             "clusters": [{"id": c, "input": int(n), "quota": int(q)}
                          for c, (n, q) in enumerate(zip(cp.cluster_sizes, cp.quotas, strict=True))],
             "rules": rules,
         }
-    val_bytes = sum(_row_bytes(models[x]) * classes[x]["holdout"] for x in labels)
+    held_bytes = {split: sum(_row_bytes(models[x]) * classes[x][split] for x in labels) for split in HELD_OUT}
     log.info("plan (%s): %d classes, %d training records -> %d to write", cfg.strategy, len(classes),
              sum(c["train"] for c in classes.values()), sum(c["target"] for c in classes.values()))
     return {
         "order": labels, "classes": classes, "dim": dim, "payload": payload_schema(cfg, dim),
-        "val_shards": planning.shard_count(val_bytes, 1, target_bytes),
+        "val_shards": planning.shard_count(held_bytes["val"], 1, target_bytes),
+        # no test/ folder at all without --test_fraction
+        "test_shards": planning.shard_count(held_bytes["test"], 1, target_bytes) if cfg.test_fraction > 0 else 0,
     }
 
 
@@ -116,8 +120,8 @@ def shard_paths(dest: tuple, plan: dict, formats) -> dict[str, str]:
     split, index, shard = dest
     if split == "rejected":
         return {"jsonl": f"rejected/{shards.shard_name(0, 1)}.jsonl"}
-    if split == "val":
-        folder, count = "val", plan["val_shards"]
+    if split in HELD_OUT:
+        folder, count = split, plan[f"{split}_shards"]
     else:
         cp = plan["classes"][plan["order"][index]]
         folder, count = f"train/{cp['dir']}", cp["shards"]
@@ -140,7 +144,7 @@ def write_shard(dest, table, paths, plan, cfg) -> dict:
                 "by_label": shards.rejected_by_label(table)}
     if table is None:
         table = shards.row_schema(plan["payload"]).empty_table()
-    table = shards.output_table(table, plan["order"], by_label=dest[0] == "val")
+    table = shards.output_table(table, plan["order"], by_label=dest[0] in HELD_OUT)
     for fmt, rel in paths.items():
         data = shards.parquet_bytes(table) if fmt == "parquet" else shards.tfrecord_bytes(table)
         _write(out, rel, data)
@@ -157,7 +161,7 @@ def _write(out: str, rel: str, data: bytes) -> None:
 
 
 def expected_dests(plan: dict) -> list[tuple]:
-    dests = [("val", 0, s) for s in range(plan["val_shards"])] + [("rejected", 0, 0)]
+    dests = [(split, 0, s) for split in HELD_OUT for s in range(plan[f"{split}_shards"])] + [("rejected", 0, 0)]
     for label in plan["order"]:
         cp = plan["classes"][label]
         dests += [("train", cp["index"], s) for s in range(cp["shards"])]
@@ -214,15 +218,22 @@ def build_manifest(by_dest: dict, plan: dict, cfg, run_info: dict) -> dict:
             clusters.append({**c, "output": c["quota"]})
         classes.append({
             "label": label, "index": cp["index"], "dir": cp["dir"],
-            "input": cp["count"], "holdout": cp["holdout"], "train_input": cp["train"],
+            "input": cp["count"], "holdout": cp["holdout"], "val": cp["val"], "test": cp["test"],
+            "train_input": cp["train"],
             "target": cp["target"], "output": output, "clusters": clusters,
             "shards": {fmt: [{"path": i["paths"][fmt], "records": i["records"]} for i in infos] for fmt in formats},
         })
-    val = [by_dest[("val", 0, s)] for s in range(plan["val_shards"])]
-    val_records = sum(i["records"] for i in val)
+    held = {}
+    for split in HELD_OUT:
+        infos = [by_dest[(split, 0, s)] for s in range(plan[f"{split}_shards"])]
+        records = sum(i["records"] for i in infos)
+        if records != sum(c[split] for c in classes):
+            raise RuntimeError(f"internal: {split}/ holds {records} records, the classes' {split} counts "
+                               f"{sum(c[split] for c in classes)}")
+        held[split] = {"records": records,
+                       "shards": {fmt: [{"path": i["paths"][fmt], "records": i["records"]} for i in infos]
+                                  for fmt in formats} if infos else {}}
     holdout = sum(c["holdout"] for c in classes)
-    if val_records != holdout:
-        raise RuntimeError(f"internal: val/ holds {val_records} records, the hold-out {holdout}")
     rejected = by_dest[("rejected", 0, 0)]["records"]
     by_label = by_dest[("rejected", 0, 0)]["by_label"]
     train_input = sum(c["train_input"] for c in classes)
@@ -233,10 +244,11 @@ def build_manifest(by_dest: dict, plan: dict, cfg, run_info: dict) -> dict:
         "payload": payload_info(cfg, plan["dim"]),
         "formats": formats,
         "totals": {"read": rejected + holdout + train_input, "rejected": rejected, "holdout": holdout,
+                   "val": held["val"]["records"], "test": held["test"]["records"],
                    "train_input": train_input, "output": sum(c["output"] for c in classes)},
         "classes": classes,
-        "val": {"records": val_records,
-                "shards": {fmt: [{"path": i["paths"][fmt], "records": i["records"]} for i in val] for fmt in formats}},
+        "val": held["val"],
+        "test": held["test"],
         "rejected": {"records": rejected, "path": "rejected/",
                      "by_label": by_label},  # rejected records per label as read ("None": no label)
         "run": run_info,

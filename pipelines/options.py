@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field, fields
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from transforms.plan import STRATEGIES, parse_target
+from transforms.stats import HoldoutRule
 
 INPUT_FORMATS = ("parquet", "tfrecord", "csv", "images")
 CLUSTER_ON = ("features", "thumbnail", "inception_v3")
@@ -73,7 +74,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--keep_embeddings", action="store_true",
                    help="Write the clustering vector into the shards as `embedding`.")
     g.add_argument("--holdout_fraction", type=float, default=0.1,
-                   help="Share of each class written to val/ and never resampled (default 0.1).")
+                   help="Share of each class written to val/ and never resampled (default 0.1); val/ drives "
+                        "the trainer's shares and picks its best epoch.")
+    g.add_argument("--test_fraction", type=float, default=0.0,
+                   help="Share of each class written to test/, disjoint from val/, never resampled and never "
+                        "read by training: the honest score (default 0: no test split).")
     g.add_argument("--seed", type=int, default=0, help="Seed of every random decision (default 0).")
     g = parser.add_argument_group("output")
     g.add_argument("--output", default=None, help="Output folder (default for the demo: DEMO_DIR/balanced; DEMO_DIR/histogram for pipelines.histogram).")
@@ -110,6 +115,7 @@ class BalanceConfig:
     clusters_per_class: int = 8
     kmeans_sample: int = 100_000
     holdout_fraction: float = 0.1
+    test_fraction: float = 0.0
     seed: int = 0
     output_format: str = "both"
     num_shards: int | None = None
@@ -134,6 +140,10 @@ class BalanceConfig:
     @property
     def formats(self) -> tuple[str, ...]:
         return ("parquet", "tfrecord") if self.output_format == "both" else (self.output_format,)
+
+    @property
+    def holdout_rule(self) -> HoldoutRule:
+        return HoldoutRule(self.seed, self.holdout_fraction, self.test_fraction)
 
     @property
     def clusters(self) -> int:
@@ -170,6 +180,9 @@ class BalanceConfig:
             (o.clusters_per_class >= 1, f"--clusters_per_class must be at least 1. Received: {o.clusters_per_class}"),
             (o.kmeans_sample >= 1, f"--kmeans_sample must be at least 1. Received: {o.kmeans_sample}"),
             (0 <= o.holdout_fraction < 1, f"--holdout_fraction must be in [0, 1). Received: {o.holdout_fraction}"),
+            (0 <= o.test_fraction < 1, f"--test_fraction must be in [0, 1). Received: {o.test_fraction}"),
+            (o.holdout_fraction + o.test_fraction < 1, "--holdout_fraction + --test_fraction must be under 1 "
+             f"(something must be left to train on). Received: {o.holdout_fraction} + {o.test_fraction}"),
             (o.num_shards is None or o.num_shards >= 1, f"--num_shards must be at least 1. Received: {o.num_shards}"),
             (o.shard_mb >= 1, f"--shard_mb must be at least 1. Received: {o.shard_mb}"),
             (o.batch_size >= 1, f"--batch_size must be at least 1. Received: {o.batch_size}"),

@@ -6,23 +6,42 @@ from __future__ import annotations
 import io
 
 
+def held_out(c: dict, test: bool) -> tuple:
+    """The held-out column(s) of a class or totals row: val, and test when there is a test split."""
+    return (c.get("val", c["holdout"]), c.get("test", 0)) if test else (c["holdout"],)
+
+
+def held_out_line(t: dict) -> str:
+    """read N = rejected + held out + train input, naming val and test when there is a test split."""
+    split = f" (val {t['val']}, test {t['test']})" if t.get("test") else ""
+    return (f"read {t['read']} = rejected {t['rejected']} + held out {t['holdout']}{split} "
+            f"+ train input {t['train_input']}")
+
+
 def summary_table(manifest: dict) -> str:
-    """Per class: read, rejected, held out, clusters, target, written; then totals."""
-    rows = [("class", "read", "rejected", "held out", "train in", "clusters", "target", "written")]
+    """Per class: read, rejected, held out (val, test), clusters, target, written; then totals."""
+    t = manifest["totals"]
+    test = bool(t.get("test"))
+    rows = [("class", "read", "rejected", *(("val", "test") if test else ("held out",)), "train in", "clusters",
+             "target", "written")]
     by_label = dict(manifest["rejected"].get("by_label", {}))
     for c in manifest["classes"]:
         k = sum(1 for x in c["clusters"] if x["input"] > 0)
         bad = by_label.pop(c["label"], 0)
-        rows.append((c["label"], c["input"] + bad, bad, c["holdout"], c["train_input"], k, c["target"], c["output"]))
+        rows.append((short_label(c["label"]), c["input"] + bad, bad, *held_out(c, test), c["train_input"], k,
+                     c["target"], c["output"]))
     if by_label:  # rejected records whose label is missing or names no valid class
         n = sum(by_label.values())
-        rows.append(("(other)", n, n, 0, 0, "", "", 0))
-    t = manifest["totals"]
-    rows.append(("TOTAL", t["read"], t["rejected"], t["holdout"], t["train_input"], "", "", t["output"]))
+        rows.append(("(other)", n, n, *([0] * (1 + test)), 0, "", "", 0))
+    rows.append(("TOTAL", t["read"], t["rejected"], *held_out(t, test), t["train_input"], "", "", t["output"]))
     lines = _aligned(rows)
-    lines.append(f"read {t['read']} = rejected {t['rejected']} + held out {t['holdout']} "
-                 f"+ train input {t['train_input']}")
+    lines.append(held_out_line(t))
     return "\n".join(lines)
+
+
+def short_label(label: str, width: int = 40) -> str:
+    """A label cut to a readable length for tables and messages (the files keep it whole)."""
+    return label if len(label) <= width else label[: width - 3] + "..."
 
 
 def _aligned(rows: list[tuple]) -> list[str]:
@@ -39,7 +58,8 @@ def histogram_table(doc: dict) -> str:
     """Per class: read, rejected, held out, train input, share, cluster sizes, balance's target."""
     clustered = any("clusters" in c for c in doc["classes"])
     planned = "error" not in doc["plan"]
-    header = ["class", "read", "rejected", "held out", "train in", "share"]
+    test = bool(doc["totals"].get("test"))
+    header = ["class", "read", "rejected", *(("val", "test") if test else ("held out",)), "train in", "share"]
     header += ["clusters", "largest", "smallest"] if clustered else []
     header += ["target"] if planned else []
     rows = [tuple(header)]
@@ -47,7 +67,7 @@ def histogram_table(doc: dict) -> str:
     t = doc["totals"]
     for c in doc["classes"]:
         bad = by_label.pop(c["label"], 0)
-        row = [c["label"], c["input"] + bad, bad, c["holdout"], c["train_input"],
+        row = [short_label(c["label"]), c["input"] + bad, bad, *held_out(c, test), c["train_input"],
                f"{c['train_input'] / max(1, t['train_input']):.1%}"]
         if clustered:
             sizes = [x["input"] for x in c["clusters"] if x["input"] > 0]
@@ -55,13 +75,13 @@ def histogram_table(doc: dict) -> str:
         rows.append(tuple(row + ([c["target"]] if planned else [])))
     if by_label:  # rejected records whose label is missing or names no valid class
         n = sum(by_label.values())
-        rows.append(tuple(["(other)", n, n, 0, 0, ""] + [""] * (3 * clustered + planned)))
-    total = ["TOTAL", t["read"], t["rejected"], t["holdout"], t["train_input"], "100.0%" if t["train_input"] else ""]
+        rows.append(tuple(["(other)", n, n, *([0] * (1 + test)), 0, ""] + [""] * (3 * clustered + planned)))
+    total = ["TOTAL", t["read"], t["rejected"], *held_out(t, test), t["train_input"],
+             "100.0%" if t["train_input"] else ""]
     total += [sum(len([x for x in c["clusters"] if x["input"] > 0]) for c in doc["classes"]), "", ""] if clustered else []
     rows.append(tuple(total + ([doc["plan"]["output"]] if planned else [])))
     lines = _aligned(rows)
-    lines.append(f"read {t['read']} = rejected {t['rejected']} + held out {t['holdout']} "
-                 f"+ train input {t['train_input']}")
+    lines.append(held_out_line(t))
     classes = doc["classes"]
     if classes:
         big = max(classes, key=lambda c: c["input"])

@@ -30,7 +30,7 @@ from apache_beam.transforms.window import GlobalWindows
 from pipelines import shards, sources
 from transforms import hashing, kmeans, records, selection
 from transforms.sampling import BottomM
-from transforms.stats import ClassStats, holdout_mask
+from transforms.stats import TEST, TRAIN, VAL, ClassStats, HoldoutRule
 
 NS = "balance"
 log = logging.getLogger("pipelines.balance")
@@ -246,14 +246,12 @@ class FeatureDimension(beam.PTransform):
 # ---------------------------------------------------------------- pass 1: counts
 
 class _ClassPartials(beam.DoFn):
-    def __init__(self, cfg):
-        self.cfg = cfg
-        self.threshold = hashing.fraction_threshold(cfg.holdout_fraction)
+    def __init__(self, rule: HoldoutRule, keep_embeddings: bool):
+        self.rule, self.keep_embeddings = rule, keep_embeddings
 
     def process(self, good, dim):
         for label, rows in records.group_rows(good["label"]):
-            stats = ClassStats().add(good["key"][rows], self.cfg.seed, self.threshold,
-                                     nbytes=payload_bytes(good, rows, self.cfg))
+            stats = ClassStats(self.rule).add(good["key"][rows], nbytes=payload_bytes(good, rows, self.keep_embeddings))
             yield label, stats
 
 
@@ -275,26 +273,24 @@ class MergeableFn(beam.CombineFn):
 
 
 class _ClassStatsFn(MergeableFn):
-    def __init__(self, cfg):
-        self.cfg = cfg
-
     def extract_output(self, acc):
         s = acc.extract()
-        return {"count": s.count, "train": s.train, "max_hold": s.max_hold, "bytes": s.nbytes}
+        return {"count": s.count, "train": s.train, "val": s.val, "test": s.test, "max_hold": s.max_hold,
+                "bytes": s.nbytes}
 
 
 class ClassCounts(beam.PTransform):
-    """Valid batches -> (label, {count, train, max_hold, bytes}): small, per class."""
+    """Valid batches -> (label, {count, train, val, test, max_hold, bytes}): small, per class."""
 
-    def __init__(self, cfg, dim):
+    def __init__(self, rule: HoldoutRule, keep_embeddings: bool, dim):
         super().__init__()
-        self.cfg, self.dim = cfg, dim
+        self.rule, self.keep_embeddings, self.dim = rule, keep_embeddings, dim
 
     def expand(self, good):
         return (
             good
-            | "Partials" >> beam.ParDo(_ClassPartials(self.cfg), self.dim)
-            | "Combine" >> beam.CombinePerKey(_ClassStatsFn(self.cfg)).with_hot_key_fanout(8)
+            | "Partials" >> beam.ParDo(_ClassPartials(self.rule, self.keep_embeddings), self.dim)
+            | "Combine" >> beam.CombinePerKey(_ClassStatsFn()).with_hot_key_fanout(8)
         )
 
 
@@ -311,17 +307,16 @@ def sample_fraction(m: int, train: int) -> float:
 class _SampleCandidates(beam.DoFn):
     """Train rows whose sample hash is under the class's threshold: ~1.5 m per class in all."""
 
-    def __init__(self, cfg):
-        self.cfg = cfg
-        self.threshold = hashing.fraction_threshold(cfg.holdout_fraction)
+    def __init__(self, rule: HoldoutRule, m: int):
+        self.rule, self.m = rule, m
 
     def process(self, good, counts, dim):
-        m = self.cfg.kmeans_sample
+        m = self.m
         for label, rows in records.group_rows(good["label"]):
             c = counts[label]
             keys = good["key"][rows]
-            train = ~holdout_mask(keys, self.cfg.seed, self.threshold, c["max_hold"])
-            u = hashing.decision(keys, self.cfg.seed, hashing.SAMPLE)
+            train = self.rule.split(keys, c["max_hold"]) == TRAIN
+            u = hashing.decision(keys, self.rule.seed, hashing.SAMPLE)
             keep = train & (u < hashing.fraction_threshold(sample_fraction(m, c["train"])))
             if keep.any():
                 yield label, BottomM(m, dim).add(u[keep], good["features"][rows][keep])
@@ -363,7 +358,8 @@ class ClassCentroids(beam.PTransform):
     def expand(self, good):
         return (
             good
-            | "Candidates" >> beam.ParDo(_SampleCandidates(self.cfg), self.counts, self.dim)
+            | "Candidates" >> beam.ParDo(_SampleCandidates(self.cfg.holdout_rule, self.cfg.kmeans_sample),
+                                         self.counts, self.dim)
             | "BottomM" >> beam.CombinePerKey(_BottomMFn())
             | "FitKMeans" >> beam.ParDo(_FitKMeans(self.cfg), self.counts)
         )
@@ -376,16 +372,15 @@ def with_centroids(item, centroids):
 
 # ---------------------------------------------------------------- pass 3: cluster histograms
 
-def split_and_assign(good: dict, models: dict, cfg):
-    """Per class in the batch: (label, model, holdout mask, cluster per row)."""
-    threshold = hashing.fraction_threshold(cfg.holdout_fraction)
+def split_and_assign(good: dict, models: dict, rule: HoldoutRule):
+    """Per class in the batch: (label, model, {VAL: rows, TEST: rows}, train rows, their clusters)."""
     for label, rows in records.group_rows(good["label"]):
         model = models[label]
-        held = holdout_mask(good["key"][rows], cfg.seed, threshold, model["max_hold"])
-        train = rows[~held]
+        split = rule.split(good["key"][rows], model["max_hold"])
+        train = rows[split == TRAIN]
         c = model["centroids"]
         clusters = kmeans.assign(good["features"][train], c) if c is not None else np.zeros(len(train), np.int32)
-        yield label, model, rows[held], train, clusters
+        yield label, model, {VAL: rows[split == VAL], TEST: rows[split == TEST]}, train, clusters
 
 
 class _BucketHistograms(beam.DoFn):
@@ -393,7 +388,7 @@ class _BucketHistograms(beam.DoFn):
         self.cfg = cfg
 
     def process(self, good, models):
-        for label, model, _, train, clusters in split_and_assign(good, models, self.cfg):
+        for label, model, _, train, clusters in split_and_assign(good, models, self.cfg.holdout_rule):
             bits = selection.bucket_bits(model["train"])
             u = hashing.decision(good["key"][train], self.cfg.seed, hashing.COPIES)
             for c in np.unique(clusters):
@@ -437,11 +432,12 @@ class _Resample(beam.DoFn):
         self.writer = shards.FragmentWriter(self.staging)
 
     def process(self, good, models, plan):
-        for label, _, held, train, clusters in split_and_assign(good, models, self.cfg):
+        for label, _, held, train, clusters in split_and_assign(good, models, self.cfg.holdout_rule):
             cp = plan["classes"][label]
-            self.holdout.inc(len(held))
+            self.holdout.inc(len(held[VAL]) + len(held[TEST]))
             self.train.inc(len(train))
-            write_val(self.writer, good, held, cp["index"], plan, self.cfg)
+            write_heldout(self.writer, "val", good, held[VAL], cp["index"], plan, self.cfg)
+            write_heldout(self.writer, "test", good, held[TEST], cp["index"], plan, self.cfg)
             u = hashing.decision(good["key"][train], self.cfg.seed, hashing.COPIES)
             copies = np.zeros(len(train), np.int64)
             pending = np.zeros(len(train), bool)
@@ -479,12 +475,13 @@ def write_train(writer, good, rows, copies, clusters, cp, cfg):
         "cluster": clusters[rep].astype(np.int32), **payload_columns(good, src, cfg)})
 
 
-def write_val(writer, good, rows, index, plan, cfg):
+def write_heldout(writer, split: str, good, rows, index, plan, cfg):
+    """Rows of one class held out to `split` (val or test), as they are: one copy, cluster -1."""
     if not len(rows):
         return
     order = hashing.decision(good["key"][rows], cfg.seed, hashing.SHARD)
-    shard = (order % np.uint64(plan["val_shards"])).astype(np.int64)
-    writer.add_split("val", 0, shard, {
+    shard = (order % np.uint64(plan[f"{split}_shards"])).astype(np.int64)
+    writer.add_split(split, 0, shard, {
         "id": good["id"][rows], "order": order, "label": np.full(len(rows), index, np.int32),
         "cluster": np.full(len(rows), -1, np.int32), **payload_columns(good, rows, cfg)})
 
@@ -499,12 +496,12 @@ def payload_columns(good: dict, rows: np.ndarray, cfg) -> dict:
     return cols
 
 
-def payload_bytes(good: dict, rows: np.ndarray, cfg) -> int:
+def payload_bytes(good: dict, rows: np.ndarray, keep_embeddings: bool) -> int:
     """Bytes the rows' payload takes in a shard (sizes the shards)."""
     if "image" not in good:
         return int(good["features"][rows].nbytes)
     n = sum(len(b) for b in good["image"][rows])
-    return n + (int(good["features"][rows].nbytes) if cfg.keep_embeddings else 0)
+    return n + (int(good["features"][rows].nbytes) if keep_embeddings else 0)
 
 
 class _SettleBoundary(beam.DoFn):

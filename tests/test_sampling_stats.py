@@ -3,12 +3,13 @@
 import itertools
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from transforms import hashing
 from transforms.sampling import BottomM
-from transforms.stats import ClassStats, holdout_mask
+from transforms.stats import TEST, TRAIN, VAL, ClassStats, HoldoutRule
 
 
 def rows(n, seed=0):
@@ -32,27 +33,40 @@ def test_bottom_m_same_sample_whatever_the_merge_order():
 
 
 @settings(max_examples=50, deadline=None)
-@given(st.integers(1, 400), st.integers(1, 6), st.floats(0, 0.9))
-def test_class_stats_split_independent(n, parts, fraction):
+@given(st.integers(1, 400), st.integers(1, 6), st.floats(0, 0.9), st.floats(0, 0.09))
+def test_class_stats_split_independent(n, parts, val, test):
     keys, ids, x = rows(n, n)
-    thr = hashing.fraction_threshold(fraction)
-    one = ClassStats().add(keys, 7, thr).extract()
-    acc = ClassStats()
+    rule = HoldoutRule(7, val, test)
+    one = ClassStats(rule).add(keys).extract()
+    acc = ClassStats(rule)
     for s in reversed(np.array_split(np.arange(n), parts)):
         if len(s):
-            acc.merge(ClassStats().add(keys[s], 7, thr))
+            acc.merge(ClassStats(rule).add(keys[s]))
     many = acc.extract()
-    assert (one.count, one.train, one.max_hold) == (many.count, many.train, many.max_hold)
-    # the train count is what the hold-out mask leaves, and never zero
-    held = holdout_mask(keys, 7, thr, one.max_hold)
-    assert one.train == n - held.sum() >= 1
+    assert one == many
+    # the counts are what the rule's split gives record by record, and train is never empty
+    split = rule.split(keys, one.max_hold)
+    assert (one.train, one.val, one.test) == tuple(int((split == s).sum()) for s in (TRAIN, VAL, TEST))
+    assert one.train >= 1 and one.count == n
 
 
-def test_single_record_class_stays_in_train():
+def test_val_and_test_are_disjoint_bands_of_one_hash():
+    keys, ids, x = rows(20000, 20000)
+    split = HoldoutRule(3, 0.1, 0.2).split(keys, -1)
+    assert abs((split == VAL).mean() - 0.1) < 0.01 and abs((split == TEST).mean() - 0.2) < 0.01
+    # the val records are the same with or without a test split: test takes from train only
+    assert np.array_equal(split == VAL, HoldoutRule(3, 0.1, 0.0).split(keys, -1) == VAL)
+    with pytest.raises(ValueError, match="val_fraction and test_fraction"):
+        HoldoutRule(0, 0.6, 0.5)
+
+
+@pytest.mark.parametrize("val,test", [(0.99, 0.0), (0.0, 0.99), (0.5, 0.49)])
+def test_single_record_class_stays_in_train(val, test):
     keys, ids, x = rows(1)
-    s = ClassStats().add(keys, 0, hashing.fraction_threshold(0.99)).extract()
-    assert s.train == 1
-    assert not holdout_mask(keys, 0, hashing.fraction_threshold(0.99), s.max_hold).any()
+    rule = HoldoutRule(0, val, test)
+    s = ClassStats(rule).add(keys).extract()
+    assert (s.train, s.val, s.test) == (1, 0, 0)
+    assert (rule.split(keys, s.max_hold) == TRAIN).all()
 
 
 def test_class_size_aware_threshold_keeps_the_exact_bottom_m():

@@ -10,7 +10,7 @@ from pipelines import stages
 from pipelines.options import BalanceConfig
 from transforms import hashing, kmeans, records
 from transforms.sampling import BottomM
-from transforms.stats import ClassStats, holdout_mask
+from transforms.stats import TRAIN, ClassStats
 
 
 def batches(n_per_class, dim=3, parts=4, seed=0):
@@ -32,7 +32,7 @@ def pipeline():
 
 def class_models(p, data):
     """Passes 1 and 2 as the job chains them: counts, then centroids from the samples."""
-    counts = p | "Data1" >> beam.Create(data) | "Counts" >> stages.ClassCounts(CFG, 3)
+    counts = p | "Data1" >> beam.Create(data) | "Counts" >> stages.ClassCounts(CFG.holdout_rule, False, 3)
     cents = beam.pvalue.AsDict(p | "Data2" >> beam.Create(data)
                                | stages.ClassCentroids(CFG, 3, beam.pvalue.AsDict(counts)))
     return counts | beam.Map(stages.with_centroids, cents)
@@ -52,9 +52,8 @@ def pure_models(data):
     out = {}
     for label in sorted(set(good["label"])):
         rows = good["label"] == label
-        thr = hashing.fraction_threshold(CFG.holdout_fraction)
-        stats = ClassStats().add(good["key"][rows], CFG.seed, thr).extract()
-        train = ~holdout_mask(good["key"][rows], CFG.seed, thr, stats.max_hold)
+        stats = ClassStats(CFG.holdout_rule).add(good["key"][rows]).extract()
+        train = CFG.holdout_rule.split(good["key"][rows], stats.max_hold) == TRAIN
         u = hashing.decision(good["key"][rows][train], CFG.seed, hashing.SAMPLE)
         sample = BottomM(CFG.kmeans_sample, 3).add(u, good["features"][rows][train]).extract()[1]
         centroids = kmeans.fit_centroids(sample, 2, hashing.seed_for(CFG.seed, label))

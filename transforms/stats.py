@@ -1,11 +1,16 @@
-"""Per-class counts of the first pass, as a mergeable accumulator.
+"""Per-class counts of the first pass, and the hold-out rule, as plain numpy.
 
-For each class: how many valid records, how many fall in train by the hold-out hash,
-the largest hold-out hash (that record is never held out, so every class keeps a
-training record), and the payload bytes (to size the shards). `ClassStats` follows the
-create / add / merge / extract shape, so the Beam CombineFn around it is a few lines and
-the logic is tested without Beam. The k-means sample is drawn in the next pass, once
-these counts are known (pipelines/stages.py, ClassCentroids).
+`HoldoutRule` says which split a record goes to: one uniform hash per record,
+hash(key, seed), puts it in val/ below the val fraction, in test/ in the next
+test-fraction band, in train otherwise; so val and test are disjoint and each is
+hash-chosen per class. The record with a class's largest hold-out hash is never held
+out, so every class keeps at least one training record.
+
+`ClassStats` counts, per class: valid records, how many fall in val, test and train
+by that rule, the largest hold-out hash, and the payload bytes (to size the shards).
+It follows the create / add / merge / extract shape, so the Beam CombineFn around it
+is a few lines and the logic is tested without Beam. The k-means sample is drawn in
+the next pass, once these counts are known (pipelines/stages.py, ClassCentroids).
 """
 
 from __future__ import annotations
@@ -17,27 +22,69 @@ import numpy as np
 from transforms import hashing
 
 
+TRAIN, VAL, TEST = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class HoldoutRule:
+    """Which records are held out: `val_fraction` of each class to val, `test_fraction` to test."""
+
+    seed: int
+    val_fraction: float
+    test_fraction: float = 0.0
+
+    def __post_init__(self):
+        if not (0 <= self.val_fraction < 1 and 0 <= self.test_fraction < 1
+                and self.val_fraction + self.test_fraction < 1):
+            raise ValueError("val_fraction and test_fraction must be in [0, 1) with a sum under 1. "
+                             f"Received: val_fraction={self.val_fraction}, test_fraction={self.test_fraction}")
+
+    @property
+    def thresholds(self) -> tuple[np.uint64, np.uint64]:
+        """Hold-out hashes under the first go to val, under the second (and not the first) to test."""
+        return (hashing.fraction_threshold(self.val_fraction),
+                hashing.fraction_threshold(self.val_fraction + self.test_fraction))
+
+    def hashes(self, keys: np.ndarray) -> np.ndarray:
+        return hashing.decision(keys, self.seed, hashing.HOLDOUT)
+
+    def split(self, keys: np.ndarray, max_hold: int) -> np.ndarray:
+        """TRAIN, VAL or TEST per record; `max_hold` is its class's largest hold-out hash."""
+        hold = self.hashes(keys)
+        val, test = self.thresholds
+        out = np.where(hold < val, VAL, np.where(hold < test, TEST, TRAIN)).astype(np.int8)
+        if max_hold >= 0:  # -1: no record seen yet
+            out[hold == np.uint64(max_hold)] = TRAIN
+        return out
+
+
 @dataclass
 class ClassSummary:
     count: int
     train: int  # records kept in train (the hold-out's complement)
+    val: int
+    test: int
     max_hold: int  # largest hold-out hash; that record always stays in train
     nbytes: int  # payload bytes of all the class's records (sizes the shards)
 
 
 class ClassStats:
-    def __init__(self):
+    def __init__(self, rule: HoldoutRule):
+        self.rule = rule
         self.count = 0
         self.nbytes = 0
-        self.below = 0  # records whose hold-out hash is under the threshold
+        self.below_val = 0  # records whose hold-out hash is under the val threshold
+        self.below_test = 0  # ... under the test threshold (val included)
         self.max_hold = -1
         self.max_count = 0  # records that share the largest hold-out hash (duplicates)
 
-    def add(self, keys: np.ndarray, seed: int, threshold: np.uint64, nbytes: int = 0) -> ClassStats:
-        hold = hashing.decision(keys, seed, hashing.HOLDOUT)
+    def add(self, keys: np.ndarray, nbytes: int = 0) -> ClassStats:
+        hold = self.rule.hashes(keys)
+        val, test = self.rule.thresholds
         self.count += len(keys)
         self.nbytes += int(nbytes)
-        self.below += int((hold < threshold).sum())
+        self.below_val += int((hold < val).sum())
+        self.below_test += int((hold < test).sum())
         top = hold.max()
         if int(top) > self.max_hold:
             self.max_hold, self.max_count = int(top), int((hold == top).sum())
@@ -48,7 +95,8 @@ class ClassStats:
     def merge(self, other: ClassStats) -> ClassStats:
         self.count += other.count
         self.nbytes += other.nbytes
-        self.below += other.below
+        self.below_val += other.below_val
+        self.below_test += other.below_test
         if other.max_hold > self.max_hold:
             self.max_hold, self.max_count = other.max_hold, other.max_count
         elif other.max_hold == self.max_hold:
@@ -56,13 +104,11 @@ class ClassStats:
         return self
 
     def extract(self) -> ClassSummary:
-        train = self.count - self.below
-        if train == 0 and self.count:  # all under the threshold: the top record(s) stay
+        train, val, test = self.count - self.below_test, self.below_val, self.below_test - self.below_val
+        if train == 0 and self.count:  # all held out: the top record(s) stay in train
             train = self.max_count
-        return ClassSummary(self.count, train, self.max_hold, self.nbytes)
-
-
-def holdout_mask(keys: np.ndarray, seed: int, threshold: np.uint64, max_hold: int) -> np.ndarray:
-    """True for records that go to val/: under the threshold, and not the class's top record."""
-    hold = hashing.decision(keys, seed, hashing.HOLDOUT)
-    return (hold < threshold) & (hold != np.uint64(max_hold))
+            if self.max_hold < int(self.rule.thresholds[0]):
+                val -= self.max_count
+            else:
+                test -= self.max_count
+        return ClassSummary(self.count, train, val, test, self.max_hold, self.nbytes)
