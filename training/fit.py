@@ -129,7 +129,8 @@ def train(args: argparse.Namespace) -> list[dict]:
     min_share = args.min_share if args.min_share is not None else min(0.02, 0.5 / ds.classes)
     prior = [n / sum(ds.output) for n in ds.output]
     keras.utils.set_random_seed(args.seed)  # the model's initial weights
-    mixed = args.mixed_precision == "on" or (args.mixed_precision == "auto" and gpu_visible(backend))
+    gpu = gpu_visible(backend)  # said in the start line: TensorFlow's own CUDA messages are quieted
+    mixed = args.mixed_precision == "on" or (args.mixed_precision == "auto" and gpu)
     if mixed:
         keras.mixed_precision.set_global_policy("mixed_float16")
 
@@ -180,7 +181,8 @@ def train(args: argparse.Namespace) -> list[dict]:
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(args.output, "logs"), write_graph=False))
     print(f"training {'InceptionV3 final layer on images' if inputs == 'image' else 'a linear layer on vectors'}: "
           f"{ds.classes} classes, {steps} steps of {args.batch_size} per epoch, sampling {sampler.mode}, "
-          f"loss {args.loss}, backend {backend} ({reader} shards){', mixed_float16' if mixed else ''}")
+          f"loss {args.loss}, backend {backend} on {'GPU' if gpu else 'CPU'} ({reader} shards)"
+          f"{', mixed_float16' if mixed else ''}")
     for epoch in range(start, args.epochs):  # one fit per epoch, on the input its shares give
         models.reseed_augmentation(model, epoch)
         model.fit(epoch_input(epoch, sampler.shares), epochs=epoch + 1, initial_epoch=epoch,
