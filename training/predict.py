@@ -64,6 +64,8 @@ def read_batches(args, kind: str):
             raise ValueError(f"the model takes images: --input_format {args.input_format} needs --image_column.")
         files = inputs.image_files(args.input)
         return inputs.image_batches(files), len(files)
+    if kind == "vector" and (args.input_format == "images" or args.image_column):
+        raise ValueError("the model takes vectors (it was trained on features or embeddings), not images.")
     cols = tuple(c.strip() for c in args.feature_columns.split(",") if c.strip()) if args.feature_columns else ()
     paths, fmt = inputs.vector_files(args.input, args.input_format)
     cfg = BalanceConfig(input=args.input, output=args.output, input_format=fmt, label_column=args.label_column,
