@@ -29,10 +29,18 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
 
-from pipelines import image_stages, shards, sources, stages
+from pipelines import image_stages, output_dir, shards, sources, stages
 from pipelines import manifest as mf
-from pipelines.options import BalanceConfig, BalanceOptions, add_arguments, guess_format
-from pipelines.report import summary_table
+from pipelines.options import (
+    BalanceConfig,
+    BalanceOptions,
+    FlagParser,
+    add_arguments,
+    check_flags,
+    guess_format,
+)
+from pipelines.report import ids_note, short_label, summary_table
+from transforms import plan as planning
 
 log = logging.getLogger("pipelines.balance")
 
@@ -60,6 +68,7 @@ class Analysis:
     plan: beam.PCollection  # one element: the plan (or what `planner` returned)
     rejected: beam.PCollection  # rejected batches of pass 3
     read_total: beam.PCollection  # one element: records pass 3 read
+    duplicate_ids: beam.PCollection  # one element: valid records whose id repeats another's
 
 
 def analyze(p: beam.Pipeline, cfg: BalanceConfig, staging: str, dim, resample: bool = True,
@@ -90,6 +99,9 @@ def analyze(p: beam.Pipeline, cfg: BalanceConfig, staging: str, dim, resample: b
 
     _ = counted | "Pass1Done" >> stages.PassDone(names[1])
     counts = good | "Pass1ClassCounts" >> stages.ClassCounts(cfg.holdout_rule, cfg.keep_embeddings, dim)
+    if resample:  # the balance job stops here on a spec the class counts refute, before any k-means
+        counts = counts | "AllClasses" >> beam.combiners.ToList() | "CheckTargets" >> beam.FlatMap(check_targets, cfg)
+    duplicate_ids = good | "Pass1DuplicateIds" >> stages.DuplicateIds()
     centroids = None
     if cfg.clusters > 1:  # the random strategies resample each class as one group
         good, _, _ = read(2)
@@ -104,13 +116,41 @@ def analyze(p: beam.Pipeline, cfg: BalanceConfig, staging: str, dim, resample: b
         | "CollectHistograms" >> beam.combiners.ToList()
     )
     plan = histograms | "Plan" >> beam.Map(planner, models, cfg, dim)
-    return Analysis(read, dim, counts, models, histograms, plan, rejected, read_total)
+    return Analysis(read, dim, counts, models, histograms, plan, rejected, read_total, duplicate_ids)
 
 
-def build(p: beam.Pipeline, cfg: BalanceConfig, staging: str, dim) -> beam.PCollection:
+class JobError(ValueError):
+    """An error in the user's flags or data found while the job runs: reported as one line.
+
+    Beam logs and re-wraps an exception raised in a stage unless it is already tagged
+    with its step; this one is, so it reaches the command line as it was raised.
+    """
+
+    _tagged_with_step = True
+
+
+def check_targets(counts: list, cfg: BalanceConfig) -> list:
+    """The class counts, once the strategy, --target and --target_counts are known to fit them.
+
+    Every check that needs only the train size per class (unknown labels in
+    --target_counts, a single class, over-sampling asked to shrink a class) runs here,
+    after the counting pass; the clusters only change how big the targets are.
+    """
+    train = {label: c["train"] for label, c in counts}
+    try:
+        planning.resolve_targets({x: train[x] for x in mf.sort_labels(train)}, cfg.strategy,
+                                 None if cfg.target == "max" else cfg.target, cfg.target_counts)
+    except ValueError as e:
+        raise JobError(str(e)) from None
+    return counts
+
+
+def build(p: beam.Pipeline, cfg: BalanceConfig, staging: str, dim, warnings=()) -> beam.PCollection:
     """The job's graph on pipeline `p`; returns the PCollection of the manifest."""
+    warnings = list(warnings)
     a = analyze(p, cfg, staging, dim)
-    plan = beam.pvalue.AsSingleton(a.plan)
+    # The paths this run will write go on its list before any is written (see output_dir).
+    plan = beam.pvalue.AsSingleton(a.plan | "ListIntent" >> beam.Map(list_intent, cfg, staging))
     good, rejected, counted = a.read(4, count=True)
     read_total = beam.pvalue.AsSingleton(counted)
     return (
@@ -120,12 +160,18 @@ def build(p: beam.Pipeline, cfg: BalanceConfig, staging: str, dim) -> beam.PColl
         | "GroupFragments" >> beam.GroupByKey()
         | "MergeShards" >> beam.Map(lambda kv, plan: mf.merge_shard(kv[0], list(kv[1]), plan, cfg), plan)
         | "CollectShards" >> beam.combiners.ToList()
-        | "Finalize" >> beam.Map(mf.finalize, plan, cfg, staging, {"beam": beam.__version__}, read_total)
+        | "Finalize" >> beam.Map(mf.finalize, plan, cfg, {"beam": beam.__version__, "warnings": warnings}, read_total,
+                                 beam.pvalue.AsSingleton(a.duplicate_ids))
     )
 
 
+def list_intent(plan: dict, cfg: BalanceConfig, staging: str) -> dict:
+    output_dir.record_intent(staging, mf.planned_paths(plan, cfg.formats))
+    return plan
+
+
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
+    ap = FlagParser(
         prog="python -m pipelines.balance",
         description="Balance an imbalanced corpus with per-class k-means and exact, "
         "cluster-balanced resampling (Apache Beam). Without --input, builds and balances "
@@ -210,10 +256,12 @@ def static_dim(cfg: BalanceConfig) -> int | None:
 
 
 def prepare_output(out: str) -> str:
-    """Marks OUT incomplete (no manifest.json) and returns a fresh staging folder."""
-    shards.mkdirs(out)
+    """Lists the files of the manifest this run replaces (they are ours to remove later), marks
+    OUT incomplete (no manifest.json), and returns this run's fresh staging folder."""
+    staging = FileSystems.join(out, shards.STAGING, uuid.uuid4().hex)
+    output_dir.record_previous(out, staging)
     shards.delete([FileSystems.join(out, "manifest.json")])
-    return FileSystems.join(out, shards.STAGING, uuid.uuid4().hex)
+    return staging
 
 
 @dataclass
@@ -224,6 +272,7 @@ class Job:
     cfg: BalanceConfig
     dim: int | None  # None: the corpus's most common vector length, found by the job
     dry_run: bool
+    warnings: list[str]  # found before the run; logged at once, repeated in the summary and manifest
 
 
 def configure(argv: list[str] | None, ap: argparse.ArgumentParser, demo_output: str) -> Job:
@@ -234,7 +283,8 @@ def configure(argv: list[str] | None, ap: argparse.ArgumentParser, demo_output: 
     writes to DEMO_DIR/`demo_output`.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
-    known, _ = ap.parse_known_args(argv)  # --help, and choices, checked here
+    known, _ = ap.parse_known_args(argv)  # --help, types and choices checked here
+    check_flags(argv, ap)
     options = PipelineOptions(argv)
     bo = options.view_as(BalanceOptions)
     if known.input is None:
@@ -257,19 +307,32 @@ def configure(argv: list[str] | None, ap: argparse.ArgumentParser, demo_output: 
     pattern, fmt = resolve_input(input_path, bo.input_format)
     bo.input_format = fmt
     cfg = BalanceConfig.from_options(bo, pattern, output)
+    output_dir.check_no_overlap(cfg.input, fmt == "images", cfg.output)
+    output_dir.check_ours(cfg.output, bo.overwrite)
     if cfg.cluster_on == "inception_v3":
         image_stages.check_embedding_weights(cfg.embedding_weights)
     dry_run = str(options.view_as(TestOptions).dry_run).lower() == "true"
-    return Job(options, cfg, static_dim(cfg), dry_run)
+    warnings = []
+    if fmt == "images":
+        for label in sources.empty_class_folders(cfg.input):
+            warnings.append(f"class folder {short_label(label)!r} of {cfg.input!r} is empty: Keras would list it as "
+                            "a class with no images; the job has no record of it, so it is not a class of the output")
+    for w in warnings:
+        log.warning(w)
+    return Job(options, cfg, static_dim(cfg), dry_run, warnings)
 
 
 def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None) -> dict:
     """Runs the job; returns the manifest. `test_pipeline` lets tests inject a pipeline."""
     job = configure(argv, parser(), "balanced")
     cfg = job.cfg
-    # A dry run (DataflowRunner --dry_run=True) translates and stages without touching OUT.
-    staging = FileSystems.join(cfg.output, shards.STAGING, "dry-run") if job.dry_run else prepare_output(cfg.output)
-    done = execute(job, build, staging, "manifest.json", test_pipeline)
+    if job.dry_run:  # DataflowRunner --dry_run=True translates and stages without touching OUT
+        done = execute(job, build, FileSystems.join(cfg.output, shards.STAGING, "dry-run"), "manifest.json",
+                       test_pipeline)
+    else:
+        shards.mkdirs(cfg.output)
+        with output_dir.Lock(cfg.output, "pipelines.balance"):
+            done = execute(job, build, prepare_output(cfg.output), "manifest.json", test_pipeline)
     if done is None:
         return {}
     manifest, result, seconds = done
@@ -282,7 +345,7 @@ def execute(job: Job, build_graph, staging: str, written: str, test_pipeline=Non
     JSON document `written` in OUT, the Beam result, seconds), or None after a dry run."""
     started = time.time()
     p = test_pipeline or beam.Pipeline(options=job.options)
-    build_graph(p, job.cfg, staging, job.dim)
+    build_graph(p, job.cfg, staging, job.dim, job.warnings)
     result = p.run()
     result.wait_until_finish()
     if job.dry_run:
@@ -307,14 +370,23 @@ def counters(result) -> dict[str, int]:
 def report(manifest: dict, cfg: BalanceConfig, result, seconds: float) -> None:
     print()
     print(summary_table(manifest))
+    if ids_note(manifest):
+        print(ids_note(manifest))
+    for w in manifest["run"].get("warnings", []):
+        print(f"warning: {w}")
     found = counters(result)
     if found:
         print("Beam counters: " + ", ".join(f"{k}={v}" for k, v in sorted(found.items())))
     out = cfg.output
     print(f"\nDone in {seconds:.1f}s. Output in {out}/:")
     print(f"  manifest.json  the contract: classes, counts, every shard ({', '.join(manifest['formats'])})")
-    print(f"  train/         {manifest['totals']['output']} records in {len(manifest['classes'])} class folders")
-    print(f"  val/           {manifest['val']['records']} held-out records, never resampled")
+    trees = "{" + ",".join(manifest["formats"]) + "}" if len(manifest["formats"]) > 1 else manifest["formats"][0]
+    print(f"  {trees}/  one folder tree per format:")
+    print(f"    train/       {manifest['totals']['output']} records in {len(manifest['classes'])} class folders")
+    print(f"    val/         {manifest['val']['records']} held-out records, never resampled")
+    if manifest["test"]["records"]:
+        print(f"    test/        {manifest['test']['records']} held-out records for the final score, "
+              "never read by training")
     print(f"  rejected/      {manifest['rejected']['records']} rejected records with their reasons")
     print("  report.png     class sizes before and after, cluster sizes per class")
 

@@ -20,10 +20,10 @@ import uuid
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines import balance, shards
+from pipelines import balance, output_dir, shards
 from pipelines import manifest as mf
-from pipelines.options import BalanceConfig, add_arguments
-from pipelines.report import histogram_table, write_histogram_png
+from pipelines.options import BalanceConfig, FlagParser, add_arguments
+from pipelines.report import histogram_table, ids_note, write_histogram_png
 from transforms import plan as planning
 
 SCHEMA_VERSION = 1
@@ -32,7 +32,7 @@ log = logging.getLogger("pipelines.histogram")
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
+    ap = FlagParser(
         prog="python -m pipelines.histogram",
         description="Class histogram of a corpus (with --clusters_per_class > 1 and the default cluster "
         "strategy, the k-means cluster sizes per class too), and what pipelines.balance would write "
@@ -47,7 +47,7 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
-def build(p: beam.Pipeline, cfg: BalanceConfig, staging: str, dim) -> beam.PCollection:
+def build(p: beam.Pipeline, cfg: BalanceConfig, staging: str, dim, warnings=()) -> beam.PCollection:
     """Passes 1 to 3 of pipelines.balance, then one step that writes the histogram."""
     a = balance.analyze(p, cfg, staging, dim, resample=False, planner=plan_or_error)
     by_label = (
@@ -58,7 +58,7 @@ def build(p: beam.Pipeline, cfg: BalanceConfig, staging: str, dim) -> beam.PColl
     )
     return a.histograms | "WriteHistogram" >> beam.Map(
         finalize, a.models, beam.pvalue.AsSingleton(a.plan), beam.pvalue.AsSingleton(by_label),
-        beam.pvalue.AsSingleton(a.read_total), cfg, a.dim, staging)
+        beam.pvalue.AsSingleton(a.read_total), beam.pvalue.AsSingleton(a.duplicate_ids), cfg, a.dim, staging)
 
 
 def plan_or_error(histograms, models, cfg, dim) -> dict:
@@ -77,7 +77,8 @@ def rejected_labels(bad: dict):
     return shards.rejected_by_label(shards.rejected_table(bad)).items()
 
 
-def histogram_doc(histograms, models: dict, plan: dict, by_label: dict, read_total: int, cfg, dim) -> dict:
+def histogram_doc(histograms, models: dict, plan: dict, by_label: dict, read_total: int, duplicate_ids: int,
+                  cfg, dim) -> dict:
     """Everything histogram.json holds (plain data; see the module docstring)."""
     sizes: dict[str, dict[int, int]] = {label: {} for label in models}
     for (label, cluster), h in histograms:
@@ -115,6 +116,7 @@ def histogram_doc(histograms, models: dict, plan: dict, by_label: dict, read_tot
                    "train_input": train_input},
         "imbalance_ratio": round(max(inputs) / min(inputs), 4) if inputs else None,
         "classes": classes,
+        "ids": mf.ids_info(cfg, duplicate_ids),
         "rejected": {"records": rejected, "by_label": dict(sorted(by_label.items()))},
         "plan": plan_summary(plan, cfg, classes),
         "alternatives": alternatives({c["label"]: c["train_input"] for c in classes}),
@@ -148,26 +150,18 @@ def alternatives(train: dict[str, int]) -> dict:
     return out
 
 
-def finalize(histograms, models, plan, by_label, read_total, cfg, dim, staging) -> dict:
+def finalize(histograms, models, plan, by_label, read_total, duplicate_ids, cfg, dim, staging) -> dict:
     """Writes histogram.png, then histogram.json (atomically); removes this run's staging files."""
-    doc = histogram_doc(histograms, models, plan, by_label, read_total, cfg, dim)
+    doc = histogram_doc(histograms, models, plan, by_label, read_total, duplicate_ids, cfg, dim)
     try:
         write_histogram_png(doc, FileSystems.join(cfg.output, "histogram.png"))
     except Exception as e:  # noqa: BLE001 - a missing plot must not lose the numbers
         log.warning("histogram.png not written: %s", e)
     shards.write_atomic(FileSystems.join(cfg.output, "histogram.json"),
                         json.dumps(doc, indent=2, ensure_ascii=False).encode())
-    _remove_staging(staging)
+    if FileSystems.exists(staging):  # this run's image cache; a balance run's staging stays
+        output_dir.remove_tree(staging)
     return doc
-
-
-def _remove_staging(staging: str) -> None:
-    """This run's staging folder (the image cache), and OUT/.staging when nothing else is in it."""
-    if FileSystems.exists(staging):
-        mf._remove_tree(staging)
-    parent = staging.rstrip("/").rsplit("/", 1)[0]
-    if FileSystems.exists(parent) and not FileSystems.match([FileSystems.join(parent, "**")])[0].metadata_list:
-        mf._remove_tree(parent)
 
 
 def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None) -> dict:
@@ -175,20 +169,31 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     job = balance.configure(argv, parser(), "histogram")
     cfg = job.cfg
     staging = FileSystems.join(cfg.output, shards.STAGING, "dry-run" if job.dry_run else uuid.uuid4().hex)
-    if not job.dry_run:  # a failed run must not leave an earlier run's numbers looking current
+    if job.dry_run:
+        done = balance.execute(job, build, staging, "histogram.json", test_pipeline)
+    else:
         shards.mkdirs(cfg.output)
-        shards.delete([FileSystems.join(cfg.output, name) for name in ("histogram.json", "histogram.png")])
-    done = balance.execute(job, build, staging, "histogram.json", test_pipeline)
+        with output_dir.Lock(cfg.output, "pipelines.histogram"):
+            # a failed run must not leave an earlier run's numbers looking current
+            shards.delete([FileSystems.join(cfg.output, name) for name in ("histogram.json", "histogram.png")])
+            done = balance.execute(job, build, staging, "histogram.json", test_pipeline)
+        parent = FileSystems.join(cfg.output, shards.STAGING)
+        if FileSystems.exists(parent) and not FileSystems.match([FileSystems.join(parent, "**")])[0].metadata_list:
+            output_dir.remove_tree(parent)
     if done is None:
         return {}
     doc, _, seconds = done
     report(doc, cfg, seconds)
+    for w in job.warnings:
+        print(f"warning: {w}")
     return doc
 
 
 def report(doc: dict, cfg: BalanceConfig, seconds: float) -> None:
     print()
     print(histogram_table(doc))
+    if ids_note(doc):
+        print(ids_note(doc))
     t = doc["totals"]
     print(f"\nDone in {seconds:.1f}s. Output in {cfg.output}/ (no shards written):")
     print(f"  histogram.json  {len(doc['classes'])} classes, {t['read']} records read, "

@@ -12,11 +12,12 @@ import re
 from collections import defaultdict
 
 import numpy as np
+import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines import shards
+from pipelines import output_dir, shards
+from transforms import hashing, selection
 from transforms import plan as planning
-from transforms import selection
 
 SCHEMA_VERSION = 2  # 2: one tree per format (OUT/parquet/..., OUT/tfrecord/...)
 SUFFIX = {"parquet": ".parquet", "tfrecord": ".tfrecord.gz"}
@@ -32,11 +33,22 @@ def sort_labels(labels) -> list[str]:
     return sorted(labels)
 
 
+MAX_DIR_BYTES = 100  # a class folder's name, well under the 255 bytes of local and object-store names
+
+
 def class_dirs(labels: list[str]) -> dict[str, str]:
-    """Label -> folder `class=<safe>`; names that collide get the label's index."""
+    """Label -> folder `class=<safe>`; names that collide get the label's index.
+
+    A label too long for a folder name keeps a readable prefix and gets a short hash of
+    the whole label; the manifest maps each label to its folder either way.
+    """
     out, used = {}, set()
     for i, label in enumerate(labels):
         safe = re.sub(r"[^\w.-]", "_", label).strip(".") or "_"
+        if len(f"class={safe}".encode()) > MAX_DIR_BYTES:
+            tag = hashing.hex_ids(hashing.hash_strings(pa.array([label], pa.string())))[0][:12]
+            prefix = safe.encode()[: MAX_DIR_BYTES - len("class=~") - len(tag) - 8].decode(errors="ignore")
+            safe = f"{prefix}~{tag}"
         name = f"class={safe}"
         if name in used:
             name = f"class={safe}~{i}"
@@ -160,6 +172,11 @@ def _write(out: str, rel: str, data: bytes) -> None:
     shards.write_atomic(path, data)
 
 
+def planned_paths(plan: dict, formats) -> list[str]:
+    """Every file the plan will write, relative to OUT (listed before any is written)."""
+    return sorted({p for dest in expected_dests(plan) for p in shard_paths(dest, plan, formats).values()})
+
+
 def expected_dests(plan: dict) -> list[tuple]:
     dests = [(split, 0, s) for split in HELD_OUT for s in range(plan[f"{split}_shards"])] + [("rejected", 0, 0)]
     for label in plan["order"]:
@@ -168,8 +185,9 @@ def expected_dests(plan: dict) -> list[tuple]:
     return dests
 
 
-def finalize(infos: list[dict], plan: dict, cfg, staging: str, run_info: dict, read_total: int) -> dict:
-    """Missing (empty) shards, checks, stale-file cleanup, report.png, manifest.json last.
+def finalize(infos: list[dict], plan: dict, cfg, run_info: dict, read_total: int, duplicate_ids: int) -> dict:
+    """Missing (empty) shards, checks, removal of what earlier runs of ours left, report.png,
+    manifest.json last.
 
     `read_total` is counted as the last pass reads; the files' counts must add up to it.
     """
@@ -177,14 +195,14 @@ def finalize(infos: list[dict], plan: dict, cfg, staging: str, run_info: dict, r
     for dest in expected_dests(plan):
         if dest not in by_dest:
             by_dest[dest] = write_shard(dest, None, shard_paths(dest, plan, cfg.formats), plan, cfg)
-    manifest = build_manifest(by_dest, plan, cfg, run_info)
+    manifest = build_manifest(by_dest, plan, cfg, run_info, duplicate_ids)
     t = manifest["totals"]
     if t["read"] != read_total:
         raise RuntimeError(
             f"internal: the last pass read {read_total} records, but the files hold rejected {t['rejected']} "
             f"+ held out {t['holdout']} + train input {t['train_input']} = {t['read']}; no manifest written."
         )
-    _remove_stale(cfg.output, by_dest.values())
+    output_dir.remove_stale(cfg.output, {p for i in by_dest.values() for p in i["paths"].values()})
     try:
         from pipelines.report import write_report_png
 
@@ -193,11 +211,16 @@ def finalize(infos: list[dict], plan: dict, cfg, staging: str, run_info: dict, r
         log.warning("report.png not written: %s", e)
     shards.write_atomic(FileSystems.join(cfg.output, "manifest.json"),
                         json.dumps(manifest, indent=2, ensure_ascii=False).encode())
-    _remove_tree(staging.rstrip("/").rsplit("/", 1)[0])  # OUT/.staging: this run's and any crashed run's
+    output_dir.remove_staging(cfg.output)  # this run's staging, and any crashed run's
     return manifest
 
 
-def build_manifest(by_dest: dict, plan: dict, cfg, run_info: dict) -> dict:
+def ids_info(cfg, duplicate_ids: int) -> dict:
+    """The manifest's "ids" entry: where ids came from, and how many valid records repeat one."""
+    return {"column": cfg.id_column, "duplicates": int(duplicate_ids)}
+
+
+def build_manifest(by_dest: dict, plan: dict, cfg, run_info: dict, duplicate_ids: int = 0) -> dict:
     formats = list(cfg.formats)
     classes = []
     for label in plan["order"]:
@@ -249,29 +272,8 @@ def build_manifest(by_dest: dict, plan: dict, cfg, run_info: dict) -> dict:
         "classes": classes,
         "val": held["val"],
         "test": held["test"],
+        "ids": ids_info(cfg, duplicate_ids),
         "rejected": {"records": rejected, "path": "rejected/",
                      "by_label": by_label},  # rejected records per label as read ("None": no label)
         "run": run_info,
     }
-
-
-def _remove_stale(out: str, infos) -> None:
-    keep = {FileSystems.join(out, p) for i in infos for p in i["paths"].values()}
-    for folder in ("parquet", "tfrecord", "rejected"):
-        pattern = FileSystems.join(out, folder, "**")
-        found = [m.path for r in FileSystems.match([pattern]) for m in r.metadata_list]
-        stale = [p for p in found if p not in keep]
-        if stale:
-            log.info("removing %d stale files under %s/", len(stale), folder)
-            shards.delete(stale)
-
-
-def _remove_tree(path: str) -> None:
-    """Deletes a folder and everything in it (one call on local disk)."""
-    try:
-        FileSystems.delete([path])
-        return
-    except Exception:  # noqa: BLE001 - object stores: delete the objects one by one
-        pass
-    found = [m.path for r in FileSystems.match([FileSystems.join(path, "**")]) for m in r.metadata_list]
-    shards.delete(found)

@@ -9,6 +9,7 @@ names the bad one.
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 from dataclasses import asdict, dataclass, field, fields
 
@@ -20,6 +21,63 @@ from transforms.stats import HoldoutRule
 INPUT_FORMATS = ("parquet", "tfrecord", "csv", "images")
 CLUSTER_ON = ("features", "thumbnail", "inception_v3")
 OUTPUT_FORMATS = ("parquet", "tfrecord", "both")
+
+
+class FlagParser(argparse.ArgumentParser):
+    """argparse, with a bad flag value as one line (ValueError) instead of the whole usage."""
+
+    def __init__(self, **kwargs):
+        super().__init__(allow_abbrev=False, **kwargs)  # Beam's parser takes no abbreviations either
+
+    def error(self, message: str):
+        raise ValueError(f"{message} (see {self.prog} --help)")
+
+
+def beam_option_parser() -> argparse.ArgumentParser:
+    """A parser that knows every option of every installed Beam runner and IO connector."""
+    from apache_beam.options.pipeline_options import _BeamArgumentParser
+
+    try:  # runners whose options are registered only when their module is imported
+        import apache_beam.runners.dask.dask_runner  # noqa: F401
+    except ImportError:
+        pass
+    parser, seen = _BeamArgumentParser(allow_abbrev=False), set()
+    pending = list(PipelineOptions.__subclasses__())
+    while pending:
+        cls = pending.pop()
+        pending += cls.__subclasses__()
+        if str(cls) not in seen:
+            seen.add(str(cls))
+            try:
+                cls._add_argparse_args(parser)
+            except argparse.ArgumentError:
+                pass  # a subclass that re-adds a flag of its parent
+    return parser
+
+
+def check_flags(argv: list[str], own: argparse.ArgumentParser) -> None:
+    """Every argument is one of the job's flags or an option of an installed Beam runner.
+
+    Beam's own parser only logs a warning for anything else and runs the job with the
+    defaults: a misspelt flag would cost a whole run.
+    """
+    _, unknown = own.parse_known_args(argv)
+    if not unknown:
+        return
+    beam_parser = beam_option_parser()
+    _, left = beam_parser.parse_known_args(unknown)
+    if not left:
+        return
+    arg = left[0]
+    if not arg.startswith("-"):
+        raise ValueError(f"unexpected argument {arg!r}: flags take the form --name value or --name=value "
+                         f"(see {own.prog} --help)")
+    name = arg.split("=", 1)[0]
+    known = [o for p in (own, beam_parser) for a in p._actions for o in a.option_strings if o.startswith("--")]
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f" Did you mean {close[0]}?" if close else ""
+    raise ValueError(f"unknown flag {name}: neither a flag of this job nor an option of an installed Beam runner."
+                     f"{hint} (see {own.prog} --help)")
 
 
 class BalanceOptions(PipelineOptions):
@@ -82,6 +140,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=0, help="Seed of every random decision (default 0).")
     g = parser.add_argument_group("output")
     g.add_argument("--output", default=None, help="Output folder (default for the demo: DEMO_DIR/balanced; DEMO_DIR/histogram for pipelines.histogram).")
+    g.add_argument("--overwrite", action="store_true",
+                   help="Write into a non-empty --output that is not an earlier output of this job. Even then "
+                        "only the job's own files are replaced or removed.")
     g.add_argument("--output_format", default="both", choices=OUTPUT_FORMATS,
                    help="Shard format (default both).")
     g.add_argument("--num_shards", type=int, default=None,

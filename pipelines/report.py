@@ -39,6 +39,16 @@ def summary_table(manifest: dict) -> str:
     return "\n".join(lines)
 
 
+def ids_note(doc: dict) -> str | None:
+    """A line about repeated ids, when valid records share one (manifest or histogram.json)."""
+    ids = doc.get("ids", {})
+    if not ids.get("duplicates"):
+        return None
+    return (f"note: {ids['duplicates']} valid records repeat another record's id (id column {ids['column']!r}, or "
+            "identical records without one); the output stays deterministic, since every random decision is "
+            "keyed by id and content")
+
+
 def short_label(label: str, width: int = 40) -> str:
     """A label cut to a readable length for tables and messages (the files keep it whole)."""
     return label if len(label) <= width else label[: width - 3] + "..."
@@ -121,7 +131,7 @@ def write_histogram_png(doc: dict, path: str) -> None:
     from pipelines import shards
 
     classes = doc["classes"]
-    labels = [c["label"] for c in classes]
+    labels = [short_label(c["label"], 24) for c in classes]
     x = np.arange(len(labels))
     clustered = any("clusters" in c for c in classes)
     fig, axes = plt.subplots(1, 2 if clustered else 1, figsize=(max(8, 0.5 * len(labels) + 6), 4.5), squeeze=False)
@@ -165,7 +175,7 @@ def write_report_png(manifest: dict, path: str) -> None:
     from pipelines import shards
 
     classes = manifest["classes"]
-    labels = [c["label"] for c in classes]
+    labels = [short_label(c["label"], 24) for c in classes]
     x = np.arange(len(labels))
     fig, (a, b) = plt.subplots(1, 2, figsize=(max(8, 0.5 * len(labels) + 6), 4.5))
     a.bar(x - 0.2, [c["train_input"] for c in classes], 0.4, label="before (train input)")

@@ -324,6 +324,16 @@ def class_folders(root: str) -> list[tuple[str, str]]:
     return [(label, FileSystems.join(root, label)) for label in labels]
 
 
+def empty_class_folders(root: str) -> list[str]:
+    """Labels of class folders with no file in them (local disk; object stores have no empty folders).
+
+    Keras lists such a folder as a class with no images; the job has no record of it, so
+    it is not a class of the output.
+    """
+    return [label for label, folder in class_folders(root) if os.path.isdir(folder)
+            and not any(not name.startswith(".") for _top, _dirs, files in os.walk(folder) for name in files)]
+
+
 def class_images(label: str, folder: str) -> list[tuple[str, str]]:
     """(label, path) of each file under a class folder, nested ones included, sorted.
 

@@ -23,6 +23,7 @@ import time
 
 import apache_beam as beam
 import numpy as np
+import pyarrow as pa
 from apache_beam.io import fileio
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import GlobalWindows
@@ -291,6 +292,40 @@ class ClassCounts(beam.PTransform):
             good
             | "Partials" >> beam.ParDo(_ClassPartials(self.rule, self.keep_embeddings), self.dim)
             | "Combine" >> beam.CombinePerKey(_ClassStatsFn()).with_hot_key_fanout(8)
+        )
+
+
+ID_BUCKETS_BITS = 6  # 64 buckets: at 1e9 records about 125 MB of id hashes per bucket
+
+
+def _id_hash_buckets(good: dict):
+    """A batch's id hashes, split by their top bits: (bucket, hashes)."""
+    h = hashing.hash_strings(pa.array(list(good["id"]), pa.string()))
+    bucket = (h >> np.uint64(64 - ID_BUCKETS_BITS)).astype(np.int64)
+    for b, rows in records.group_rows(bucket):
+        yield int(b), h[rows]
+
+
+def _repeats(item) -> int:
+    _, parts = item
+    h = np.concatenate(list(parts))
+    return len(h) - len(np.unique(h))
+
+
+class DuplicateIds(beam.PTransform):
+    """Valid batches -> one int: records whose id (by its 64-bit hash) repeats another's.
+
+    Ids can repeat across classes, so the count is global: id hashes travel in batches,
+    bucketed by their top bits, and each bucket is counted with one np.unique.
+    """
+
+    def expand(self, good):
+        return (
+            good
+            | "Buckets" >> beam.FlatMap(_id_hash_buckets)
+            | "ByBucket" >> beam.GroupByKey()
+            | "Repeats" >> beam.Map(_repeats)
+            | "Total" >> beam.CombineGlobally(sum)
         )
 
 

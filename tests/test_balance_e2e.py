@@ -323,4 +323,4 @@ def test_progress_of_every_pass_and_the_summary(tmp_path, parquet_corpus, caplog
         assert f"{name}: done, {N_INPUT:,} records read" in lines, name
     out = capsys.readouterr().out
     assert f"read {N_INPUT} = rejected {m['totals']['rejected']} + held out {m['totals']['holdout']}" in out
-    assert f"train/         {m['totals']['output']} records in 4 class folders" in out
+    assert f"    train/       {m['totals']['output']} records in 4 class folders" in out

@@ -42,8 +42,8 @@ def test_counts_are_the_corpus_counts(both):
     with open(os.path.join(out, "histogram.json")) as f:
         assert json.load(f) == doc
     t = doc["totals"]
-    assert t == {"read": N_INPUT, "rejected": len(BAD_ROWS), "holdout": t["holdout"],
-                 "train_input": sum(SIZES.values()) - t["holdout"]}
+    assert t == {"read": N_INPUT, "rejected": len(BAD_ROWS), "holdout": t["holdout"], "val": t["holdout"],
+                 "test": 0, "train_input": sum(SIZES.values()) - t["holdout"]}
     assert {c["label"]: c["input"] for c in doc["classes"]} == SIZES
     assert [c["index"] for c in doc["classes"]] == list(range(len(SIZES)))
     assert doc["rejected"]["by_label"] == dict(collections.Counter(str(label) for label, _, _ in BAD_ROWS))

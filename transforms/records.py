@@ -143,7 +143,13 @@ def _label_reasons(label: np.ndarray, reasons: np.ndarray) -> None:
 
 
 def ids_and_keys(ids_in, keep: np.ndarray, content_keys) -> tuple[np.ndarray, np.ndarray]:
-    """Ids from the input where given, else the hex of a content hash; and their uint64 keys."""
+    """Ids from the input where given, else the hex of a content hash; and their uint64 keys.
+
+    Every random decision derives from the key. A given id is mixed with the content, so
+    records that share an id (a duplicated id column) still get keys of their own and the
+    output does not depend on which of them a batch held first; identical records share a
+    key, and any of them is as good as another.
+    """
     n = len(keep)
     if ids_in is not None:
         ids = np.asarray(ids_in[keep], dtype=object)
@@ -152,12 +158,12 @@ def ids_and_keys(ids_in, keep: np.ndarray, content_keys) -> tuple[np.ndarray, np
     else:
         ids = np.full(n, None, dtype=object)
         no_id = np.ones(n, dtype=bool)
-    keys = np.zeros(n, np.uint64)
+    keys = content_keys(np.ones(n, bool)) if n else np.zeros(0, np.uint64)
     if no_id.any():
-        keys[no_id] = content_keys(no_id)
         ids[no_id] = hashing.hex_ids(keys[no_id])
     if (~no_id).any():
-        keys[~no_id] = hashing.hash_strings(pa.array(list(ids[~no_id]), pa.string()))
+        given = hashing.hash_strings(pa.array(list(ids[~no_id]), pa.string()))
+        keys[~no_id] = hashing.mix64(given ^ keys[~no_id])
     return ids, keys
 
 

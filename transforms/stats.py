@@ -21,7 +21,6 @@ import numpy as np
 
 from transforms import hashing
 
-
 TRAIN, VAL, TEST = 0, 1, 2
 
 
