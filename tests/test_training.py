@@ -180,7 +180,7 @@ def test_fit_on_vectors_two_epochs(vectors_out, tmp_path):
     for name in ("model.keras", "history.json", "report.png", "state.json"):
         assert (run / name).exists(), name
     assert (run / "logs").is_dir()
-    from training.fit import labels_in
+    from training.model import labels_in
 
     assert labels_in(str(run / "model.keras")) == ["a", "b", "c", "d"]
     model = keras.models.load_model(run / "model.keras", safe_mode=True)

@@ -1,8 +1,12 @@
-"""Keras training on the balanced shards: python -m training.fit, python -m training.evaluate."""
+"""Keras training on the balanced shards: python -m training.fit, training.evaluate, training.predict."""
 
 from __future__ import annotations
 
 import sys
+
+from pipelines import quiet_native_logs
+
+quiet_native_logs()  # before any module of the package imports TensorFlow (through Keras)
 
 
 def command(run) -> None:

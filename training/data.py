@@ -30,6 +30,8 @@ import keras
 import numpy as np
 import pyarrow.parquet as pq
 
+from transforms.images import DEFAULT_MAX_PIXELS, decode
+
 SHUFFLE_BUFFER = 2048
 
 
@@ -181,18 +183,21 @@ def tf_val_stream(ds, inputs: str, batch_size: int, image_size: int, shards=None
 
 # ---------------------------------------------------------------- Parquet / PyDataset
 
-def decode_images(blobs, image_size: int, max_pixels: int = 64_000_000) -> np.ndarray:
-    """RGB float images, decoded as the job decodes them (pixel cap read from the header first)."""
+def model_pixels(img, image_size: int) -> np.ndarray:
+    """An RGB Pillow image as the model takes it: image_size x image_size, float32 in [0, 255]."""
     from PIL import Image
 
-    from transforms.images import decode
+    return np.asarray(img.resize((image_size, image_size), Image.Resampling.BILINEAR), np.float32)
 
+
+def decode_images(blobs, image_size: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """RGB float images, decoded as the job decodes them (pixel cap read from the header first)."""
     out = np.empty((len(blobs), image_size, image_size, 3), np.float32)
     for i, b in enumerate(blobs):
         img, _, reason = decode(b, max_pixels)
         if reason:
             raise ValueError(f"an image in the shards cannot be used: {reason}; re-run pipelines.balance")
-        out[i] = np.asarray(img.resize((image_size, image_size), Image.Resampling.BILINEAR), np.float32)
+        out[i] = model_pixels(img, image_size)
     return out
 
 
@@ -293,13 +298,47 @@ class ParquetBatches(keras.utils.PyDataset):
         return table_inputs(t, self.inputs, self.column, self.image_size), y
 
 
-def labels_of(batches) -> np.ndarray:
-    """All labels of a val stream (tf.data or PyDataset), as indices."""
-    out = []
-    if hasattr(batches, "__getitem__") and hasattr(batches, "__len__"):
-        for i in range(len(batches)):
-            out.append(np.argmax(batches[i][1], axis=1))
+def split_stream(ds, reader: str, inputs: str, batch_size: int, image_size: int, shards=None):
+    """Batches of (x, one-hot y) over a split's shards (default val/), in order: tf.data
+    for the tfrecord reader, a PyDataset for parquet."""
+    if reader == "tfrecord":
+        return tf_val_stream(ds, inputs, batch_size, image_size, shards)
+    return ParquetBatches(ds, inputs, batch_size, image_size, shards)
+
+
+def batches(stream):
+    """(x, y) numpy batches of a `split_stream` (tf.data or PyDataset)."""
+    if hasattr(stream, "__getitem__") and hasattr(stream, "__len__"):
+        for i in range(len(stream)):
+            x, y = stream[i]
+            yield np.asarray(x), np.asarray(y)
     else:
-        for _, y in batches:
-            out.append(np.argmax(np.asarray(y), axis=1))
+        for x, y in stream:
+            yield x.numpy(), y.numpy()
+
+
+def labels_of(stream) -> np.ndarray:
+    """All labels of a split stream, as class indices."""
+    out = [np.argmax(y, axis=1) for _, y in batches(stream)]
     return np.concatenate(out) if out else np.zeros(0, np.int64)
+
+
+def vector_sample(ds, per_class: int = 512) -> np.ndarray:
+    """A few train rows per class (first row group of each class's first shard)."""
+    col, rows = ds.vector_column(), []
+    for c in range(ds.classes):
+        if "parquet" in ds.formats:
+            shards = [s for s in ds.train[c]["parquet"] if s["records"]]  # a shard can be empty
+            if not shards:
+                continue
+            t = pq.ParquetFile(ds.paths(shards[:1])[0]).read_row_group(0, columns=[col])
+            x = t.column(col).combine_chunks()
+            rows.append(x.flatten().to_numpy().reshape(len(x), -1)[:per_class])
+        else:
+            import tensorflow as tf
+
+            spec = {col: tf.io.FixedLenFeature([ds.vector_dim()], tf.float32)}
+            d = tf.data.TFRecordDataset(ds.paths(ds.train[c]["tfrecord"]), compression_type="GZIP")
+            for batch in d.take(per_class).batch(per_class):
+                rows.append(tf.io.parse_example(batch, spec)[col].numpy())
+    return np.concatenate(rows).astype(np.float32)

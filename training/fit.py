@@ -6,29 +6,30 @@
 Reads OUT/manifest.json (nothing else), builds the class mixture (tf.data with the
 TensorFlow backend, a PyDataset over Parquet otherwise, e.g. KERAS_BACKEND=jax), and
 trains InceptionV3's final layer on images, or a linear layer on vectors and cached
-embeddings. After every epoch: per-class precision, recall and F1 on val/, the next
-epoch's class shares (training/sampling.py), RUN/history.json, a checkpoint, and the
-best model by val macro-F1 as RUN/model.keras. `--resume` continues a stopped run.
+embeddings. After every epoch (training/run_state.py): per-class precision, recall and
+F1 on val/, the next epoch's class shares (training/sampling.py), RUN/history.json, a
+checkpoint, and the best model by val macro-F1 as RUN/model.keras. `--resume`
+continues a stopped run. When OUT has a test split, the best model is scored on it
+once, after the last epoch; test/ never drives the shares nor picks the model.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
-import time
-import warnings
-import zipfile
 
+import keras
 import numpy as np
 
-from training import command, losses
+from training import command, data, losses, run_state
 from training import manifest as mf
-from training.metrics import confusion, cross_entropy, json_number, macro, per_class
+from training import model as models
+from training.callbacks import RunProgbar, ValScores
+from training.metrics import format_report
+from training.report import write_history_png
 from training.sampling import DynamicSampler, sample_weights
-
-STATE = "state.json"
+from training.scoring import score
 
 
 def parser() -> argparse.ArgumentParser:
@@ -70,6 +71,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def choose_inputs(ds: mf.Dataset, inputs: str) -> str:
+    """`--inputs` resolved against what the shards carry: vector or image."""
     if inputs == "auto":
         return "vector" if ds.vector_column() else "image"
     if inputs == "vector" and not ds.vector_column():
@@ -78,29 +80,6 @@ def choose_inputs(ds: mf.Dataset, inputs: str) -> str:
     if inputs == "image" and ds.payload.get("kind") != "image":
         raise ValueError("--inputs image: the shards hold feature vectors, not images.")
     return inputs
-
-
-def vector_sample(ds: mf.Dataset, per_class: int = 512) -> np.ndarray:
-    """A few train rows per class (first row group of each class's first shard)."""
-    import pyarrow.parquet as pq
-
-    col, rows = ds.vector_column(), []
-    for c in range(ds.classes):
-        if "parquet" in ds.formats:
-            shards = [s for s in ds.train[c]["parquet"] if s["records"]]  # a shard can be empty
-            if not shards:
-                continue
-            t = pq.ParquetFile(ds.paths(shards[:1])[0]).read_row_group(0, columns=[col])
-            x = t.column(col).combine_chunks()
-            rows.append(x.flatten().to_numpy().reshape(len(x), -1)[:per_class])
-        else:
-            import tensorflow as tf
-
-            spec = {col: tf.io.FixedLenFeature([ds.vector_dim()], tf.float32)}
-            d = tf.data.TFRecordDataset(ds.paths(ds.train[c]["tfrecord"]), compression_type="GZIP")
-            for batch in d.take(per_class).batch(per_class):
-                rows.append(tf.io.parse_example(batch, spec)[col].numpy())
-    return np.concatenate(rows).astype(np.float32)
 
 
 def gpu_visible(backend: str) -> bool:
@@ -122,126 +101,17 @@ def gpu_visible(backend: str) -> bool:
     return False
 
 
-def save_with_labels(model, path: str, labels: list[str]) -> None:
-    """model.keras with the class names inside (labels.json in the archive), atomically."""
-    tmp = path + ".tmp.keras"
-    model.save(tmp)
-    with zipfile.ZipFile(tmp, "a") as z:
-        z.writestr("labels.json", json.dumps(labels))
-    os.replace(tmp, path)
-
-
-def labels_in(path: str) -> list[str]:
-    with zipfile.ZipFile(path) as z:
-        return json.loads(z.read("labels.json"))
-
-
-def write_json(path: str, obj) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-    os.replace(tmp, path)
-
-
-def _epoch_end_callback():
-    import keras
-
-    class EpochEnd(keras.callbacks.Callback):
-        """After each epoch: val metrics, history, next shares, checkpoint, best model."""
-
-        def __init__(self, run: str, val, y_val, sampler, labels, history, summary):
-            super().__init__()
-            self.run, self.val, self.y_val = run, val, y_val
-            self.sampler, self.labels = sampler, labels
-            self.history, self.summary = history, summary
-            self.best = max((h["val_macro_f1"] for h in history), default=-1.0)
-            self.started = time.time()
-
-        def on_epoch_end(self, epoch, logs=None):
-            logs = logs or {}
-            with warnings.catch_warnings():  # Keras warns when a finite dataset ends, as val/ does
-                warnings.simplefilter("ignore", UserWarning)
-                probs = np.asarray(self.model.predict(self.val, verbose=0))
-            pred = probs.argmax(axis=1)
-            pc = per_class(confusion(self.y_val, pred, len(self.labels)))
-            used = list(self.sampler.shares)
-            entry = {
-                "epoch": epoch + 1,
-                "loss": float(logs.get("loss", float("nan"))),
-                "val_loss": cross_entropy(probs, self.y_val),
-                "val_macro_f1": macro(pc["f1"]),
-                "val_accuracy": float((pred == self.y_val).mean()) if len(pred) else 0.0,
-                "seconds": round(time.time() - self.started, 2),
-                "classes": {label: {"f1": json_number(pc["f1"][i]), "precision": json_number(pc["precision"][i]),
-                                    "recall": json_number(pc["recall"][i]), "support": int(pc["support"][i]),
-                                    "share": float(used[i])}
-                            for i, label in enumerate(self.labels)},
-            }
-            self.started = time.time()
-            self.history.append(entry)
-            self.sampler.update(pc["f1"])  # the next epoch's shares
-            if entry["val_macro_f1"] > self.best:
-                self.best = entry["val_macro_f1"]
-                save_with_labels(self.model, os.path.join(self.run, "model.keras"), self.labels)
-            # Alternate slots by epoch, so the checkpoint being written is never the one the
-            # current state points at; then the state.
-            state_path = os.path.join(self.run, STATE)
-            slot = f"checkpoint-{'ab'[epoch % 2]}.keras"
-            self.model.save(os.path.join(self.run, slot))
-            write_json(os.path.join(self.run, "history.json"), self.history)
-            write_json(state_path, {"epoch": epoch + 1, "checkpoint": slot, "sampler": self.sampler.state(),
-                                    "best": self.best, "args": self.summary})
-            self.summary_scalars(entry)
-            shares = " ".join(f"{s:.3f}" for s in used)
-            print(f"epoch {epoch + 1}: loss {entry['loss']:.4f}  val_loss {entry['val_loss']:.4f}  "
-                  f"val macro-F1 {entry['val_macro_f1']:.4f}  shares used [{shares}]", flush=True)
-
-        def summary_scalars(self, entry):
-            try:
-                import tensorflow as tf
-            except ImportError:
-                return
-            writer = tf.summary.create_file_writer(os.path.join(self.run, "logs", "classes"))
-            with writer.as_default():
-                tf.summary.scalar("val_macro_f1", entry["val_macro_f1"], step=entry["epoch"])
-                for label, c in entry["classes"].items():
-                    if c["f1"] is not None:  # None: no val records for the class
-                        tf.summary.scalar(f"f1/{label}", c["f1"], step=entry["epoch"])
-                    tf.summary.scalar(f"share/{label}", c["share"], step=entry["epoch"])
-            writer.flush()
-
-    return EpochEnd
-
-
-def _progress_bar(epochs: int):
-    """Keras' progress bar, headed "Epoch e/E" of the whole run (fit is called once per epoch)."""
-    import keras
-
-    class RunProgbar(keras.callbacks.ProgbarLogger):
-        def set_params(self, params):
-            super().set_params(params)
-            self.epochs = epochs
-
-    return RunProgbar()
-
-
 def run(argv: list[str] | None = None) -> list[dict]:
     """Trains; returns the history (one entry per epoch)."""
-    import keras
-
     policy = keras.mixed_precision.global_policy()
     try:
-        return _run(parser().parse_args(argv))
+        return train(parser().parse_args(argv))
     finally:
         keras.mixed_precision.set_global_policy(policy)  # leave the process as found
 
 
-def _run(args) -> list[dict]:
-    import keras
-
-    from training import data
-    from training import model as models
-
+def train(args: argparse.Namespace) -> list[dict]:
+    """The run `args` describe: checks, the model (new or resumed), the epoch loop, the test score."""
     backend = keras.backend.backend()
     ds = mf.load(args.data)
     if not mf.val_records(ds):
@@ -255,43 +125,32 @@ def _run(args) -> list[dict]:
     if args.epochs < 1 or args.batch_size < 1:
         raise ValueError(f"--epochs and --batch_size must be at least 1. Received: {args.epochs}, {args.batch_size}")
     os.makedirs(args.output, exist_ok=True)
-    state_path = os.path.join(args.output, STATE)
-    if os.path.exists(state_path) and not args.resume:
-        raise ValueError(f"{args.output} holds a previous run: pass --resume to continue it, or a new --output.")
-    if args.resume and not os.path.exists(state_path):
-        raise ValueError(f"--resume: {state_path} does not exist; nothing to resume.")
+    run_state.check_folder(args.output, args.resume)
     min_share = args.min_share if args.min_share is not None else min(0.02, 0.5 / ds.classes)
     prior = [n / sum(ds.output) for n in ds.output]
     keras.utils.set_random_seed(args.seed)  # the model's initial weights
-    mixed = args.mixed_precision == "on" or (args.mixed_precision == "auto" and gpu_visible(backend))
+    gpu = gpu_visible(backend)  # said in the start line: TensorFlow's own CUDA messages are quieted
+    mixed = args.mixed_precision == "on" or (args.mixed_precision == "auto" and gpu)
     if mixed:
         keras.mixed_precision.set_global_policy("mixed_float16")
 
-    state = json.load(open(state_path)) if args.resume else None
-    if state:
-        fixed = ("sampling", "min_share", "dynamic_mix", "f1_smoothing", "prior_correction", "loss", "cb_beta",
-                 "focal_gamma", "inputs", "image_size", "batch_size", "epoch_size", "seed")
-        changed = [f"--{k} was {state['args'].get(k)!r}, now {getattr(args, k)!r}" for k in fixed
-                   if k in state["args"] and state["args"][k] != getattr(args, k)]
-        if changed:
-            raise ValueError("--resume continues a run as it was started: " + "; ".join(changed) + ".")
-        sampler = DynamicSampler.from_state(ds.classes, state["sampler"])
-        history = json.load(open(os.path.join(args.output, "history.json")))
+    if args.resume:
+        state, sampler, history = run_state.resumed(args.output, vars(args), ds.classes)
         start = state["epoch"]
+        if start >= args.epochs:
+            print(f"{args.output} already has {start} epochs (--epochs {args.epochs}): nothing to do.")
+            return run_state.read_json(os.path.join(args.output, run_state.HISTORY))
         model = keras.models.load_model(os.path.join(args.output, state["checkpoint"]), safe_mode=True)
         print(f"resuming {args.output} after epoch {start}")
     else:
         sampler = DynamicSampler(ds.classes, args.sampling, min_share, args.dynamic_mix, args.f1_smoothing, prior)
         history, start = [], 0
         if inputs == "vector":
-            model = models.build_vector_model(ds.classes, ds.vector_dim(), vector_sample(ds))
+            model = models.build_vector_model(ds.classes, ds.vector_dim(), data.vector_sample(ds))
         else:
             model = models.build_image_model(ds.classes, args.image_size, args.weights, args.augment, args.seed)
         model.compile(optimizer=keras.optimizers.Adam(args.learning_rate),
                       loss=losses.make_loss(args.loss, args.focal_gamma), metrics=["accuracy"])
-    if start >= args.epochs:
-        print(f"{args.output} already has {start} epochs (--epochs {args.epochs}): nothing to do.")
-        return history
 
     budget = args.epoch_size or sum(ds.output)
     steps = max(1, math.ceil(budget / args.batch_size))
@@ -300,8 +159,8 @@ def _run(args) -> list[dict]:
     correct = args.prior_correction and sampler.mode == "dynamic"  # none: the shards as written
 
     if reader == "tfrecord":  # class streams for the whole run, resumed where the history left them
-        drawn = data.drawn_before(args.seed, [[c["share"] for c in h["classes"].values()] for h in history],
-                                  steps * args.batch_size, ds.classes)
+        drawn = data.drawn_before(args.seed, run_state.shares_by_epoch(history), steps * args.batch_size,
+                                  ds.classes)
         mixture = data.TFRecordMixture(ds, inputs, args.batch_size, steps, args.seed, args.image_size, drawn)
 
     def epoch_input(epoch: int, shares):
@@ -312,32 +171,41 @@ def _run(args) -> list[dict]:
         return data.ParquetMixture(ds, inputs, shares, weights, args.batch_size, steps, args.seed,
                                    args.image_size, epoch)
 
-    if reader == "tfrecord":
-        val = data.tf_val_stream(ds, inputs, 4 * args.batch_size, args.image_size)
-    else:
-        val = data.ParquetBatches(ds, inputs, 4 * args.batch_size, args.image_size)
-    y_val = data.labels_of(val)
-    summary = dict(vars(args)) | {"backend": backend, "reader": reader, "inputs_used": inputs,
-                                  "mixed_precision": mixed}
-    callbacks = [_progress_bar(args.epochs),  # first: Keras ends its epoch line before ours
-                 _epoch_end_callback()(args.output, val, y_val, sampler, ds.labels, history, summary)]
+    val = data.split_stream(ds, reader, inputs, 4 * args.batch_size, args.image_size)
+    settings = dict(vars(args)) | {"backend": backend, "reader": reader, "inputs_used": inputs,
+                                   "mixed_precision": mixed}
+    recorder = run_state.Recorder(args.output, sampler, ds.labels, history, settings)
+    callbacks = [RunProgbar(args.epochs),  # first: Keras ends its epoch line before ours
+                 ValScores(val, data.labels_of(val), ds.labels, recorder.record)]
     if backend == "tensorflow":
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(args.output, "logs"), write_graph=False))
     print(f"training {'InceptionV3 final layer on images' if inputs == 'image' else 'a linear layer on vectors'}: "
           f"{ds.classes} classes, {steps} steps of {args.batch_size} per epoch, sampling {sampler.mode}, "
-          f"loss {args.loss}, backend {backend} ({reader} shards){', mixed_float16' if mixed else ''}")
+          f"loss {args.loss}, backend {backend} on {'GPU' if gpu else 'CPU'} ({reader} shards)"
+          f"{', mixed_float16' if mixed else ''}")
     for epoch in range(start, args.epochs):  # one fit per epoch, on the input its shares give
         models.reseed_augmentation(model, epoch)
         model.fit(epoch_input(epoch, sampler.shares), epochs=epoch + 1, initial_epoch=epoch,
                   steps_per_epoch=steps, callbacks=callbacks, verbose=args.verbose, shuffle=False)
-    from training.report import write_history_png
-
     write_history_png(history, os.path.join(args.output, "report.png"))
-    best = max(history, key=lambda h: h["val_macro_f1"])
+    best = run_state.best_epoch(history)
+    print(f"\nbest val macro-F1 {best['val_macro_f1']:.4f} at epoch {best['epoch']}")
+    if mf.records_in(ds.test):
+        test_score(recorder, ds, reader, 4 * args.batch_size)
     logs = "logs/ (TensorBoard), " if backend == "tensorflow" else ""
-    print(f"\nbest val macro-F1 {best['val_macro_f1']:.4f} at epoch {best['epoch']}. Run folder {args.output}/: "
-          f"model.keras (best), history.json, report.png, {logs}checkpoint-*.keras, state.json")
+    print(f"Run folder {args.output}/: model.keras (best), history.json, report.png, {logs}"
+          "checkpoint-*.keras, state.json")
     return history
+
+
+def test_score(recorder: run_state.Recorder, ds: mf.Dataset, reader: str, batch_size: int) -> dict:
+    """Scores model.keras (the best val epoch) on test/, once; prints it and records it in the history."""
+    model, labels = models.load(os.path.join(recorder.run, run_state.MODEL))
+    report = score(model, labels, ds, "test", reader, batch_size)
+    entry = recorder.record_test(report)
+    print(f"test (scored once, model of epoch {entry['epoch']}): macro-F1 {report['macro_f1']:.4f}")
+    print(format_report(report))
+    return report
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""Per-class precision, recall and F1 from labels and predictions (plain numpy)."""
+"""Per-class precision, recall and F1 from labels and predictions (plain numpy), and their report."""
 
 from __future__ import annotations
 
@@ -44,3 +44,71 @@ def json_number(x: float) -> float | None:
 def cross_entropy(probs: np.ndarray, y_true: np.ndarray) -> float:
     p = np.clip(probs[np.arange(len(y_true)), y_true], 1e-7, 1.0)
     return float(-np.log(p).mean()) if len(p) else 0.0
+
+
+def class_table(pc: dict[str, np.ndarray], labels: list[str]) -> dict[str, dict]:
+    """{label: {f1, precision, recall, support}} from `per_class` (NaN as null)."""
+    return {label: {"f1": json_number(pc["f1"][i]), "precision": json_number(pc["precision"][i]),
+                    "recall": json_number(pc["recall"][i]), "support": int(pc["support"][i])}
+            for i, label in enumerate(labels)}
+
+
+class Tally:
+    """Predictions against true labels, batch by batch (memory: the confusion matrix).
+
+    True labels are names, matched to the model's classes by name; a record whose label
+    the model never saw is not scored (no class of the model can be right for it): it is
+    counted under `unseen`, with what the model predicted for it.
+    """
+
+    def __init__(self, labels: list[str]):
+        self.labels = list(labels)
+        self.index = {label: i for i, label in enumerate(self.labels)}
+        self.cm = np.zeros((len(labels), len(labels)), np.int64)
+        self.unseen: dict[str, np.ndarray] = {}  # label -> predictions per model class
+
+    def add(self, true_names, pred: np.ndarray) -> None:
+        names = np.asarray(true_names, object)
+        pred = np.asarray(pred, np.int64)
+        true = np.fromiter((self.index.get(n, -1) for n in names), np.int64, len(names))
+        known = true >= 0
+        self.cm += confusion(true[known], pred[known], len(self.labels))
+        for name in set(names[~known].tolist()):
+            counts = self.unseen.setdefault(name, np.zeros(len(self.labels), np.int64))
+            counts += np.bincount(pred[names == name], minlength=len(self.labels))
+
+    def report(self) -> dict:
+        """records (scored), macro_f1, accuracy, classes, confusion, unseen."""
+        pc = per_class(self.cm)
+        scored = int(self.cm.sum())
+        return {"records": scored, "macro_f1": macro(pc["f1"]),
+                "accuracy": float(np.trace(self.cm) / scored) if scored else 0.0,
+                "classes": class_table(pc, self.labels), "confusion": self.cm.tolist(),
+                "unseen": {name: {"records": int(c.sum()),
+                                  "predicted": {self.labels[i]: int(c[i]) for i in np.flatnonzero(c)}}
+                           for name, c in sorted(self.unseen.items())}}
+
+
+def format_report(report: dict) -> str:
+    """The per-class table of a `Tally.report` (or a history's test entry), as printed."""
+    labels = list(report["classes"])
+    width = max(5, *(len(x) for x in labels))
+
+    def num(v, w):
+        return f"{v:{w}.3f}" if v is not None else f"{'-':>{w}}"
+
+    lines = [f"{'class':<{width}}  precision  recall     f1  support"]
+    for label, c in report["classes"].items():
+        lines.append(f"{label:<{width}}  {num(c['precision'], 9)}  {num(c['recall'], 6)}  {num(c['f1'], 5)}  "
+                     f"{c['support']:7d}")
+    mean = {k: macro([np.nan if c[k] is None else c[k] for c in report["classes"].values()])
+            for k in ("precision", "recall")}
+    lines.append(f"{'macro':<{width}}  {mean['precision']:9.3f}  {mean['recall']:6.3f}  "
+                 f"{report['macro_f1']:5.3f}  {report['records']:7d}   accuracy {report['accuracy']:.3f}")
+    if any(c["support"] == 0 for c in report["classes"].values()):
+        lines.append("(- : no records of the class here; macro averages skip it)")
+    for name, u in report.get("unseen", {}).items():
+        top = ", ".join(f"{k} {n}" for k, n in sorted(u["predicted"].items(), key=lambda kv: -kv[1])[:3])
+        lines.append(f"not scored: {u['records']} records labelled {name!r}, a class the model never saw "
+                     f"(predicted: {top})")
+    return "\n".join(lines)

@@ -1,13 +1,21 @@
-"""The classifier: a trainable final layer on frozen InceptionV3 features, or on vectors.
+"""The classifier, built and stored: a trainable final layer on frozen InceptionV3 features, or on vectors.
 
 Images: augmentation (active only in training) -> scaling to [-1, 1] -> InceptionV3
 without its top, average-pooled, frozen and called with training=False (its batch
 statistics never move) -> Dense(classes, softmax, float32). Vectors (feature corpora,
 or cached InceptionV3 embeddings): standardisation fitted on a train sample ->
 the same Dense layer. Only the Dense layer's kernel and bias train.
+
+Stored: `save_with_labels` writes a .keras archive with the class names inside
+(labels.json), `load` reads one back in Keras' safe mode with its labels, and
+`input_kind` says what it takes (vectors of a length, or images of a side).
 """
 
 from __future__ import annotations
+
+import json
+import os
+import zipfile
 
 import keras
 import numpy as np
@@ -65,10 +73,11 @@ def reseed_augmentation(model: keras.Model, epoch: int) -> None:
     of the epoch, each epoch's augmentation depends on (seed, epoch, step) only.
     """
     for layer in model.layers:
-        for generator in getattr(layer, "_seed_generators", []):  # no public accessor in Keras 3
-            state = keras.ops.convert_to_numpy(generator.state)
-            state[1] = epoch * EPOCH_DRAWS
-            generator.state.assign(state)
+        for state in layer.variables:  # a layer's variables include its seed generators' states
+            if state.path.endswith("seed_generator_state"):
+                value = keras.ops.convert_to_numpy(state)
+                value[1] = epoch * EPOCH_DRAWS
+                state.assign(value)
 
 
 EPOCH_DRAWS = 1 << 24  # random draws of one layer within an epoch (one per step) stay below this
@@ -85,3 +94,31 @@ def build_vector_model(classes: int, dim: int, sample: np.ndarray) -> keras.Mode
 
 def trainable_names(model: keras.Model) -> list[str]:
     return sorted(w.path for w in model.trainable_weights)
+
+
+def save_with_labels(model: keras.Model, path: str, labels: list[str]) -> None:
+    """model.keras with the class names inside (labels.json in the archive), atomically."""
+    tmp = path + ".tmp.keras"
+    model.save(tmp)
+    with zipfile.ZipFile(tmp, "a") as z:
+        z.writestr("labels.json", json.dumps(labels))
+    os.replace(tmp, path)
+
+
+def labels_in(path: str) -> list[str]:
+    """The class names saved with a model (`save_with_labels`), in output order."""
+    with zipfile.ZipFile(path) as z:
+        return json.loads(z.read("labels.json"))
+
+
+def load(path: str) -> tuple[keras.Model, list[str]]:
+    """A model saved by `save_with_labels` and its class names; Keras' safe mode."""
+    if not os.path.exists(path):
+        raise ValueError(f"{path} does not exist: train first (python -m training.fit).")
+    return keras.models.load_model(path, safe_mode=True), labels_in(path)
+
+
+def input_kind(model: keras.Model) -> tuple[str, int]:
+    """("vector", length) or ("image", side) of what the model takes."""
+    shape = model.inputs[0].shape
+    return ("vector", int(shape[1])) if len(shape) == 2 else ("image", int(shape[1]))

@@ -1,0 +1,175 @@
+"""Predict classes for new files with a trained run's model.
+
+    python -m training.predict --run RUN --input PATH --output preds.parquet
+        [--input_format parquet|tfrecord|csv|images] [--label_column label]
+        [--feature_column features | --feature_columns a,b,c] [--image_column COL] [--top_k 3]
+
+Reads PATH with the job's readers (training/inputs.py) and checks every record as the job
+does (transforms.records.validate / validate_images); images are decoded and resized as
+training decodes them (training/data.py). Batch by batch, in bounded memory, with a
+progress line every --progress_seconds. Writes OUT.parquet: id, source, row, label (the
+input's, null without one), predicted, probability, top_labels, top_probabilities.
+Rejected records go to OUT.rejected.jsonl (source, row, id, label, reason) and are
+summed up at the end. With labels, prints the per-class report (classes matched by name;
+labels the model never saw are reported, not scored).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import time
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipelines import shards, sources
+from pipelines.options import INPUT_FORMATS, BalanceConfig
+from training import command, inputs, run_state
+from training import model as models
+from training.data import model_pixels
+from training.metrics import Tally, format_report
+from transforms import images, records
+
+OUTPUT_SCHEMA = pa.schema([("id", pa.string()), ("source", pa.string()), ("row", pa.int64()),
+                           ("label", pa.string()), ("predicted", pa.string()), ("probability", pa.float32()),
+                           ("top_labels", pa.list_(pa.string())), ("top_probabilities", pa.list_(pa.float32()))])
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m training.predict", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--run", required=True, help="Run folder of training.fit (holds model.keras).")
+    ap.add_argument("--input", required=True, help="Glob or folder of new files (image folder: class "
+                                                   "sub-folders are labels, files directly in it are not).")
+    ap.add_argument("--input_format", default=None, choices=INPUT_FORMATS,
+                    help="Default: from the file names; images when the model takes images.")
+    ap.add_argument("--output", required=True, help="Predictions, Parquet (e.g. preds.parquet).")
+    ap.add_argument("--label_column", default="label", help="Labels, when the input has them (default: label).")
+    ap.add_argument("--id_column", default="id", help="Ids, used when present; else a hash of the content.")
+    ap.add_argument("--feature_column", default=None, help="One column of float vectors (default: features).")
+    ap.add_argument("--feature_columns", default=None, help="Comma-separated numeric columns forming the vector.")
+    ap.add_argument("--image_column", default=None, help="Encoded images inside Parquet or TFRecord.")
+    ap.add_argument("--top_k", type=int, default=3, help="Labels and probabilities kept per record (default 3).")
+    ap.add_argument("--batch_size", type=int, default=1024, help="Records read and predicted at a time.")
+    ap.add_argument("--progress_seconds", type=float, default=15.0, help="Seconds between progress lines.")
+    return ap
+
+
+def read_batches(args, kind: str):
+    """Raw batches of --input (reader failures as rejected batches), and how many files."""
+    if kind == "image" and not args.image_column:
+        if args.input_format not in (None, "images"):
+            raise ValueError(f"the model takes images: --input_format {args.input_format} needs --image_column.")
+        files = inputs.image_files(args.input)
+        return inputs.image_batches(files), len(files)
+    if kind == "vector" and (args.input_format == "images" or args.image_column):
+        raise ValueError("the model takes vectors (it was trained on features or embeddings), not images.")
+    cols = tuple(c.strip() for c in args.feature_columns.split(",") if c.strip()) if args.feature_columns else ()
+    paths, fmt = inputs.vector_files(args.input, args.input_format)
+    cfg = BalanceConfig(input=args.input, output=args.output, input_format=fmt, label_column=args.label_column,
+                        id_column=args.id_column, feature_columns=cols, image_column=args.image_column,
+                        feature_column=None if cols or args.image_column or (fmt == "csv" and not args.feature_column)
+                        else args.feature_column or "features",
+                        batch_size=args.batch_size, image_batch_size=args.batch_size)
+
+    def batches():
+        for path in paths:
+            try:
+                yield from inputs.vector_batches(path, cfg)
+            except sources.UnreadableFile as e:
+                yield records.rejected_file(path, f"unreadable file: {e}")
+
+    return batches(), len(paths)
+
+
+def checked(raw: dict, kind: str, size: int) -> tuple[dict | None, np.ndarray, dict | None]:
+    """(good rows, their positions in `raw`, rejected rows), checked as the job checks them.
+
+    Good image rows carry the model's input (decoded and resized as in training) in `features`.
+    """
+    if "reason" in raw:  # a whole unreadable file
+        return None, np.zeros(0, np.int64), raw
+    if kind == "image":
+        def vectorize(blobs):
+            return images.batch_vectors(blobs, images.DEFAULT_MAX_PIXELS, size * size * 3,
+                                        lambda img: model_pixels(img, size).ravel())
+
+        good, bad = records.validate_images(raw, vectorize)
+        key, bad_key = raw["source"], None if bad is None else bad["source"]  # one image a file
+    else:
+        good, bad = records.validate(raw, size)
+        key, bad_key = raw["row"], None if bad is None else bad["row"]
+    keep = np.arange(len(raw["row"])) if bad_key is None else np.flatnonzero(~np.isin(key, bad_key))
+    return good, keep, bad
+
+
+def predictions(model, x: np.ndarray, labels: list[str], top_k: int, batch_size: int) -> dict:
+    """Predicted label, its probability, and the top-k labels and probabilities of each row."""
+    probs = np.concatenate([np.asarray(model.predict_on_batch(x[i:i + batch_size]), np.float32)
+                            for i in range(0, len(x), batch_size)])
+    top = np.argsort(-probs, axis=1, kind="stable")[:, :top_k]
+    names = np.asarray(labels, object)
+    return {"pred": top[:, 0], "predicted": names[top[:, 0]], "probability": probs[np.arange(len(x)), top[:, 0]],
+            "top_labels": names[top].tolist(), "top_probabilities": np.take_along_axis(probs, top, 1).tolist()}
+
+
+def run(argv: list[str] | None = None) -> dict:
+    """Predicts --input into --output; returns the summary (records, rejected, reasons, report)."""
+    args = parser().parse_args(argv)
+    if args.top_k < 1 or args.batch_size < 1:
+        raise ValueError(f"--top_k and --batch_size must be at least 1. Received: {args.top_k}, {args.batch_size}")
+    model, labels = models.load(os.path.join(args.run, run_state.MODEL))
+    kind, size = models.input_kind(model)
+    top_k = min(args.top_k, len(labels))
+    stream, files = read_batches(args, kind)
+    rejected_path = os.path.splitext(args.output)[0] + ".rejected.jsonl"
+    tmp = args.output + ".tmp"
+    tally, reasons = Tally(labels), collections.Counter()
+    done = rejected = labelled = 0
+    started = last = time.time()
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    with pq.ParquetWriter(tmp, OUTPUT_SCHEMA) as out, open(rejected_path, "wb") as bad_file:
+        for raw in stream:
+            good, keep, bad = checked(raw, kind, size)
+            if bad is not None:
+                rejected += len(bad["reason"])
+                reasons.update(bad["reason"].tolist())
+                bad_file.write(shards.jsonl_bytes(shards.rejected_table(bad)))
+            if good is not None:
+                x = good["features"] if kind == "vector" else good["features"].reshape(-1, size, size, 3)
+                p = predictions(model, x, labels, top_k, args.batch_size)
+                given = np.where(good["label"] == inputs.UNLABELED, None, good["label"])
+                source = raw["source"][keep] if isinstance(raw["source"], np.ndarray) else [raw["source"]] * len(keep)
+                out.write_table(pa.table({"id": good["id"], "source": source, "row": raw["row"][keep],
+                                          "label": given, "predicted": p["predicted"],
+                                          "probability": p["probability"], "top_labels": p["top_labels"],
+                                          "top_probabilities": p["top_probabilities"]}, schema=OUTPUT_SCHEMA))
+                has = given != None  # noqa: E711 - object array
+                tally.add(given[has], p["pred"][has])
+                labelled += int(has.sum())
+                done += len(keep)
+            if time.time() - last >= args.progress_seconds:
+                last = time.time()
+                print(f"predict: {done:,} records predicted, {rejected:,} rejected "
+                      f"({last - started:.0f} s, {files} files)", flush=True)
+    os.replace(tmp, args.output)
+    summary = {"records": done, "rejected": rejected, "reasons": dict(reasons.most_common()),
+               "report": tally.report() if labelled else None}
+    print(f"predicted {done:,} records from {files} files into {args.output} ({time.time() - started:.1f} s)")
+    if rejected:
+        print(f"rejected {rejected:,} records, listed in {rejected_path}:")
+        for reason, n in reasons.most_common(5):
+            print(f"  {n:7d}  {reason}")
+    if labelled:
+        print(f"\n{labelled:,} records had labels:\n{format_report(summary['report'])}")
+    return summary
+
+
+def main() -> None:
+    command(run)
+
+
+if __name__ == "__main__":
+    main()
