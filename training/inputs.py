@@ -2,7 +2,7 @@
 
 Parquet, CSV and TFRecord files go through pipelines.sources (`list_units`, `read_unit`:
 row groups or whole files, in batches of at most `batch_size` rows); image folders
-through `class_folders` / `class_images` / `read_image_files`. Labels are optional:
+through pipelines.image_folders (`class_folders` / `class_images` / `read_image_files`). Labels are optional:
 an image folder with one sub-folder per class is labelled by the folders (as the job
 reads it), image files directly in the folder or matched by a glob are not; a Parquet
 or CSV file without the label column is read here (`unlabeled_batches`, with the same
@@ -22,8 +22,8 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines import sources
-from pipelines.balance import resolve_input
+from pipelines import image_folders, sources
+from pipelines.driver import resolve_input
 from transforms import records
 
 UNLABELED = "\x00unlabeled"  # the label of a row that has none (never a real label: NUL)
@@ -34,7 +34,7 @@ def image_files(path: str) -> list[tuple[str, str]]:
     """(label, file) of the images under `path`: a folder (class sub-folders labelled, files
     directly in it not) or a glob of image files (not labelled)."""
     if os.path.isdir(path):
-        files = [f for label, folder in sources.class_folders(path) for f in sources.class_images(label, folder)]
+        files = [f for label, folder in image_folders.class_folders(path) for f in image_folders.class_images(label, folder)]
         files += [(UNLABELED, os.path.join(path, n)) for n in sorted(os.listdir(path))
                   if os.path.isfile(os.path.join(path, n)) and not n.startswith(".")]
     else:
@@ -47,7 +47,7 @@ def image_files(path: str) -> list[tuple[str, str]]:
 def image_batches(files: list[tuple[str, str]]) -> Iterator[dict]:
     """Raw image batches of IMAGE_GROUP files each."""
     for start in range(0, len(files), IMAGE_GROUP):
-        yield sources.read_image_files(files[start:start + IMAGE_GROUP])
+        yield image_folders.read_image_files(files[start:start + IMAGE_GROUP])
 
 
 def vector_files(path: str, fmt: str | None) -> tuple[list[str], str]:
@@ -69,30 +69,30 @@ def columns_of(path: str, fmt: str) -> list[str] | None:
     return None
 
 
-def vector_batches(path: str, cfg) -> Iterator[dict]:
+def vector_batches(path: str, spec: sources.ReadSpec) -> Iterator[dict]:
     """Raw batches of one file, with or without a label column; UnreadableFile names the file."""
-    names = columns_of(path, cfg.input_format)
-    for unit in sources.list_units(path, cfg.input_format):
-        if names is None or cfg.label_column in names:
-            yield from sources.read_unit(unit, cfg)
+    names = columns_of(path, spec.input_format)
+    for unit in sources.list_units(path, spec.input_format):
+        if names is None or spec.label_column in names:
+            yield from sources.read_unit(unit, spec)
         else:
-            yield from unlabeled_batches(unit, cfg, names)
+            yield from unlabeled_batches(unit, spec, names)
 
 
-def unlabeled_batches(unit: tuple[str, int, int], cfg, names: list[str]) -> Iterator[dict]:
+def unlabeled_batches(unit: tuple[str, int, int], spec: sources.ReadSpec, names: list[str]) -> Iterator[dict]:
     """A Parquet row group or CSV file without labels, as raw batches labelled UNLABELED."""
     path, rg, row = unit
-    columns = list(cfg.feature_columns) or ([cfg.feature_column] if cfg.feature_column else
-                                            [c for c in names if c != cfg.id_column])
+    columns = list(spec.feature_columns) or ([spec.feature_column] if spec.feature_column else
+                                            [c for c in names if c != spec.id_column])
     missing = [c for c in columns if c not in names]
     if missing:
         raise sources.UnreadableFile(f"{path} has no column {missing[0]!r} (its columns: {names})")
-    has_id = cfg.id_column in names
-    wanted = columns + ([cfg.id_column] if has_id else [])
+    has_id = spec.id_column in names
+    wanted = columns + ([spec.id_column] if has_id else [])
     try:
         with sources.open_file(path) as f:
-            if cfg.input_format == "parquet":
-                table_batches = pq.ParquetFile(f).iter_batches(cfg.batch_size, row_groups=[rg], columns=wanted)
+            if spec.input_format == "parquet":
+                table_batches = pq.ParquetFile(f).iter_batches(spec.batch_size, row_groups=[rg], columns=wanted)
             else:
                 text = pacsv.ConvertOptions(column_types=dict.fromkeys(names, pa.string()), include_columns=wanted)
                 table_batches = pacsv.open_csv(f, read_options=pacsv.ReadOptions(block_size=1 << 22),
@@ -108,7 +108,7 @@ def unlabeled_batches(unit: tuple[str, int, int], cfg, names: list[str]) -> Iter
                         [batch.column(c) for c in columns], columns)
                 n = batch.num_rows
                 yield {"source": path, "row": np.arange(row, row + n, dtype=np.int64),
-                       "id": records.label_strings(batch.column(cfg.id_column)) if has_id else None,
+                       "id": records.label_strings(batch.column(spec.id_column)) if has_id else None,
                        "label": np.full(n, UNLABELED, object), "values": values, "lengths": lengths,
                        "errors": errors}
                 row += n

@@ -20,7 +20,7 @@ import zipfile
 import keras
 import numpy as np
 
-MIN_IMAGE_SIZE = 75  # InceptionV3's minimum
+from transforms.inception import MIN_IMAGE_SIZE, inception_v3
 
 
 def augmentation(seed: int) -> list:
@@ -35,14 +35,13 @@ def augmentation(seed: int) -> list:
 
 
 def base_network(weights: str, image_size: int):
-    w = None if weights in ("none", "None") else weights
+    """The frozen base: transforms.inception's InceptionV3, with the trainer's own errors."""
     if image_size < MIN_IMAGE_SIZE:
         raise ValueError(f"--image_size must be at least {MIN_IMAGE_SIZE} for InceptionV3. Received: {image_size}")
     try:
-        base = keras.applications.InceptionV3(include_top=False, pooling="avg", weights=w,
-                                              input_shape=(image_size, image_size, 3))
+        base = inception_v3(weights, image_size)
     except Exception as e:  # offline imagenet, a bad path
-        if w == "imagenet":
+        if weights == "imagenet":
             raise ValueError(
                 f"--weights imagenet: the ImageNet weights could not be loaded ({type(e).__name__}: "
                 f"{str(e)[:200]}). Offline, pass --weights /path/to/inception_v3_notop.h5 or --weights none."

@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines import shards, sources
-from pipelines.options import INPUT_FORMATS, BalanceConfig
+from pipelines.options import INPUT_FORMATS
 from training import command, inputs, run_state
 from training import model as models
 from training.data import model_pixels
@@ -68,16 +68,16 @@ def read_batches(args, kind: str):
         raise ValueError("the model takes vectors (it was trained on features or embeddings), not images.")
     cols = tuple(c.strip() for c in args.feature_columns.split(",") if c.strip()) if args.feature_columns else ()
     paths, fmt = inputs.vector_files(args.input, args.input_format)
-    cfg = BalanceConfig(input=args.input, output=args.output, input_format=fmt, label_column=args.label_column,
-                        id_column=args.id_column, feature_columns=cols, image_column=args.image_column,
-                        feature_column=None if cols or args.image_column or (fmt == "csv" and not args.feature_column)
-                        else args.feature_column or "features",
-                        batch_size=args.batch_size, image_batch_size=args.batch_size)
+    spec = sources.ReadSpec(input=args.input, input_format=fmt, label_column=args.label_column,
+                            id_column=args.id_column, feature_columns=cols, image_column=args.image_column,
+                            feature_column=None if cols or args.image_column or (fmt == "csv" and not args.feature_column)
+                            else args.feature_column or "features",
+                            batch_size=args.batch_size, image_batch_size=args.batch_size)
 
     def batches():
         for path in paths:
             try:
-                yield from inputs.vector_batches(path, cfg)
+                yield from inputs.vector_batches(path, spec)
             except sources.UnreadableFile as e:
                 yield records.rejected_file(path, f"unreadable file: {e}")
 
