@@ -13,18 +13,21 @@ $(STAMP): pyproject.toml setup.py
 	$(BIN)/pip install --quiet -e '.[test,jax,gcp]'
 	touch $(STAMP)
 
-# The demo balances 80x80 digit PNGs (keeping their 16x16 thumbnails as embeddings), then
-# trains twice: InceptionV3's final layer on the images (random weights: no ImageNet
-# download here, so it shows the path, not accuracy), and the final layer on the cached
-# embeddings, where F1-driven dynamic sampling has something to work with.
+# The demo walks the whole path on 80x80 digit PNGs: balance (keeping 16x16 thumbnails as
+# embeddings, with a test split nothing trains on); train InceptionV3's final layer on the
+# images (random weights: no ImageNet download here, so it shows the path, not accuracy; it
+# says so before it trains); train the final layer on the cached embeddings, where the
+# F1-driven loop learns and the run ends with its test score; evaluate on test; predict.
 demo: $(STAMP)
-	$(BIN)/python -m pipelines.balance --keep_embeddings
-	rm -rf demo/run-images demo/run-embeddings
+	$(BIN)/python -m pipelines.balance --keep_embeddings --test_fraction 0.15
+	rm -rf demo/run-images demo/run-embeddings demo/predictions.*
 	$(BIN)/python -m training.fit --data demo/balanced --output demo/run-images --inputs image \
 	    --weights none --image_size 80 --epochs 2 --epoch_size 640 --batch_size 32 --verbose 2
 	$(BIN)/python -m training.fit --data demo/balanced --output demo/run-embeddings --inputs vector \
-	    --epochs 6 --epoch_size 2048 --batch_size 32 --learning_rate 0.01 --verbose 0
-	$(BIN)/python -m training.evaluate --run demo/run-embeddings --data demo/balanced
+	    --epochs 6 --epoch_size 2048 --batch_size 32 --verbose 0
+	$(BIN)/python -m training.evaluate --run demo/run-embeddings --data demo/balanced --split test
+	$(BIN)/python -m training.predict --run demo/run-embeddings --input demo/balanced/parquet/test \
+	    --feature_column embedding --label_column label_text --output demo/predictions.parquet
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"

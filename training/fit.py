@@ -30,6 +30,7 @@ from training.metrics import format_report
 from training.report import write_history_png
 from training.sampling import DynamicSampler, sample_weights
 from training.scoring import score
+from transforms.inception import weights_argument
 
 
 def parser() -> argparse.ArgumentParser:
@@ -183,6 +184,10 @@ def train(args: argparse.Namespace) -> list[dict]:
           f"{ds.classes} classes, {steps} steps of {args.batch_size} per epoch, sampling {sampler.mode}, "
           f"loss {args.loss}, backend {backend} on {'GPU' if gpu else 'CPU'} ({reader} shards)"
           f"{', mixed_float16' if mixed else ''}")
+    if inputs == "image" and weights_argument(args.weights) is None:
+        print("note: InceptionV3 has random weights (--weights none), so its features carry no information about "
+              "the images and F1 stays near chance: this run shows the path, not accuracy. Pass --weights imagenet "
+              "(online) or a weights file to learn; on the cached embeddings (--inputs vector) the same loop learns.")
     for epoch in range(start, args.epochs):  # one fit per epoch, on the input its shares give
         models.reseed_augmentation(model, epoch)
         model.fit(epoch_input(epoch, sampler.shares), epochs=epoch + 1, initial_epoch=epoch,
