@@ -323,6 +323,11 @@ def test_trainer_checks_what_it_reads(vectors_out, tmp_path):
     parquet["path"], path = "../../etc/passwd", parquet["path"]
     fails(f"{manifest}: shard path '../../etc/passwd' points outside")
     parquet["path"] = path
+    pq_shard = bad / parquet["path"]
+    whole = pq_shard.read_bytes()
+    pq_shard.write_bytes(whole[:-100])  # a Parquet shard cut short: the error names it
+    fails(rf"{pq_shard} cannot be read \(ArrowInvalid: .*Parquet magic bytes not found")
+    pq_shard.write_bytes(whole)
     os.remove(bad / m["val"]["shards"]["parquet"][0]["path"])
     fails(f"{bad / m['val']['shards']['parquet'][0]['path']} is listed in {manifest} but does not exist")
 

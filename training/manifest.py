@@ -85,6 +85,7 @@ def load(root: str) -> Dataset:
 
 
 def check_shards(ds: Dataset, manifest_path: str) -> None:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     root = os.path.realpath(ds.root)
@@ -97,7 +98,11 @@ def check_shards(ds: Dataset, manifest_path: str) -> None:
         if not os.path.exists(full):
             raise ValueError(f"{full} is listed in {manifest_path} but does not exist")
         if full.endswith(".parquet"):
-            n = pq.read_metadata(full).num_rows
+            try:
+                n = pq.read_metadata(full).num_rows
+            except (OSError, pa.ArrowException) as e:
+                raise ValueError(f"{full} cannot be read ({type(e).__name__}: {e}): re-run pipelines.balance into "
+                                 "a new --output") from None
             if n != shard["records"]:
                 raise ValueError(f"{full} holds {n} records; {manifest_path} says {shard['records']}")
 
