@@ -20,6 +20,7 @@ import os
 
 import keras
 
+from pipelines.options import FlagParser
 from training import command, run_state
 from training import manifest as mf
 from training import model as models
@@ -30,7 +31,7 @@ from training.scoring import SPLITS, score
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.split("\n\n")[0])
+    ap = FlagParser(prog="python -m training.evaluate", description=__doc__.split("\n\n")[0])
     ap.add_argument("--run", required=True, help="Run folder of training.fit (holds model.keras).")
     ap.add_argument("--data", required=True, help="Output folder of pipelines.balance: the run's, or any "
                                                   "other whose labels the model knows.")

@@ -22,6 +22,7 @@ import os
 import keras
 import numpy as np
 
+from pipelines.options import FlagParser
 from training import command, data, losses, run_state
 from training import manifest as mf
 from training import model as models
@@ -34,7 +35,7 @@ from transforms.inception import weights_argument
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m training.fit", description=__doc__.split("\n\n")[0])
+    ap = FlagParser(prog="python -m training.fit", description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", required=True, help="Output folder of pipelines.balance (holds manifest.json).")
     ap.add_argument("--output", default="run", help="Run folder (default: run).")
     ap.add_argument("--epochs", type=int, default=5)

@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines import shards, sources
-from pipelines.options import INPUT_FORMATS
+from pipelines.options import INPUT_FORMATS, FlagParser
 from training import command, inputs, run_state
 from training import model as models
 from training.data import model_pixels
@@ -39,7 +39,7 @@ OUTPUT_SCHEMA = pa.schema([("id", pa.string()), ("source", pa.string()), ("row",
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m training.predict", description=__doc__.split("\n\n")[0])
+    ap = FlagParser(prog="python -m training.predict", description=__doc__.split("\n\n")[0])
     ap.add_argument("--run", required=True, help="Run folder of training.fit (holds model.keras).")
     ap.add_argument("--input", required=True, help="Glob or folder of new files (image folder: class "
                                                    "sub-folders are labels, files directly in it are not).")
