@@ -55,7 +55,7 @@ def base_network(weights: str, image_size: int):
     return base
 
 
-STANDARDIZE = ("feature", "global")
+STANDARDIZE = ("global", "feature")
 
 
 def head(classes: int, l2: float = 0.0, train_records: int = 1) -> keras.layers.Dense:
