@@ -112,7 +112,7 @@ def digits_split(seed: int, ratio: float, test_per_class: int = 100):
         test.append(idx[:test_per_class])
         pool.append(idx[test_per_class:])
     n_max = min(len(p) for p in pool)
-    keep = [p[:k] for p, k in zip(pool, tail_counts(n_max, ratio, 10))]
+    keep = [p[:k] for p, k in zip(pool, tail_counts(n_max, ratio, 10), strict=True)]
     return np.sort(np.concatenate(keep)), np.concatenate(test)
 
 
@@ -197,7 +197,7 @@ def scores(labels: list[str], rare: list[str], y_true: np.ndarray, y_pred: np.nd
     from sklearn.metrics import f1_score
 
     f1 = f1_score(y_true, y_pred, labels=labels, average=None, zero_division=0)
-    by = dict(zip(labels, f1))
+    by = dict(zip(labels, f1, strict=True))
     return float(np.mean(f1)), float(np.mean([by[c] for c in rare]))
 
 
