@@ -270,8 +270,13 @@ def quality(names: list[str], seeds: int, epochs: int, epoch_size: int, batch: i
         if dump:
             with open(dump, "w") as f:
                 json.dump({f"{k[0]}|{k[1]}": v for k, v in results.items()}, f)
+    report(results, names, [c for c, _ in configs], seeds)
+
+
+def report(results: dict, names: list[str], configs: list[str], seeds: int) -> None:
+    """The markdown tables: per corpus and configuration, then dynamic - balanced and head - anchor."""
     rows = [("LogisticRegression(class_weight='balanced'), C on val [anchor]", "anchor")] + \
-        [(c, c) for c, _ in configs]
+        [(c, c) for c in configs if (c, names[0]) in results]
     print(f"\ntest macro-F1 / mean test F1 of the {RARE} rarest classes, mean ± std over {seeds} seeds")
     print("| configuration | " + " | ".join(f"{n} macro-F1 | {n} rare F1" for n in names) + " | mean macro-F1 |")
     print("|---|" + "---:|---:|" * len(names) + "---:|")
@@ -348,10 +353,19 @@ def main() -> None:
     ap.add_argument("--batch_size", type=int, default=64)
     ap.add_argument("--more", action="store_true", help="Also run the other configurations tried (MORE).")
     ap.add_argument("--dump", default=None, help="Write the per-seed results to this JSON file.")
+    ap.add_argument("--report", default=None, help="Print the tables of --dump files (comma-separated), run nothing.")
     ap.add_argument("--throughput", action="store_true")
     ap.add_argument("--no_quality", action="store_true")
     ap.add_argument("--only", default=None, help="Run the configurations whose names contain one of A|B|...")
     a = ap.parse_args()
+    if a.report:
+        results = {}
+        for path in a.report.split(","):
+            with open(path) as f:
+                results |= {tuple(k.split("|")): v for k, v in json.load(f).items()}
+        names = [n for n in a.corpora.split(",") if ("anchor", n) in results]
+        report(results, names, [c for c, _ in CONFIGS + MORE], min(len(v) for v in results.values()))
+        return
     if not a.no_quality:
         names = a.corpora.split(",")
         unknown = [n for n in names if n not in CORPORA]
