@@ -286,6 +286,8 @@ def _run(args) -> list[dict]:
 
     state = json.load(open(state_path)) if args.resume else None
     if state:
+        if args.prior_correction is None:  # auto: as the run was started (runs from before the rule: on)
+            args.prior_correction = state["args"].get("prior_correction")
         fixed = ("sampling", "min_share", "dynamic_mix", "f1_smoothing", "prior_correction", "loss", "cb_beta",
                  "focal_gamma", "inputs", "image_size", "batch_size", "epoch_size", "seed", "dynamic_rule",
                  "dynamic_rate", "dynamic_shrink")
