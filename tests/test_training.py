@@ -256,10 +256,13 @@ def test_kill_minus_9_mid_epoch_then_resume_gives_the_uninterrupted_history(requ
         for label, c in want["classes"].items():
             assert got["classes"][label]["share"] == pytest.approx(c["share"], abs=1e-12)
             assert got["classes"][label]["f1"] == pytest.approx(c["f1"], abs=1e-9)
-    # the shares of each epoch are the rule applied to the previous epoch's F1s
+    # the shares of each epoch are the rule (the default precision-recall controller) applied
+    # to the previous epochs' val scores
+    replay = sampling.DynamicSampler(4, "dynamic", min(0.02, 0.5 / 4), rule="precision_recall", rate=2.0, shrink=50.0)
     for prev, cur in zip(resumed, resumed[1:], strict=False):
-        f1 = np.array([np.nan if c["f1"] is None else c["f1"] for c in prev["classes"].values()])
-        want = sampling.DynamicSampler(4, "dynamic", min(0.02, 0.5 / 4), 1.0).update(f1)
+        score = {k: np.array([np.nan if c[k] is None else c[k] for c in prev["classes"].values()])
+                 for k in ("f1", "precision", "recall", "support")}
+        want = replay.update(score["f1"], score["precision"], score["recall"], score["support"])
         got = np.array([c["share"] for c in cur["classes"].values()])
         assert np.allclose(got, want, atol=1e-6)
     with pytest.raises(ValueError, match="pass --resume"):

@@ -50,18 +50,35 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--sampling", default="dynamic", choices=("dynamic", "balanced", "none"))
     ap.add_argument("--min_share", type=float, default=None,
                     help="Floor on a class's share (default: min(0.02, 0.5 / classes)).")
+    ap.add_argument("--dynamic_rule", default="precision_recall", choices=("precision_recall", "f1"),
+                    help="How val scores set the next shares: precision_recall (default: a class's weight "
+                         "*= exp(rate * (P - R) * n / (n + shrink))) or f1 (Pouyanfar et al.: shares ~ 1 - F1). "
+                         "See training/sampling.py and docs/BENCHMARKS.md.")
+    ap.add_argument("--dynamic_rate", type=float, default=2.0, help="precision_recall: step size (default 2).")
+    ap.add_argument("--dynamic_shrink", type=float, default=50.0,
+                    help="precision_recall: pseudo-count of val records; a class with n val records moves "
+                         "n / (n + shrink) of a step (default 50).")
     ap.add_argument("--dynamic_mix", type=float, default=1.0,
-                    help="Shares = (1 - a) * uniform + a * (1 - F1) shares; 1 (default) is Pouyanfar et al.'s rule.")
+                    help="f1 rule: shares = (1 - a) * uniform + a * (1 - F1) shares; 1 (default) is Pouyanfar et al.'s.")
     ap.add_argument("--f1_smoothing", type=float, default=0.0,
                     help="Weight of past epochs in the F1 that drives the shares (0: last epoch only).")
-    ap.add_argument("--prior_correction", action=argparse.BooleanOptionalAction, default=True,
+    ap.add_argument("--prior_correction", action=argparse.BooleanOptionalAction, default=None,
                     help="With --sampling dynamic, weight each sample by uniform / its class's share, so "
                          "that the shares change what the model practises on but not the class prior "
-                         "it learns (default on: see docs/BENCHMARKS.md).")
+                         "it learns (default: on with --dynamic_rule f1, off with precision_recall, whose "
+                         "shares are meant to move the prior; see docs/BENCHMARKS.md).")
     ap.add_argument("--loss", default="ce", choices=losses.LOSSES)
     ap.add_argument("--cb_beta", type=float, default=0.999, help="Class-balanced loss beta (Cui et al.).")
     ap.add_argument("--focal_gamma", type=float, default=2.0)
-    ap.add_argument("--learning_rate", type=float, default=1e-3)
+    ap.add_argument("--learning_rate", type=float, default=None,
+                    help="Adam's learning rate (default: 0.02 on vectors, 0.001 on images).")
+    ap.add_argument("--l2", type=float, default=20.0,
+                    help="L2 penalty on the head's kernel in LogisticRegression's units, 1/C: the loss gets "
+                         "l2 / (2 n) * ||W||^2 for n train records (default 20; 0: none).")
+    ap.add_argument("--standardize", default="global", choices=("global", "feature"),
+                    help="Vectors: centre, then divide all features by one common scale (global, default: "
+                         "pixels, embeddings, features in one unit), or each by max(its std, the median std) "
+                         "(feature: features in different units, e.g. tabular columns).")
     ap.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
                     help="Random rotation, flip, brightness and blur on training images (default on).")
     ap.add_argument("--mixed_precision", default="auto", choices=("auto", "on", "off"),
@@ -137,6 +154,9 @@ def train(args: argparse.Namespace) -> list[dict]:
         keras.mixed_precision.set_global_policy("mixed_float16")
 
     if args.resume:
+        if args.prior_correction is None:  # auto: as the run was started (runs from before the rule: on)
+            args.prior_correction = run_state.read_json(os.path.join(args.output, run_state.STATE))["args"].get(
+                "prior_correction")
         state, sampler, history = run_state.resumed(args.output, vars(args), ds.classes)
         start = state["epoch"]
         if start >= args.epochs:
@@ -145,20 +165,26 @@ def train(args: argparse.Namespace) -> list[dict]:
         model = keras.models.load_model(os.path.join(args.output, state["checkpoint"]), safe_mode=True)
         print(f"resuming {args.output} after epoch {start}")
     else:
-        sampler = DynamicSampler(ds.classes, args.sampling, min_share, args.dynamic_mix, args.f1_smoothing, prior)
+        sampler = DynamicSampler(ds.classes, args.sampling, min_share, args.dynamic_mix, args.f1_smoothing, prior,
+                                 rule=args.dynamic_rule, rate=args.dynamic_rate, shrink=args.dynamic_shrink)
         history, start = [], 0
+        head = {"l2": args.l2, "train_records": max(1, sum(ds.train_input))}
         if inputs == "vector":
-            model = models.build_vector_model(ds.classes, ds.vector_dim(), data.vector_sample(ds))
+            model = models.build_vector_model(ds.classes, ds.vector_dim(), data.vector_sample(ds), args.standardize,
+                                              **head)
         else:
-            model = models.build_image_model(ds.classes, args.image_size, args.weights, args.augment, args.seed)
-        model.compile(optimizer=keras.optimizers.Adam(args.learning_rate),
+            model = models.build_image_model(ds.classes, args.image_size, args.weights, args.augment, args.seed,
+                                             **head)
+        lr = args.learning_rate or (0.02 if inputs == "vector" else 1e-3)
+        model.compile(optimizer=keras.optimizers.Adam(lr),
                       loss=losses.make_loss(args.loss, args.focal_gamma), metrics=["accuracy"])
 
     budget = args.epoch_size or sum(ds.output)
     steps = max(1, math.ceil(budget / args.batch_size))
     loss_weights = losses.class_weights(args.loss, ds.train_input, args.cb_beta)
     class_w = None if loss_weights is None else np.array([loss_weights[i] for i in range(ds.classes)])
-    correct = args.prior_correction and sampler.mode == "dynamic"  # none: the shards as written
+    correct = args.prior_correction if args.prior_correction is not None else sampler.rule == "f1"
+    correct = correct and sampler.mode == "dynamic"  # none: the shards as written
 
     if reader == "tfrecord":  # class streams for the whole run, resumed where the history left them
         drawn = data.drawn_before(args.seed, run_state.shares_by_epoch(history), steps * args.batch_size,

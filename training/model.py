@@ -9,6 +9,17 @@ the same Dense layer. Only the Dense layer's kernel and bias train.
 Stored: `save_with_labels` writes a .keras archive with the class names inside
 (labels.json), `load` reads one back in Keras' safe mode with its labels, and
 `input_kind` says what it takes (vectors of a length, or images of a side).
+
+The head is a softmax regression, so it is built as one: kernel and bias start at zero
+(a Glorot-random kernel on a feature that is constant in train never gets a gradient
+and keeps its random weights, which then fire on any test row where that feature is not
+constant), with an L2 penalty on the kernel in LogisticRegression's units (`l2` = 1/C:
+the loss gets l2 / (2 n) * ||W||^2 for n train records). Standardisation centres the
+features and divides them all by one common scale (`standardize="global"`: pixels,
+embeddings, features in one unit), or each by max(its std, the median std over
+features) (`"feature"`: columns in different units). Either way a near-constant feature
+(a digit's blank corner pixel) is not blown up to unit variance, as keras'
+Normalization alone does (std floored at 1e-7). docs/BENCHMARKS.md has the measurements.
 """
 
 from __future__ import annotations
@@ -51,7 +62,21 @@ def base_network(weights: str, image_size: int):
     return base
 
 
-def build_image_model(classes: int, image_size: int, weights: str, augment: bool, seed: int) -> keras.Model:
+STANDARDIZE = ("global", "feature")
+
+
+def head(classes: int, l2: float = 0.0, train_records: int = 1) -> keras.layers.Dense:
+    """The trainable final layer: zero-initialised softmax regression with an L2 penalty of
+    l2 / (2 n) * ||kernel||^2 (n = train_records), i.e. LogisticRegression with C = 1 / l2."""
+    if l2 < 0 or train_records < 1:
+        raise ValueError(f"--l2 must be >= 0 and the train records >= 1. Received: {l2}, {train_records}")
+    regularizer = keras.regularizers.L2(l2 / (2.0 * train_records)) if l2 > 0 else None
+    return keras.layers.Dense(classes, activation="softmax", dtype="float32", name="head",
+                              kernel_initializer="zeros", kernel_regularizer=regularizer)
+
+
+def build_image_model(classes: int, image_size: int, weights: str, augment: bool, seed: int, l2: float = 0.0,
+                      train_records: int = 1) -> keras.Model:
     inputs = keras.Input((image_size, image_size, 3), name="image")
     x = inputs
     if augment:
@@ -60,7 +85,7 @@ def build_image_model(classes: int, image_size: int, weights: str, augment: bool
     x = keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="to_unit_range")(x)  # preprocess_input
     base = base_network(weights, image_size)
     x = base(x, training=False)
-    outputs = keras.layers.Dense(classes, activation="softmax", dtype="float32", name="head")(x)
+    outputs = head(classes, l2, train_records)(x)
     return keras.Model(inputs, outputs, name="inception_v3_head")
 
 
@@ -82,12 +107,33 @@ def reseed_augmentation(model: keras.Model, epoch: int) -> None:
 EPOCH_DRAWS = 1 << 24  # random draws of one layer within an epoch (one per step) stay below this
 
 
-def build_vector_model(classes: int, dim: int, sample: np.ndarray) -> keras.Model:
+def standardisation(sample: np.ndarray, standardize: str = "global") -> tuple[np.ndarray, np.ndarray]:
+    """(mean, variance) per feature for keras' Normalization, from a train sample.
+
+    "feature": each feature's variance, floored at the median variance of the features
+    that vary in the sample; "global": every feature gets the mean variance of those
+    features (one common scale).
+    """
+    if standardize not in STANDARDIZE:
+        raise ValueError(f"--standardize must be one of {', '.join(STANDARDIZE)}. Received: {standardize!r}")
+    x = np.asarray(sample, np.float64)
+    mean, var = x.mean(axis=0), x.var(axis=0)
+    varying = var > 1e-12 * max(float(var.max()), 1e-30)
+    if not varying.any():  # every feature constant in the sample
+        return mean.astype(np.float32), np.ones_like(var, np.float32)
+    if standardize == "global":
+        var = np.full_like(var, var[varying].mean())
+    else:
+        var = np.maximum(var, np.median(var[varying]))
+    return mean.astype(np.float32), var.astype(np.float32)
+
+
+def build_vector_model(classes: int, dim: int, sample: np.ndarray, standardize: str = "global", l2: float = 0.0,
+                       train_records: int = 1) -> keras.Model:
     inputs = keras.Input((dim,), name="vector")
-    norm = keras.layers.Normalization(name="standardise")
-    norm.adapt(sample)
-    x = norm(inputs)
-    outputs = keras.layers.Dense(classes, activation="softmax", dtype="float32", name="head")(x)
+    mean, var = standardisation(sample, standardize)
+    x = keras.layers.Normalization(mean=mean, variance=var, name="standardise")(inputs)
+    outputs = head(classes, l2, train_records)(x)
     return keras.Model(inputs, outputs, name="linear_head")
 
 

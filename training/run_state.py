@@ -29,7 +29,8 @@ from training.sampling import DynamicSampler
 HISTORY, STATE, MODEL = "history.json", "state.json", "model.keras"
 # Settings a resumed run must share with its start: they decide each epoch's batches.
 FIXED = ("sampling", "min_share", "dynamic_mix", "f1_smoothing", "prior_correction", "loss", "cb_beta",
-         "focal_gamma", "inputs", "image_size", "batch_size", "epoch_size", "seed")
+         "focal_gamma", "inputs", "image_size", "batch_size", "epoch_size", "seed", "dynamic_rule",
+         "dynamic_rate", "dynamic_shrink")
 
 
 def write_json(path: str, obj) -> None:
@@ -93,7 +94,8 @@ class Recorder:
                              for i, (label, c) in enumerate(measured["classes"].items())}}
         self.started = time.time()
         self.history.append(entry)
-        self.sampler.update(np.array([np.nan if c["f1"] is None else c["f1"] for c in measured["classes"].values()]))
+        self.sampler.update(*(np.array([np.nan if c[k] is None else c[k] for c in measured["classes"].values()],
+                                       np.float64) for k in ("f1", "precision", "recall", "support")))
         if entry["val_macro_f1"] > self.best:
             self.best = entry["val_macro_f1"]
             save_with_labels(model, os.path.join(self.run, MODEL), self.labels)
