@@ -30,7 +30,7 @@ demo: $(STAMP)
 	    --feature_column embedding --label_column label_text --output demo/predictions.parquet
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 -m "not slow"
+	$(BIN)/python -m pytest -q -n 2 --dist worksteal -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
