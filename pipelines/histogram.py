@@ -155,8 +155,7 @@ def finalize(histograms, models, plan, by_label, read_total, duplicate_ids, cfg,
     """Writes histogram.png, then histogram.json (atomically); removes this run's staging files."""
     doc = histogram_doc(histograms, models, plan, by_label, read_total, duplicate_ids, cfg, dim)
     shards.write_plot_then_document(cfg.output, "histogram.png", write_histogram_png, "histogram.json", doc)
-    if FileSystems.exists(staging):  # this run's image cache; a balance run's staging stays
-        output_dir.remove_tree(staging)
+    output_dir.remove_run_staging(staging)  # this run's image cache; a balance run's staging stays
     return doc
 
 
@@ -173,9 +172,6 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
             # a failed run must not leave an earlier run's numbers looking current
             shards.delete([FileSystems.join(cfg.output, name) for name in ("histogram.json", "histogram.png")])
             done = driver.execute(job, build, staging, "histogram.json", test_pipeline)
-        parent = FileSystems.join(cfg.output, shards.STAGING)
-        if FileSystems.exists(parent) and not FileSystems.match([FileSystems.join(parent, "**")])[0].metadata_list:
-            output_dir.remove_tree(parent)
     if done is None:
         return {}
     doc, _, seconds = done

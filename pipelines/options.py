@@ -206,8 +206,8 @@ class BalanceConfig:
 
     @property
     def payload(self) -> str:
-        """What the records carry: encoded images, or feature vectors."""
-        return "image" if self.input_format == "images" or self.image_column else "features"
+        """What the records carry: encoded images, or feature vectors (the read contract decides)."""
+        return self.read_spec.payload
 
     @property
     def formats(self) -> tuple[str, ...]:

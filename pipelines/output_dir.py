@@ -286,6 +286,15 @@ def remove_staging(out: str) -> None:
             remove_tree(FileSystems.join(root, name))
 
 
+def remove_run_staging(staging: str) -> None:
+    """One run's staging folder, then OUT/.staging if nothing else (another run's lists) is in it."""
+    if FileSystems.exists(staging):
+        remove_tree(staging)
+    root = staging.rstrip("/").rsplit("/", 1)[0]
+    if FileSystems.exists(root) and not FileSystems.match([FileSystems.join(root, "**")])[0].metadata_list:
+        remove_tree(root)
+
+
 def remove_tree(path: str) -> None:
     """Deletes a folder of ours and everything in it (one call on local disk)."""
     try:
