@@ -225,6 +225,7 @@ def train_and_score(out: str, run: str, extra: list[str], seed: int, epochs: int
     import keras
 
     from training import fit
+    from training import model as models
 
     shutil.rmtree(run, ignore_errors=True)
     argv = ["--data", out, "--output", run, "--epochs", str(epochs), "--epoch_size", str(epoch_size),
@@ -233,8 +234,8 @@ def train_and_score(out: str, run: str, extra: list[str], seed: int, epochs: int
     with contextlib.redirect_stdout(io.StringIO()):
         fit.run(argv)
     path = os.path.join(run, "model.keras")
-    model = keras.models.load_model(path, safe_mode=True)
-    names = np.asarray(fit.labels_in(path))
+    model, names = models.load(path)
+    names = np.asarray(names)
     pred = names[np.asarray(model.predict(x_test, batch_size=1024, verbose=0)).argmax(axis=1)]
     return scores(labels, rare, y_test, pred)
 
@@ -244,22 +245,22 @@ def cell(v: np.ndarray) -> str:
 
 
 def quality(names: list[str], seeds: int, epochs: int, epoch_size: int, batch: int, only: str | None,
-            more: bool, dump: str | None = None) -> None:
+            more: bool, dump: str | None = None, first_seed: int = 0) -> None:
     configs = CONFIGS + (MORE if more else [])
     if only:
-        configs = [c for c in configs if any(part in c[0] for part in only.split("|"))]
+        configs = [c for c in configs if any(c[0].startswith(part) for part in only.split("|"))]
     results = {}  # (config, corpus) -> array [seeds, 2]
     started = time.time()
     for name in names:
-        for seed in range(seeds):
+        for seed in range(first_seed, first_seed + seeds):
             out, x_test, y_test = prepare(name, seed)
             with open(os.path.join(out, "manifest.json")) as f:
                 m = json.load(f)
             labels = [c["label"] for c in m["classes"]]
             rare = [c["label"] for c in sorted(m["classes"], key=lambda c: c["train_input"])[:RARE]]
-            if seed == 0:
+            if seed == first_seed:
                 sizes = ", ".join(f"{c['label']}={c['train_input']}" for c in m["classes"])
-                print(f"{name} (seed 0): train {sizes}; val {m['val']['records']}; test {len(y_test)} "
+                print(f"{name} (seed {seed}): train {sizes}; val {m['val']['records']}; test {len(y_test)} "
                       f"({', '.join(f'{v}' for v in np.unique(y_test, return_counts=True)[1])})", flush=True)
             results.setdefault(("anchor", name), []).append(anchor(out, labels, rare, x_test, y_test))
             for cname, extra in configs:
@@ -347,7 +348,9 @@ def throughput() -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.bench_training", description=__doc__.split("\n\n")[0])
     ap.add_argument("--corpora", default=",".join(CORPORA), help=f"Comma-separated, from {', '.join(CORPORA)}.")
-    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--seeds", type=int, default=3, help="How many seeds (default 3).")
+    ap.add_argument("--first_seed", type=int, default=0,
+                    help="Seeds run from this one up (default 0); fresh seeds check settings chosen on others.")
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--epoch_size", type=int, default=2000)
     ap.add_argument("--batch_size", type=int, default=64)
@@ -356,7 +359,7 @@ def main() -> None:
     ap.add_argument("--report", default=None, help="Print the tables of --dump files (comma-separated), run nothing.")
     ap.add_argument("--throughput", action="store_true")
     ap.add_argument("--no_quality", action="store_true")
-    ap.add_argument("--only", default=None, help="Run the configurations whose names contain one of A|B|...")
+    ap.add_argument("--only", default=None, help="Run the configurations whose names start with one of A|B|...")
     a = ap.parse_args()
     if a.report:
         results = {}
@@ -371,7 +374,7 @@ def main() -> None:
         unknown = [n for n in names if n not in CORPORA]
         if unknown:
             raise SystemExit(f"--corpora: unknown {unknown}; known: {', '.join(CORPORA)}")
-        quality(names, a.seeds, a.epochs, a.epoch_size, a.batch_size, a.only, a.more, a.dump)
+        quality(names, a.seeds, a.epochs, a.epoch_size, a.batch_size, a.only, a.more, a.dump, a.first_seed)
     if a.throughput:
         throughput()
 

@@ -6,8 +6,9 @@
 
 `analyze` builds them on a pipeline and returns what the two jobs go on from; the
 balance job plans and resamples (pipelines/balance.py), the histogram job reports
-(pipelines/histogram.py). For images, pass 1 decodes each image once and caches it;
-the later passes read the cache (pipelines/image_stages.py).
+(pipelines/histogram.py). Pass 1 reads, checks and hashes each record once (decodes
+each image once) and caches the result; the later passes read that cache
+(pipelines/record_cache.py).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 import apache_beam as beam
 
-from pipelines import image_stages, reading, stages
+from pipelines import image_stages, reading, record_cache, stages
 from pipelines.errors import JobError
 from pipelines.manifest import sort_labels
 from pipelines.options import BalanceConfig, as_flags
@@ -75,20 +76,18 @@ def analyze(p: beam.Pipeline, cfg: BalanceConfig, staging: str, dim, resample: b
     """
     names = pass_names(cfg.clusters, resample)
     spec, rule = cfg.read_spec, cfg.holdout_rule
-    if cfg.payload == "image":  # decode once in pass 1; passes 2 and 3 read its cache
-        good, _, counted, index = p | "Pass1Read" >> image_stages.ReadImageCorpus(
-            spec, cfg.image_vectors, staging, names[1])
-        cache = beam.pvalue.AsList(index)
-
-        def reader(n, count):
-            return p | f"Pass{n}Read" >> image_stages.ReadCache(spec.progress_seconds, cache, count, names[n])
+    # Pass 1 reads the input (decodes images), checks and hashes every record once and
+    # caches the result; passes 2 to 4 read the cache (pipelines/record_cache.py).
+    if cfg.payload == "image":
+        good, rejected, counted = p | "Pass1Read" >> image_stages.ReadImageCorpus(spec, cfg.image_vectors, names[1])
     else:
         if dim is None:
             dim = beam.pvalue.AsSingleton(p | "FeatureDimension" >> reading.FeatureDimension(spec))
-        good, _, counted = p | "Pass1Read" >> reading.ReadCorpus(spec, dim, name=names[1])
+        good, rejected, counted = p | "Pass1Read" >> reading.ReadCorpus(spec, dim, name=names[1])
+    cache = beam.pvalue.AsList((good, rejected) | "Pass1Cache" >> record_cache.WriteCache(staging))
 
-        def reader(n, count):
-            return p | f"Pass{n}Read" >> reading.ReadCorpus(spec, dim, count, names[n])
+    def reader(n, count):
+        return p | f"Pass{n}Read" >> record_cache.ReadCache(spec.progress_seconds, cache, count, names[n])
 
     def read(n, count=False):
         good, rejected, counted = reader(n, count)

@@ -25,6 +25,7 @@ from pipelines.analysis import analyze
 from pipelines.options import BalanceConfig, FlagParser, add_arguments
 from pipelines.report import ids_note, summary_table
 from pipelines.resample import Resample
+from pipelines.threaded import ThreadedMap
 
 
 def build(p: beam.Pipeline, cfg: BalanceConfig, staging: str, dim, warnings=()) -> beam.PCollection:
@@ -40,7 +41,8 @@ def build(p: beam.Pipeline, cfg: BalanceConfig, staging: str, dim, warnings=()) 
         | "Pass4Resample" >> Resample(cfg.holdout_rule, cfg.keep_embeddings, staging, a.models, plan)
         | "ByShard" >> beam.Map(lambda f: (tuple(f[0]), f[1]))
         | "GroupFragments" >> beam.GroupByKey()
-        | "MergeShards" >> beam.Map(lambda kv, plan: mf.merge_shard(kv[0], list(kv[1]), plan, out, formats), plan)
+        | "MergeShards" >> beam.ParDo(
+            ThreadedMap(lambda kv, plan: mf.merge_shard(kv[0], list(kv[1]), plan, out, formats)), plan)
         | "CollectShards" >> beam.combiners.ToList()
         | "Finalize" >> beam.Map(mf.finalize, plan, cfg, {"beam": beam.__version__, "warnings": list(warnings)},
                                  beam.pvalue.AsSingleton(counted), beam.pvalue.AsSingleton(a.duplicate_ids))

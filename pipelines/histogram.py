@@ -155,7 +155,7 @@ def finalize(histograms, models, plan, by_label, read_total, duplicate_ids, cfg,
     """Writes histogram.png, then histogram.json (atomically); removes this run's staging files."""
     doc = histogram_doc(histograms, models, plan, by_label, read_total, duplicate_ids, cfg, dim)
     shards.write_plot_then_document(cfg.output, "histogram.png", write_histogram_png, "histogram.json", doc)
-    output_dir.remove_run_staging(staging)  # this run's image cache; a balance run's staging stays
+    output_dir.remove_run_staging(staging)  # this run's record cache; a balance run's staging stays
     return doc
 
 

@@ -1,12 +1,11 @@
-"""Image corpora in pipelines.balance: decode once, cache, then the same passes as vectors.
+"""Image corpora in pipelines.balance: pass 1's reading, then the same passes as vectors.
 
 Decoding (and an embedding model, when asked) is the expensive part of an image
-corpus, so pass 1 does it once per image: it reads the encoded bytes, checks and
-decodes them, computes the clustering vector (a thumbnail, or InceptionV3's pooled
-features through RunInference), and writes the valid records (bytes unchanged,
-vector beside them) and the rejected ones to OUT/.staging/RUN/cache/. The later passes
-read that cache instead of the input. Memory stays bounded: the cache is on disk,
-written per bundle in chunks.
+corpus; pass 1 does it once per image: it reads the encoded bytes, checks and
+decodes them, and computes the clustering vector (a thumbnail, or InceptionV3's pooled
+features through RunInference). The valid records (bytes unchanged, vector beside
+them) and the rejected ones go into the record cache (pipelines/record_cache.py),
+which the later passes read instead of the input.
 
 Units of work: an image folder is listed one class folder per element, in parallel,
 walked as keras.utils.image_dataset_from_directory walks it (image_folders.class_images),
@@ -17,16 +16,14 @@ are units as for vectors.
 from __future__ import annotations
 
 import logging
-import uuid
 
 import apache_beam as beam
 import numpy as np
-import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
 
-from pipelines import image_folders, shards, sources
-from pipelines.reading import ReadStage, unit_batches, units_of_files, windowed
+from pipelines import image_folders, sources
+from pipelines.reading import ReadStage, unit_batches, units_of_files
 from pipelines.sources import ReadSpec
 from transforms import records
 from transforms.images import ImageVectors
@@ -34,10 +31,6 @@ from transforms.inception import inception_v3
 
 log = logging.getLogger("pipelines.balance")
 EMBED_CHUNK = 32  # images per forward pass
-
-CACHE_SCHEMA_FIELDS = [("id", pa.string()), ("key", pa.uint64()), ("label", pa.string()),
-                       ("image", pa.binary()), ("format", pa.string())]
-
 
 def _read_unit(unit, spec: ReadSpec):
     """Raw image batches of a unit: a group of image files, a Parquet row group or a TFRecord file."""
@@ -119,57 +112,12 @@ def _with_embeddings(result: PredictionResult) -> dict:
     return {**result.example, "features": result.inference}
 
 
-def cache_table(good: dict) -> pa.Table:
-    cols = [pa.array(good[k], t) for k, t in CACHE_SCHEMA_FIELDS]
-    return pa.Table.from_arrays(cols + [shards.vector_array(good["features"])],
-                                names=[k for k, _ in CACHE_SCHEMA_FIELDS] + ["features"])
-
-
-def good_from_table(batch: pa.RecordBatch) -> dict:
-    feats = batch.column("features")
-    x = feats.flatten().to_numpy(zero_copy_only=False).reshape(len(batch), feats.type.list_size)
-    out = {k: batch.column(k).to_numpy(zero_copy_only=False).astype(object) for k, _ in CACHE_SCHEMA_FIELDS
-           if k != "key"}
-    out["key"] = batch.column("key").to_numpy()
-    out["features"] = np.ascontiguousarray(x, np.float32)
-    return out
-
-
-class _WriteCache(beam.DoFn):
-    """Writes batches (valid or rejected) into cache files; emits (kind, path)."""
-
-    def __init__(self, folder: str, kind: str):
-        self.folder, self.kind = folder, kind
-
-    def start_bundle(self):
-        self.tables, self.bytes = [], 0
-
-    def process(self, batch):
-        table = cache_table(batch) if self.kind == "good" else shards.rejected_table(batch)
-        self.tables.append(table)
-        self.bytes += table.nbytes
-        if self.bytes >= shards.FLUSH_BYTES:
-            yield self._flush()
-
-    def finish_bundle(self):
-        if self.tables:
-            yield windowed(self._flush())
-
-    def _flush(self):
-        path = f"{self.folder}/{self.kind}-{uuid.uuid4().hex}.arrow"
-        table = pa.concat_tables(self.tables)
-        with shards.create(path) as f, pa.ipc.new_stream(f, table.schema) as w:
-            w.write_table(table)
-        self.tables, self.bytes = [], 0
-        return self.kind, path
-
-
 class ReadImageCorpus(beam.PTransform):
-    """Pass 1 for images: units -> decode, check, vector -> (good, rejected, counted, cache index)."""
+    """Pass 1 for images: units -> decode, check, vector -> (good, rejected, records read per batch)."""
 
-    def __init__(self, spec: ReadSpec, vectors: ImageVectors, staging: str, name: str = "read"):
+    def __init__(self, spec: ReadSpec, vectors: ImageVectors, name: str = "read"):
         super().__init__()
-        self.spec, self.vectors, self.staging, self.name = spec, vectors, staging, name
+        self.spec, self.vectors, self.name = spec, vectors, name
 
     def expand(self, pbegin):
         spec, vectors = self.spec, self.vectors
@@ -194,42 +142,4 @@ class ReadImageCorpus(beam.PTransform):
                 | "Embed" >> RunInference(InceptionEmbedder(vectors.embedding_weights, vectors.embedding_image_size))
                 | "WithEmbeddings" >> beam.Map(_with_embeddings)
             )
-        folder = f"{self.staging}/cache"
-        index = (
-            (good | "CacheValid" >> beam.ParDo(_WriteCache(folder, "good")),
-             out.rejected | "CacheRejected" >> beam.ParDo(_WriteCache(folder, "rejected")))
-            | "CacheIndex" >> beam.Flatten()
-        )
-        return good, out.rejected, out.counted, index
-
-
-class _ReadCacheFile(ReadStage):
-    def process(self, item):
-        kind, path = item
-        with shards.open_read(path) as f:
-            for batch in pa.ipc.open_stream(f):
-                if kind == "good":
-                    yield from self.emit(batch.num_rows, good_from_table(batch), None)
-                else:
-                    cols = {k: batch.column(k).to_numpy(zero_copy_only=False) for k in batch.schema.names}
-                    cols = {k: (v.astype(object) if k != "row" else v) for k, v in cols.items()}
-                    yield from self.emit(batch.num_rows, None, cols)
-
-
-class ReadCache(beam.PTransform):
-    """The passes after the first, for images: the cached records -> (good, rejected)."""
-
-    def __init__(self, progress_seconds: float, index, count: bool = False, name: str = "read"):
-        super().__init__()
-        self.progress_seconds, self.index, self.count, self.name = progress_seconds, index, count, name
-
-    def expand(self, pbegin):
-        out = (
-            pbegin
-            | "Start" >> beam.Create([None])
-            | "CacheFiles" >> beam.FlatMap(lambda _, idx: sorted(idx), self.index)
-            | "Spread" >> beam.Reshuffle()
-            | "ReadCache" >> beam.ParDo(_ReadCacheFile(self.name, self.progress_seconds, self.count))
-            .with_outputs("rejected", "counted", main="good")
-        )
-        return out.good, out.rejected, out.counted
+        return good, out.rejected, out.counted

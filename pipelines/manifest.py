@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 from collections import defaultdict
+from functools import partial
 
 import numpy as np
 import pyarrow as pa
@@ -147,9 +148,9 @@ def shard_paths(dest: tuple, plan: dict, formats) -> dict[str, str]:
 
 def merge_shard(dest: tuple, fragments: list[str], plan: dict, out: str, formats) -> dict:
     """Fragments of one destination -> its final file(s) in OUT. Returns the shard's metadata."""
-    paths = shard_paths(dest, plan, formats)
-    table = shards.read_fragments(fragments) if fragments else None
-    return write_shard(dest, table, paths, plan, out)
+    # No local name holds the fragments' table: write_shard frees it once sorted.
+    return write_shard(dest, shards.read_fragments(fragments) if fragments else None,
+                       shard_paths(dest, plan, formats), plan, out)
 
 
 def write_shard(dest, table, paths, plan, out: str) -> dict:
@@ -162,15 +163,15 @@ def write_shard(dest, table, paths, plan, out: str) -> dict:
         table = shards.row_schema(plan["payload"]).empty_table()
     table = shards.output_table(table, plan["order"], by_label=dest[0] in HELD_OUT)
     for fmt, rel in paths.items():
-        data = shards.parquet_bytes(table) if fmt == "parquet" else shards.tfrecord_bytes(table)
-        _write(out, rel, data)
+        # Parquet streams into the file; TFRecord is encoded whole, on threads, then written.
+        _write(out, rel, partial(shards.write_parquet, table) if fmt == "parquet" else shards.tfrecord_bytes(table))
     clusters, counts = np.unique(table.column("cluster").to_numpy(), return_counts=True)
     log.info("wrote %s (%d records)", " + ".join(paths.values()), table.num_rows)
     return {"dest": list(dest), "records": table.num_rows, "paths": paths,
             "clusters": {int(c): int(n) for c, n in zip(clusters, counts, strict=True)}}
 
 
-def _write(out: str, rel: str, data: bytes) -> None:
+def _write(out: str, rel: str, data) -> None:
     path = FileSystems.join(out, rel)
     shards.mkdirs(path.rsplit("/", 1)[0])
     shards.write_atomic(path, data)

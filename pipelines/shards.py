@@ -20,6 +20,7 @@ import logging
 import os
 import uuid
 import zlib
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -184,11 +185,10 @@ def output_table(table: pa.Table, labels: list[str], by_label: bool = False) -> 
         keys.append(table.column("label").to_numpy())
     order = np.lexsort(keys)
     label = table.column("label").to_numpy()[order].astype(np.int64)
-    names = np.asarray(labels, dtype=object)
     out = {
         "id": table.column("id").take(pa.array(order)),
         "label": pa.array(label, pa.int64()),
-        "label_text": pa.array(names[label] if len(label) else [], pa.string()),
+        "label_text": pa.array(labels, pa.string()).take(pa.array(label)),
         "cluster": pa.array(table.column("cluster").to_numpy()[order], pa.int32()),
     }
     for name in table.column_names[4:]:
@@ -212,20 +212,40 @@ def write_plot_then_document(out: str, png: str, plot, name: str, doc: dict) -> 
     write_atomic(FileSystems.join(out, name), json.dumps(doc, indent=2, ensure_ascii=False).encode())
 
 
-def write_atomic(path: str, data: bytes) -> None:
+def write_atomic(path: str, data: bytes | Callable) -> None:
+    """`data` (bytes, or a function that writes to a file) into `path`, under a temporary
+    name until complete."""
     tmp = f"{path}.inprogress-{uuid.uuid4().hex}"
     with create(tmp) as f:
-        f.write(data)
+        if callable(data):
+            data(f)
+        else:
+            f.write(data)
     FileSystems.rename([tmp], [path])
+
+
+RAW_COLUMNS = ("features", "embedding", "image")  # float vectors, encoded images: compression gains ~1%
 
 
 def parquet_bytes(table: pa.Table) -> bytes:
     buf = io.BytesIO()
-    # Dictionary encoding only where values repeat: tried on float features it costs a
-    # third of the write time and is dropped anyway.
-    pq.write_table(table, buf, compression="snappy", row_group_size=64 * 1024,
-                   use_dictionary=[c for c in ("label_text", "cluster", "format") if c in table.column_names])
+    write_parquet(table, buf)
     return buf.getvalue()
+
+
+def write_parquet(table: pa.Table, sink) -> None:
+    """One Parquet file into `sink` (a path or a file): 64k-row row groups; snappy and statistics for the scalar columns only.
+
+    Float vectors barely compress (snappy saved 1.4% of a 64-float shard for half the
+    write time) and encoded images are compressed already; min/max statistics of a
+    vector's elements serve no filter. Dictionary encoding only where values repeat:
+    on float features it costs a third of the write time and is dropped anyway.
+    """
+    scalars = [c for c in table.column_names if c not in RAW_COLUMNS]
+    pq.write_table(table, sink, row_group_size=64 * 1024,
+                   compression={c: "snappy" if c in scalars else "none" for c in table.column_names},
+                   write_statistics=scalars,
+                   use_dictionary=[c for c in ("label_text", "cluster", "format") if c in table.column_names])
 
 
 def _gzip_member(data: bytes) -> bytes:

@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipelines.report import short_label
+from pipelines.threaded import ThreadedMap
 from transforms import hashing, kmeans, records, selection
 from transforms.sampling import BottomM
 from transforms.stats import TEST, TRAIN, VAL, ClassStats, HoldoutRule
@@ -157,17 +158,19 @@ class _BottomMFn(MergeableFn):
         return acc.extract()[1]
 
 
-class _FitKMeans(beam.DoFn):
+class _FitKMeans:
+    """(label, sample) -> (label, centroids); run by ThreadedMap, several classes at once."""
+
     def __init__(self, k: int, seed: int):
         self.k, self.seed = k, seed
 
-    def process(self, item, counts):
+    def __call__(self, item, counts):
         label, sample = item
         centroids = kmeans.fit_centroids(sample, self.k, hashing.seed_for(self.seed, label))
         c = counts[label]
         log.info("class %r: %d records, %d in train, %d clusters fitted on %d rows", short_label(label), c["count"],
                  c["train"], len(centroids), len(sample))
-        yield label, centroids
+        return label, centroids
 
 
 class ClassCentroids(beam.PTransform):
@@ -187,7 +190,7 @@ class ClassCentroids(beam.PTransform):
             good
             | "Candidates" >> beam.ParDo(_SampleCandidates(self.rule, self.m), self.counts, self.dim)
             | "BottomM" >> beam.CombinePerKey(_BottomMFn())
-            | "FitKMeans" >> beam.ParDo(_FitKMeans(self.k, self.rule.seed), self.counts)
+            | "FitKMeans" >> beam.ParDo(ThreadedMap(_FitKMeans(self.k, self.rule.seed)), self.counts)
         )
 
 
