@@ -34,10 +34,11 @@ Rows (`--rows`, default all):
                    accuracy), model.fit on a PyDataset that hands the same float32 [0, 255]
                    host batch (with one-hot labels and sample weights) every step: the
                    train step, host-to-device copy included, without decoding
-  train_parquet    the same model and fit, on the trainer's own input: training.data.ParquetMixture
-                   over Parquet shards of encoded images written here with a manifest as
-                   pipelines.balance writes them (the contract in DESIGN.md:
-                   schema 2, id/label/image columns), read back by training.manifest.load, so Pillow decoding and resizing are in the figure
+  train_parquet    the same model and fit on the trainer's own input, training.data.ParquetMixture
+                   (one worker, as training.fit builds it), over Parquet shards of encoded
+                   images written here with a manifest as pipelines.balance writes them
+                   (DESIGN.md's contract: schema 2, id/label/image columns) and read back by
+                   training.manifest.load: Pillow decoding and resizing are in the figure
   decode           transforms.images.ImageVectors(cluster_on="inception_v3").vectorize, the
                    job's check + decode + resize + scale, one thread (as one DoFn call)
   embed            the job's RunInference handler's inner loop (pipelines/image_stages.py
