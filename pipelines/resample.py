@@ -74,7 +74,7 @@ def write_train(writer, good, rows, copies, clusters, cp, seed: int, keep_embedd
     order = hashing.mix64(base + copy_index.astype(np.uint64))
     shard = (order % np.uint64(cp["shards"])).astype(np.int64)
     writer.add_split("train", cp["index"], shard, {
-        "id": good["id"][src], "order": order, "label": np.full(len(src), cp["index"], np.int32),
+        "id": (good["id"], src), "order": order, "label": np.full(len(src), cp["index"], np.int32),
         "cluster": clusters[rep].astype(np.int32), **payload_columns(good, src, keep_embeddings)})
 
 
@@ -85,17 +85,18 @@ def write_heldout(writer, split: str, good, rows, index, plan, seed: int, keep_e
     order = hashing.decision(good["key"][rows], seed, hashing.SHARD)
     shard = (order % np.uint64(plan[f"{split}_shards"])).astype(np.int64)
     writer.add_split(split, 0, shard, {
-        "id": good["id"][rows], "order": order, "label": np.full(len(rows), index, np.int32),
+        "id": (good["id"], rows), "order": order, "label": np.full(len(rows), index, np.int32),
         "cluster": np.full(len(rows), -1, np.int32), **payload_columns(good, rows, keep_embeddings)})
 
 
 def payload_columns(good: dict, rows: np.ndarray, keep_embeddings: bool) -> dict:
-    """What a shard row carries besides id, label and cluster (the record contract: docs/ARCHITECTURE.md)."""
+    """What a shard row carries besides id, label and cluster (the record contract: docs/ARCHITECTURE.md),
+    as (column, rows) pairs that the writer gathers once, in shard order."""
     if "image" not in good:
-        return {"features": good["features"][rows]}
-    cols = {"image": good["image"][rows], "format": good["format"][rows]}
+        return {"features": (good["features"], rows)}
+    cols = {"image": (good["image"], rows), "format": (good["format"], rows)}
     if keep_embeddings:
-        cols["embedding"] = good["features"][rows]
+        cols["embedding"] = (good["features"], rows)
     return cols
 
 

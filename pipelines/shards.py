@@ -135,12 +135,18 @@ class FragmentWriter:
             self._write()
 
     def add_split(self, split: str, index: int, shard: np.ndarray, columns: dict) -> None:
-        """Rows of one class (or val) spread over shards: one sort, one slice per shard."""
+        """Rows of one class (or val) spread over shards: one sort, one gather per column,
+        then a slice (a view) per shard.
+
+        `columns`: name -> an array with one value per row, or (array, rows) for array[rows]
+        (gathered once, straight into shard order)."""
         order = np.argsort(shard, kind="stable")
-        cuts = np.flatnonzero(np.diff(shard[order])) + 1
-        for part in np.split(order, cuts):
-            if len(part):
-                self.add((split, index, int(shard[part[0]])), {k: v[part] for k, v in columns.items()})
+        ordered = shard[order]
+        gathered = {k: v[0][v[1][order]] if isinstance(v, tuple) else v[order] for k, v in columns.items()}
+        bounds = [0, *(np.flatnonzero(np.diff(ordered)) + 1).tolist(), len(ordered)]
+        for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+            if b > a:
+                self.add((split, index, int(ordered[a])), {k: v[a:b] for k, v in gathered.items()})
 
     def drain(self) -> list[tuple[tuple, str, int]]:
         """Fragments written since the last drain."""
@@ -154,12 +160,14 @@ class FragmentWriter:
 
     def _write(self) -> None:
         for dest, parts in self.buffers.items():
-            cols = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-            table = rejected_table(cols) if dest[0] == "rejected" else rows_table(**cols)
+            # One record batch per buffered part: the merge reads them as one table, so
+            # nothing is concatenated here.
+            tables = [rejected_table(p) if dest[0] == "rejected" else rows_table(**p) for p in parts]
             path = FileSystems.join(self.staging, f"{'-'.join(map(str, dest))}-{uuid.uuid4().hex}.arrow")
-            with create(path) as f, pa.ipc.new_stream(f, table.schema) as w:
-                w.write_table(table)
-            self.written.append((dest, path, table.num_rows))
+            with create(path) as f, pa.ipc.new_stream(f, tables[0].schema) as w:
+                for table in tables:
+                    w.write_table(table)
+            self.written.append((dest, path, sum(t.num_rows for t in tables)))
         self.buffers.clear()
         self.buffered = 0
 
