@@ -1,7 +1,8 @@
 """Wall time and peak memory of pipelines.balance against the one-process reference.
 
     python -m benchmarks.bench_balance --rows 1000000 [--rows 5000000 ...] \\
-        --dim 64 --classes 10 --ratio 100 [--multi_processing] [--tfrecord]
+        --dim 64 --classes 10 --ratio 100 [--target majority] [--multi_processing] [--multi_threading]
+        [--tfrecord] [--both]
 
 For each --rows: generates the corpus (benchmarks.make_corpus; cached in
 benchmarks/data/, reused when complete), then runs as subprocesses
@@ -10,7 +11,10 @@ benchmarks/data/, reused when complete), then runs as subprocesses
                  --output_format parquet --runner=FnApiRunner
   job (mp)   the same + --direct_running_mode=multi_processing --direct_num_workers=N
              (with --multi_processing)
+  job (mt)   the same + --direct_running_mode=multi_threading --direct_num_workers=N
+             (with --multi_threading)
   job (tfr)  the same as `job` with --output_format tfrecord (with --tfrecord)
+  job (both) the same as `job` with --output_format both (with --both)
   reference  python -m benchmarks.reference --input CORPUS --output benchmarks/runs/...
 
 and checks that each job run wrote the reference's counts (targets and per-cluster
@@ -206,16 +210,17 @@ def run_job(
 ) -> dict:
     out = os.path.join(RUNS, f"{slug}-{rows}")
     cmd = [sys.executable, "-m", "pipelines.balance", "--input", data, "--output", out,
-           "--output_format", fmt, "--runner=FnApiRunner", *extra]
+           "--output_format", fmt, "--runner=FnApiRunner", *(["--target", a.target] if a.target else []), *extra]
     env = dict(os.environ)
     project = os.path.abspath(a.project)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [project, env.get("PYTHONPATH")]))
     return measured_run(name, rows, out, cmd, "manifest.json", "manifest", project, env)
 
 
-def run_reference(data: str, rows: int) -> dict:
+def run_reference(data: str, rows: int, target: str | None = None) -> dict:
     out = os.path.join(RUNS, f"reference-{rows}")
-    cmd = [sys.executable, "-m", "benchmarks.reference", "--input", data, "--output", out]
+    cmd = [sys.executable, "-m", "benchmarks.reference", "--input", data, "--output", out,
+           *(["--target", target] if target else [])]
     return measured_run("reference", rows, out, cmd, "summary.json", "summary", ROOT)
 
 
@@ -304,6 +309,13 @@ def main() -> None:
         action="store_true",
         help="also run the job with --output_format tfrecord, and benchmarks.bench_tfrecord",
     )
+    ap.add_argument("--both", action="store_true", help="also run the job with --output_format both")
+    ap.add_argument(
+        "--multi_threading",
+        action="store_true",
+        help="also run the job with --direct_running_mode=multi_threading --direct_num_workers=--workers",
+    )
+    ap.add_argument("--target", default=None, help="the job's and the reference's --target (default: max)")
     ap.add_argument(
         "--no_default", action="store_true", help="skip the default (parquet, in-process) job run"
     )
@@ -326,11 +338,16 @@ def main() -> None:
                     f"job multi_processing x{a.workers}", f"job-mp{a.workers}", data, rows, a, mp
                 )
             )
+        if a.multi_threading:
+            mt = ["--direct_running_mode=multi_threading", f"--direct_num_workers={a.workers}"]
+            jobs.append(run_job(f"job multi_threading x{a.workers}", f"job-mt{a.workers}", data, rows, a, mt))
         if a.tfrecord:
             jobs.append(run_job("job tfrecord", "job-tfrecord", data, rows, a, [], fmt="tfrecord"))
+        if a.both:
+            jobs.append(run_job("job both", "job-both", data, rows, a, [], fmt="both"))
         for j in jobs:
             cleanup(j, a.keep)
-        ref = {"rc": None} if a.no_reference else run_reference(data, rows)
+        ref = {"rc": None} if a.no_reference else run_reference(data, rows, a.target)
         if not a.no_reference:
             cleanup(ref, a.keep)
             record(ref)

@@ -4,7 +4,8 @@
 
 Reads every Parquet file under --input (columns `label`, `features`
 fixed_size_list<float32>[D], optional `id`), then, with the job's defaults
-(--strategy cluster --target max, k = 8, 100k-row k-means samples, 10% hold-out, seed 0):
+(--strategy cluster --target max or --target, k = 8, 100k-row k-means samples, 10% hold-out,
+seed 0):
 
 1. keys: hash of `id` if present, else of (label, feature bytes), as the job does;
 2. hold-out: rows whose hold-out hash is under 10% go to val/ (each class's row with
@@ -137,7 +138,8 @@ def write_parquet(path: str, ids, label: int, label_text: str, cluster, x) -> No
 
 
 def run(
-    input_dir: str, output: str, k: int = 8, m: int = 100_000, fraction: float = 0.1, seed: int = 0
+    input_dir: str, output: str, k: int = 8, m: int = 100_000, fraction: float = 0.1, seed: int = 0,
+    target: str | None = None,
 ) -> dict:
     clock = Clock()
     x, codes, labels, ids = read_corpus(input_dir)
@@ -154,7 +156,7 @@ def run(
     sizes = {
         labels[c]: np.bincount(clusters[c], minlength=len(centroids[c])) for c in range(len(labels))
     }
-    plans = plan.plan_quotas(sizes, "cluster")
+    plans = plan.plan_quotas(sizes, "cluster", plan.parse_target(target))
     clock("plan")
     summary = {"classes": [], "val": int(held.sum())}
     for c, cp in enumerate(plans):
@@ -224,8 +226,9 @@ def main() -> None:
     ap.add_argument("--kmeans_sample", type=int, default=100_000)
     ap.add_argument("--holdout_fraction", type=float, default=0.1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--target", default=None, help="as the job's --target (default: max, Jo & Japkowicz)")
     a = ap.parse_args()
-    run(a.input, a.output, a.clusters_per_class, a.kmeans_sample, a.holdout_fraction, a.seed)
+    run(a.input, a.output, a.clusters_per_class, a.kmeans_sample, a.holdout_fraction, a.seed, a.target)
 
 
 if __name__ == "__main__":

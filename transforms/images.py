@@ -14,7 +14,9 @@ scale (Pillow's draft mode), so a thumbnail costs less than a full decode.
 from __future__ import annotations
 
 import io
+import os
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -73,6 +75,12 @@ def decode(data: bytes, max_pixels: int, draft: tuple[int, int] | None = None):
     img, fmt, reason = open_checked(data, max_pixels)
     if reason:
         return None, None, reason
+    return load_rgb(img, fmt, draft)
+
+
+def load_rgb(img: Image.Image, fmt: str, draft: tuple[int, int] | None = None):
+    """Decodes the pixels of an image `open_checked` passed: (RGB image, format, None) or
+    (None, None, reason). Safe on several threads at once (one image each)."""
     try:
         if draft and fmt == "jpeg":
             img.draft("RGB", draft)
@@ -99,19 +107,48 @@ def batch_vectors(blobs, max_pixels: int, dim: int, to_vector, draft: tuple[int,
     """Per batch: (vectors float32[n, dim] (zeros where rejected), formats, reasons).
 
     Each image is checked and decoded once; `to_vector(rgb_image)` gives its vector.
+    The batch is cut into one run of images per thread: Pillow releases the GIL while
+    it decodes and resizes, so the threads use every core the worker has. Results do
+    not depend on the threads (each image's vector is computed alone).
     """
     n = len(blobs)
     out = np.zeros((n, dim), np.float32)
     formats = np.full(n, None, dtype=object)
     reasons = np.full(n, None, dtype=object)
-    for i, data in enumerate(blobs):
-        img, fmt, reason = decode(data, max_pixels, draft=draft)
-        if reason:
-            reasons[i] = reason
-            continue
-        formats[i] = fmt
-        out[i] = to_vector(img)
+
+    # Headers are checked here, in this thread (cheap, and open_checked's
+    # warnings.catch_warnings is not thread-safe); the pixels are decoded on the threads.
+    opened = [open_checked(data, max_pixels) for data in blobs]
+
+    def run(lo: int, hi: int) -> None:
+        for i in range(lo, hi):
+            img, fmt, reason = opened[i]
+            if not reason:
+                img, fmt, reason = load_rgb(img, fmt, draft)
+            if reason:
+                reasons[i] = reason
+                continue
+            formats[i] = fmt
+            out[i] = to_vector(img)
+            opened[i] = None  # the decoded image is not needed any more
+
+    cuts = np.linspace(0, n, min(n, DECODE_THREADS) + 1).astype(int) if n else [0, 0]
+    if len(cuts) <= 2:
+        run(0, n)
+    else:
+        list(_decode_pool().map(run, cuts[:-1], cuts[1:]))  # list(): re-raises a thread's error
     return out, formats, reasons
+
+
+DECODE_THREADS = max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _decode_pool() -> ThreadPoolExecutor:
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="decode")
+    return _POOL
 
 
 def thumbnail_vectors(blobs, max_pixels: int, size: int, color: bool):
