@@ -22,7 +22,8 @@ from apache_beam.io.filesystems import FileSystems
 from pipelines import driver, output_dir, shards
 from pipelines import manifest as mf
 from pipelines.analysis import analyze
-from pipelines.options import BalanceConfig, FlagParser, add_arguments
+from pipelines.flag_parser import FlagParser
+from pipelines.options import BalanceConfig, add_arguments
 from pipelines.report import ids_note, summary_table
 from pipelines.resample import Resample
 from pipelines.threaded import ThreadedMap

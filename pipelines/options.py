@@ -34,16 +34,6 @@ def as_flags(e: planning.SpecError) -> str:
     return e.named(FLAGS)
 
 
-class FlagParser(argparse.ArgumentParser):
-    """argparse, with a bad flag value as one line (ValueError) instead of the whole usage."""
-
-    def __init__(self, **kwargs):
-        super().__init__(allow_abbrev=False, **kwargs)  # Beam's parser takes no abbreviations either
-
-    def error(self, message: str):
-        raise ValueError(f"{message} (see {self.prog} --help)")
-
-
 def beam_option_parser() -> argparse.ArgumentParser:
     """A parser that knows every option of every installed Beam runner and IO connector."""
     from apache_beam.options.pipeline_options import _BeamArgumentParser

@@ -48,3 +48,13 @@ def test_sdist_installs_and_runs_from_outside_the_repository(tmp_path):
     manifest = json.load(open(tmp_path / "out" / "manifest.json"))
     assert manifest["totals"]["read"] == manifest["totals"]["rejected"] + manifest["totals"]["holdout"] + \
         manifest["totals"]["train_input"]
+
+
+def test_the_trainer_starts_without_beam_or_tensorflow():
+    """On a JAX-only machine (no Beam, no TensorFlow), training.fit and training.evaluate import."""
+    code = ("import sys, training.fit, training.evaluate; "
+            "bad = sorted({m.split('.')[0] for m in sys.modules} & {'apache_beam', 'tensorflow'}); "
+            "print(bad); sys.exit(1 if bad else 0)")
+    env = {**os.environ, "KERAS_BACKEND": "jax"}
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr[-2000:]

@@ -20,7 +20,7 @@ import os
 
 import keras
 
-from pipelines.options import FlagParser
+from pipelines.flag_parser import FlagParser
 from training import command, run_state
 from training import manifest as mf
 from training import model as models

@@ -22,7 +22,7 @@ import os
 import keras
 import numpy as np
 
-from pipelines.options import FlagParser
+from pipelines.flag_parser import FlagParser
 from training import command, data, losses, run_state
 from training import manifest as mf
 from training import model as models

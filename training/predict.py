@@ -26,7 +26,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines import shards, sources
-from pipelines.options import INPUT_FORMATS, FlagParser
+from pipelines.flag_parser import FlagParser
+from pipelines.options import INPUT_FORMATS
 from training import command, inputs, run_state
 from training import model as models
 from training.data import model_pixels
