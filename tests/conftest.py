@@ -72,6 +72,27 @@ def parquet_corpus(tmp_path):
     return write_parquet_corpus(str(tmp_path / "corpus"))
 
 
+@pytest.fixture(scope="session")
+def image_run(tmp_path_factory):
+    """Small image folders, balanced, and a 2-epoch InceptionV3 run on them (random weights, 75 px).
+
+    Shared by the trainer's image test and predict's image test: building, fitting, saving
+    and loading InceptionV3 is most of either's time. Returns (folder, out, run, history).
+    """
+    from test_images import corpus_blobs, write_folder
+
+    from training import fit
+
+    root = tmp_path_factory.mktemp("image_run")
+    folder = write_folder(root / "imgs", corpus_blobs(size=20))
+    run_job(folder, root / "out", "--input_format", "images", "--clusters_per_class", "2",
+            "--holdout_fraction", "0.2")
+    history = fit.run(["--data", str(root / "out"), "--output", str(root / "run"), "--verbose", "0",
+                       "--epochs", "2", "--batch_size", "8", "--image_size", "75", "--weights", "none",
+                       "--epoch_size", "32"])
+    return folder, str(root / "out"), root / "run", history
+
+
 def run_job(input_glob, out, *extra, runner="FnApiRunner"):
     from pipelines import balance
 
