@@ -6,6 +6,13 @@ import glob
 import json
 import os
 
+# One OpenMP thread per test process, set before scikit-learn loads its libgomp. make test
+# runs two xdist workers on two cores; a second OpenMP thread per worker oversubscribes
+# them, and a k-means fit of a tiny class then spins for ~0.6 s instead of ~6 ms (the
+# 1,000-class test does 1,000 such fits). Results do not depend on the thread count; the
+# jobs the tests start as subprocesses inherit the setting.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -63,6 +70,27 @@ def write_parquet_corpus(folder, files=2, row_group=97, bad=True, dim=6, sizes=S
 @pytest.fixture
 def parquet_corpus(tmp_path):
     return write_parquet_corpus(str(tmp_path / "corpus"))
+
+
+@pytest.fixture(scope="session")
+def image_run(tmp_path_factory):
+    """Small image folders, balanced, and a 2-epoch InceptionV3 run on them (random weights, 75 px).
+
+    Shared by the trainer's image test and predict's image test: building, fitting, saving
+    and loading InceptionV3 is most of either's time. Returns (folder, out, run, history).
+    """
+    from test_images import corpus_blobs, write_folder
+
+    from training import fit
+
+    root = tmp_path_factory.mktemp("image_run")
+    folder = write_folder(root / "imgs", corpus_blobs(size=20))
+    run_job(folder, root / "out", "--input_format", "images", "--clusters_per_class", "2",
+            "--holdout_fraction", "0.2")
+    history = fit.run(["--data", str(root / "out"), "--output", str(root / "run"), "--verbose", "0",
+                       "--epochs", "2", "--batch_size", "8", "--image_size", "75", "--weights", "none",
+                       "--epoch_size", "32"])
+    return folder, str(root / "out"), root / "run", history
 
 
 def run_job(input_glob, out, *extra, runner="FnApiRunner"):

@@ -26,9 +26,18 @@ KILL_WHEN = {  # the moments a kill is most likely to leave something behind
 }
 
 
+@pytest.fixture(scope="module")
+def big(tmp_path_factory):
+    """The corpus and its clean run, the same for every kill moment."""
+    root = tmp_path_factory.mktemp("crash")
+    corpus = write_parquet_corpus(str(root / "corpus"), files=3, row_group=20_000, sizes=BIG)
+    clean = run_job(corpus, root / "clean", "--num_shards", "2", "--output_format", "parquet")
+    return corpus, root / "clean", clean
+
+
 @pytest.mark.parametrize("when", KILL_WHEN)
-def test_kill_minus_9_then_rerun_equals_a_clean_run(tmp_path, when):
-    corpus = write_parquet_corpus(str(tmp_path / "corpus"), files=3, row_group=20_000, sizes=BIG)
+def test_kill_minus_9_then_rerun_equals_a_clean_run(big, tmp_path, when):
+    corpus, clean_out, clean = big
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "pipelines.balance", "--input", corpus, "--output", str(out),
            "--runner=FnApiRunner", "--num_shards", "2", "--output_format", "parquet"]
@@ -45,8 +54,7 @@ def test_kill_minus_9_then_rerun_equals_a_clean_run(tmp_path, when):
     assert glob.glob(str(out / ".staging" / "*"))  # the killed run's leftovers are there
 
     again = run_job(corpus, out, "--num_shards", "2", "--output_format", "parquet")
-    clean = run_job(corpus, tmp_path / "clean", "--num_shards", "2", "--output_format", "parquet")
-    assert train_records(out) == train_records(tmp_path / "clean")
-    assert listing(out) == listing(tmp_path / "clean")  # no stale or temporary files
+    assert train_records(out) == train_records(clean_out)
+    assert listing(out) == listing(clean_out)  # no stale or temporary files
     assert not (out / ".staging").exists()  # the killed run's fragments are gone too
     assert again["totals"] == clean["totals"] == read_manifest(out)["totals"]

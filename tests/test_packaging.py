@@ -35,12 +35,12 @@ def test_sdist_installs_and_runs_from_outside_the_repository(tmp_path):
     python = str(env_dir / "bin" / "python")
     outside = tmp_path / "elsewhere"
     outside.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # a PYTHONPATH would put a source tree first
     where = subprocess.run([python, "-c", "import pipelines, transforms, training; print(pipelines.__file__)"],
-                           cwd=outside, capture_output=True, text=True, check=True).stdout.strip()
+                           cwd=outside, env=env, capture_output=True, text=True, check=True).stdout.strip()
     assert where.startswith(site), where  # not the source tree
     # 3. the job runs from there
     corpus = write_parquet_corpus(str(tmp_path / "corpus"), files=1)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     run = subprocess.run([python, "-m", "pipelines.balance", "--input", corpus, "--output", str(tmp_path / "out"),
                           "--runner=FnApiRunner", "--output_format", "parquet"],
                          cwd=outside, env=env, capture_output=True, text=True, timeout=300)

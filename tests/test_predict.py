@@ -96,22 +96,19 @@ def test_predict_matches_by_name_and_reports_unseen_labels_and_csv(vector_run, t
     assert report["unseen"]["new"]["records"] == 10
 
 
-def test_predict_images_as_training_decodes_them(tmp_path):
-    from test_images import bad_images, corpus_blobs, write_folder
+def test_predict_images_as_training_decodes_them(image_run, tmp_path):
+    from test_images import bad_images, corpus_blobs
 
     from training.data import decode_images
 
-    folder = write_folder(tmp_path / "imgs", corpus_blobs(size=20))
-    run_job(folder, tmp_path / "out", "--input_format", "images", "--strategy", "none", "--holdout_fraction", "0.2")
-    fit(str(tmp_path / "out"), tmp_path / "run", "--epochs", "1", "--batch_size", "8", "--image_size", "75",
-        "--weights", "none", "--epoch_size", "16")
+    folder, _, run, _ = image_run  # an InceptionV3 run on these image folders (tests/conftest.py)
     new = tmp_path / "new"
     shutil.copytree(os.path.join(folder, "dog"), new / "dog")
     for name, data, _ in bad_images():
         (new / "cat").mkdir(exist_ok=True)
         (new / "cat" / name).write_bytes(data)
     (new / "loose.png").write_bytes(next(b for _, n, b in corpus_blobs(size=20) if n == "eel-0.png"))
-    summary = predict("--run", tmp_path / "run", "--input", new, "--output", tmp_path / "p.parquet", "--top_k", "2")
+    summary = predict("--run", run, "--input", new, "--output", tmp_path / "p.parquet", "--top_k", "2")
     bad = {os.path.basename(b["source"]): b["reason"] for b in rejected_lines(tmp_path / "p.rejected.jsonl")}
     for name, _, fragment in bad_images():
         if fragment and "over the cap" not in fragment:  # the job ran with --max_pixels 100000 there
@@ -125,7 +122,7 @@ def test_predict_images_as_training_decodes_them(tmp_path):
     # the same pixels as training: the model's output on decode_images equals the file's prediction
     import keras
 
-    model = keras.models.load_model(tmp_path / "run" / "model.keras", safe_mode=True)
+    model = keras.models.load_model(run / "model.keras", safe_mode=True)
     blob = (new / "dog" / "dog-0.png").read_bytes()
     probs = np.asarray(model.predict_on_batch(decode_images([blob], 75)))[0]
     assert probs.max() == pytest.approx(preds["dog-0.png"]["probability"], rel=1e-5)

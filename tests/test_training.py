@@ -92,17 +92,6 @@ def vectors_out(tmp_path_factory):
     return str(root / "out")
 
 
-@pytest.fixture(scope="module")
-def images_out(tmp_path_factory):
-    from test_images import corpus_blobs, write_folder
-
-    root = tmp_path_factory.mktemp("train_img")
-    folder = write_folder(root / "imgs", corpus_blobs(size=20))
-    run_job(folder, root / "out", "--input_format", "images", "--clusters_per_class", "2",
-            "--holdout_fraction", "0.2")
-    return str(root / "out")
-
-
 def count_labels(batches, classes):
     counts = np.zeros(classes, int)
     for _, y in batches:
@@ -187,11 +176,10 @@ def test_fit_on_vectors_two_epochs(vectors_out, tmp_path):
     assert sorted(w.path for w in model.trainable_weights) == ["head/bias", "head/kernel"]
 
 
-def test_fit_on_tiny_images_only_the_head_trains(images_out, tmp_path):
-    history = fit(images_out, tmp_path / "run", "--epochs", "2", "--batch_size", "8", "--image_size", "75",
-                  "--weights", "none", "--epoch_size", "32")
+def test_fit_on_tiny_images_only_the_head_trains(image_run):
+    _, _, run, history = image_run  # 2 epochs of 32 images, batch 8, 75 px, random weights
     assert [h["epoch"] for h in history] == [1, 2]
-    model = keras.models.load_model(tmp_path / "run" / "model.keras", safe_mode=True)
+    model = keras.models.load_model(run / "model.keras", safe_mode=True)
     assert sorted(w.path for w in model.trainable_weights) == ["head/bias", "head/kernel"]
     assert model.inputs[0].shape[1:] == (75, 75, 3)
     names = {layer.name for layer in model.layers}
