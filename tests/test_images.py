@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import os
+import threading
 
 import numpy as np
 import pyarrow as pa
@@ -199,3 +200,32 @@ def test_imagenet_weights_offline_is_a_clear_error(tmp_path, monkeypatch):
         pytest.skip("this machine reached the network and fetched the weights")
     with pytest.raises(ValueError, match="no such file"):
         image_stages.check_embedding_weights(str(tmp_path / "missing.h5"))
+
+
+def test_large_images_decode_on_threads_with_the_same_results(monkeypatch):
+    """Batches of large images are decoded on threads; vectors, formats and reasons are as on one thread."""
+    rng = np.random.default_rng(3)
+    blobs = []
+    for i in range(7):
+        arr = rng.integers(0, 256, (160, 200, 3), dtype=np.uint8)  # 32,000 pixels: over THREADED_PIXELS
+        buf = io.BytesIO()
+        Image.fromarray(arr).save(buf, "JPEG" if i % 2 else "PNG")
+        blobs.append(buf.getvalue())
+    blobs[3] = blobs[3][: len(blobs[3]) // 2]  # truncated: rejected with its reason on either path
+    blobs.append(b"")
+    monkeypatch.setattr(images, "DECODE_THREADS", 1)
+    one = images.thumbnail_vectors(blobs, images.DEFAULT_MAX_PIXELS, 16, True)
+    monkeypatch.setattr(images, "DECODE_THREADS", 3)
+    calls, real = [], images.load_rgb
+
+    def recorded(*args):
+        calls.append(threading.current_thread().name)
+        return real(*args)
+
+    monkeypatch.setattr(images, "load_rgb", recorded)
+    many = images.thumbnail_vectors(blobs, images.DEFAULT_MAX_PIXELS, 16, True)
+    assert any(name.startswith("decode") for name in calls)  # the threaded path ran
+    np.testing.assert_array_equal(one[0], many[0])
+    assert list(one[1]) == list(many[1]) and list(one[2]) == list(many[2])
+    assert one[2][3].startswith("truncated") and one[2][7] == "empty file (0 bytes)"
+    assert one[0][0].any() and not one[0][3].any()

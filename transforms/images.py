@@ -107,9 +107,10 @@ def batch_vectors(blobs, max_pixels: int, dim: int, to_vector, draft: tuple[int,
     """Per batch: (vectors float32[n, dim] (zeros where rejected), formats, reasons).
 
     Each image is checked and decoded once; `to_vector(rgb_image)` gives its vector.
-    The batch is cut into one run of images per thread: Pillow releases the GIL while
-    it decodes and resizes, so the threads use every core the worker has. Results do
-    not depend on the threads (each image's vector is computed alone).
+    Batches of images larger than THREADED_PIXELS on average are cut into one run of
+    images per thread: Pillow releases the GIL while it decodes and resizes, so the
+    threads use every core the worker has. Results do not depend on the threads (each
+    image's vector is computed alone).
     """
     n = len(blobs)
     out = np.zeros((n, dim), np.float32)
@@ -132,14 +133,18 @@ def batch_vectors(blobs, max_pixels: int, dim: int, to_vector, draft: tuple[int,
             out[i] = to_vector(img)
             opened[i] = None  # the decoded image is not needed any more
 
+    pixels = sum(img.size[0] * img.size[1] for img, _, reason in opened if not reason)
     cuts = np.linspace(0, n, min(n, DECODE_THREADS) + 1).astype(int) if n else [0, 0]
-    if len(cuts) <= 2:
+    if len(cuts) <= 2 or pixels < THREADED_PIXELS * n:
         run(0, n)
     else:
         list(_decode_pool().map(run, cuts[:-1], cuts[1:]))  # list(): re-raises a thread's error
     return out, formats, reasons
 
 
+# Threads pay off where decoding dominates: 384 px images (half PNG, half JPEG) ran 1.55x
+# faster on two threads, 64 px PNGs 5% slower (per-image Python work holds the GIL).
+THREADED_PIXELS = 128 * 128  # mean pixels per image from which a batch is decoded on threads
 DECODE_THREADS = max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
 _POOL: ThreadPoolExecutor | None = None
 
