@@ -219,7 +219,7 @@ def parquet_only_out(tmp_path_factory):
 @pytest.mark.parametrize("shards", ["tfrecord", "parquet"])
 def test_kill_minus_9_mid_epoch_then_resume_gives_the_uninterrupted_history(request, shards, tmp_path):
     vectors_out = request.getfixturevalue("vectors_out" if shards == "tfrecord" else "parquet_only_out")
-    args = ["--epochs", "3", "--epoch_size", "16000", "--batch_size", "32"]
+    args = ["--epochs", "3", "--epoch_size", "8000", "--batch_size", "32"]
     run = tmp_path / "killed"
     cmd = [sys.executable, "-m", "training.fit", "--data", vectors_out, "--output", str(run), "--verbose", "0", *args]
     job = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
