@@ -17,7 +17,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +29,7 @@ from apache_beam.io.filesystems import FileSystems
 from isal import isal_zlib
 
 from transforms import example_codec
+from transforms.cores import worker_threads
 
 STAGING = ".staging"
 FLUSH_BYTES = 64 << 20  # buffered bytes per worker before fragments are flushed
@@ -242,7 +242,8 @@ def parquet_bytes(table: pa.Table) -> bytes:
 
 
 def write_parquet(table: pa.Table, sink) -> None:
-    """One Parquet file into `sink` (a path or a file): 64k-row row groups; snappy and statistics for the scalar columns only.
+    """One Parquet file into `sink` (a path or a file): 64k-row row groups; snappy and
+    statistics for the scalar columns only.
 
     Float vectors barely compress (snappy saved 1.4% of a 64-float shard for half the
     write time) and encoded images are compressed already; min/max statistics of a
@@ -273,7 +274,7 @@ def gzip_bytes(data_parts: list[bytes]) -> bytes:
     """
     if len(data_parts) <= 1:
         return _gzip_member(data_parts[0] if data_parts else b"")
-    with ThreadPoolExecutor(min(4, os.cpu_count() or 1)) as pool:
+    with ThreadPoolExecutor(worker_threads()) as pool:
         return b"".join(pool.map(_gzip_member, data_parts))
 
 

@@ -10,22 +10,13 @@ consumers are keyed: a side-input dict, a list finalize indexes by destination).
 
 from __future__ import annotations
 
-import os
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import apache_beam as beam
 
 from pipelines.reading import windowed
-
-
-def default_threads() -> int:
-    """Threads per worker: the cores this process may use, at most 4."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(4, cores))
+from transforms.cores import worker_threads
 
 
 class ThreadedMap(beam.DoFn):
@@ -39,8 +30,8 @@ class ThreadedMap(beam.DoFn):
         self.threads = threads
 
     def setup(self):
-        self.pool = ThreadPoolExecutor(self.threads or default_threads())
-        self.width = self.pool._max_workers
+        self.width = self.threads or worker_threads()
+        self.pool = ThreadPoolExecutor(self.width)
 
     def start_bundle(self):
         self.pending: deque[Future] = deque()

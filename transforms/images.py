@@ -14,13 +14,14 @@ scale (Pillow's draft mode), so a thumbnail costs less than a full decode.
 from __future__ import annotations
 
 import io
-import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageFile
+
+from transforms.cores import worker_threads
 
 SUPPORTED = ("PNG", "JPEG", "BMP", "GIF", "WEBP")
 DEFAULT_MAX_PIXELS = 64_000_000  # ~8000 x 8000; Pillow's own bomb limit is 89M
@@ -145,7 +146,7 @@ def batch_vectors(blobs, max_pixels: int, dim: int, to_vector, draft: tuple[int,
 # Threads pay off where decoding dominates: 384 px images (half PNG, half JPEG) ran 1.55x
 # faster on two threads, 64 px PNGs 5% slower (per-image Python work holds the GIL).
 THREADED_PIXELS = 128 * 128  # mean pixels per image from which a batch is decoded on threads
-DECODE_THREADS = max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+DECODE_THREADS = worker_threads()
 _POOL: ThreadPoolExecutor | None = None
 
 
