@@ -57,6 +57,7 @@ DEFAULT = "dynamic (default: precision_recall)"
 CONFIGS = [
     ("none (shards as written)", ["--sampling", "none"]),
     ("balanced", ["--sampling", "balanced"]),
+    ("balanced, no weight averaging", ["--sampling", "balanced", "--weight_averaging", "0"]),
     (DEFAULT, ["--sampling", "dynamic"]),
     ("dynamic, f1 rule (Pouyanfar), prior correction", ["--sampling", "dynamic", "--dynamic_rule", "f1"]),
     ("none + weighted loss", ["--sampling", "none", "--loss", "weighted"]),

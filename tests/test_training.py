@@ -186,6 +186,43 @@ def test_fit_on_tiny_images_only_the_head_trains(image_run):
     assert {"flip", "rotate", "brightness", "blur"} <= names
 
 
+@pytest.mark.parametrize("momentum", [0.9, 0.0])
+def test_each_epoch_ends_on_the_moving_average_of_the_weights(momentum):
+    """What the epoch's callbacks see (and val scores, and model.keras keeps) is the moving
+    average of the weights after each step, recomputed here from those weights; off: the last step's."""
+    from training.callbacks import EndOnAverage
+    from training.model import build_vector_model
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(256, 5)).astype("float32")
+    y = keras.utils.to_categorical((x[:, 0] > 0).astype(int), 2)
+    model = build_vector_model(2, 5, x)
+    averaging = {"use_ema": True, "ema_momentum": momentum} if momentum else {}
+    model.compile(optimizer=keras.optimizers.Adam(0.05, **averaging), loss="categorical_crossentropy")
+    steps, seen = [], {}
+
+    class Probe(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            steps.append(self.model.get_layer("head").get_weights()[0].copy())
+
+        def on_epoch_end(self, epoch, logs=None):
+            seen[epoch] = self.model.get_layer("head").get_weights()[0].copy()
+
+    callbacks = [EndOnAverage(), Probe()]
+    for epoch in range(2):  # one fit per epoch, as training.fit calls it
+        model.fit(x, y, batch_size=32, epochs=epoch + 1, initial_epoch=epoch, callbacks=callbacks, verbose=0,
+                  shuffle=False)
+    expected, average = {}, None
+    for i, w in enumerate(steps):
+        average = w if average is None else momentum * average + (1 - momentum) * w
+        if i % 8 == 7:  # 256 / 32 steps an epoch; the next epoch starts from the average
+            expected[i // 8] = average
+            assert np.allclose(steps[i], average) == (momentum == 0)
+    for epoch in range(2):
+        np.testing.assert_allclose(seen[epoch], expected[epoch], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(model.get_layer("head").get_weights()[0], expected[1], rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("loss", ["ce", "weighted", "focal", "class_balanced"])
 def test_every_loss_trains(vectors_out, tmp_path, loss):
     history = fit(vectors_out, tmp_path / loss, "--epochs", "1", "--loss", loss, "--epoch_size", "256",

@@ -2,7 +2,8 @@
 
 `ValScores` predicts val/ after each epoch, computes loss and per-class precision,
 recall and F1, and hands that measurement to a function (`Recorder.record` in
-training/run_state.py). `RunProgbar` is Keras' progress bar, headed "Epoch e/E" of the
+training/run_state.py); `EndOnAverage`, before it, puts the moving average of the
+weights (--weight_averaging) in the model. `RunProgbar` is Keras' progress bar, headed "Epoch e/E" of the
 whole run although fit is called once per epoch.
 """
 
@@ -37,6 +38,33 @@ class ValScores(keras.callbacks.Callback):
             probs = np.asarray(self.model.predict(self.val, verbose=0))
         loss = float((logs or {}).get("loss", float("nan")))
         self.record(epoch, measure(probs, self.y_val, self.labels, loss), self.model)
+
+
+class EndOnAverage(keras.callbacks.Callback):
+    """At each epoch's end, the model takes the optimizer's moving average of its weights
+    (Adam(use_ema=True)); training goes on from there. No-op without use_ema.
+
+    Keras itself puts the average in only when fit returns, after the epoch's callbacks
+    have scored and saved the last step's weights; with this callback first, what val
+    scores, what is saved and what the next epoch starts from are the same weights, and a
+    resumed run (the average is an optimizer variable, saved in the checkpoint) goes on
+    exactly as an uninterrupted one.
+
+    On JAX that assignment (ours, and Keras' own when fit returns) makes each weight and
+    its average share one array, which the next predict or train step donates and so
+    deletes under the other: the weights get arrays of their own after each assignment.
+    """
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._own_arrays()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.model.optimizer.finalize_variable_values(self.model.trainable_weights)
+        self._own_arrays()
+
+    def _own_arrays(self):
+        for weight in self.model.trainable_weights:
+            weight.assign(keras.ops.copy(weight.value))
 
 
 class RunProgbar(keras.callbacks.ProgbarLogger):

@@ -26,7 +26,7 @@ from pipelines.flag_parser import FlagParser
 from training import command, data, losses, run_state
 from training import manifest as mf
 from training import model as models
-from training.callbacks import RunProgbar, ValScores
+from training.callbacks import EndOnAverage, RunProgbar, ValScores
 from training.metrics import format_report
 from training.report import write_history_png
 from training.sampling import DynamicSampler, sample_weights
@@ -72,6 +72,10 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--focal_gamma", type=float, default=2.0)
     ap.add_argument("--learning_rate", type=float, default=None,
                     help="Adam's learning rate (default: 0.02 on vectors, 0.001 on images).")
+    ap.add_argument("--weight_averaging", type=float, default=0.9,
+                    help="Momentum of the moving average of the head's weights, updated every step; each epoch "
+                         "ends on the average, which val scores and model.keras keeps (default 0.9: about the "
+                         "last 10 steps; 0: off, the last step's weights).")
     ap.add_argument("--l2", type=float, default=20.0,
                     help="L2 penalty on the head's kernel in LogisticRegression's units, 1/C: the loss gets "
                          "l2 / (2 n) * ||W||^2 for n train records (default 20; 0: none).")
@@ -176,7 +180,10 @@ def train(args: argparse.Namespace) -> list[dict]:
             model = models.build_image_model(ds.classes, args.image_size, args.weights, args.augment, args.seed,
                                              **head)
         lr = args.learning_rate or (0.02 if inputs == "vector" else 1e-3)
-        model.compile(optimizer=keras.optimizers.Adam(lr),
+        if not 0 <= args.weight_averaging < 1:
+            raise ValueError(f"--weight_averaging must be in [0, 1). Received: {args.weight_averaging}")
+        averaging = {"use_ema": True, "ema_momentum": args.weight_averaging} if args.weight_averaging else {}
+        model.compile(optimizer=keras.optimizers.Adam(lr, **averaging),
                       loss=losses.make_loss(args.loss, args.focal_gamma), metrics=["accuracy"])
 
     budget = args.epoch_size or sum(ds.output)
@@ -204,6 +211,7 @@ def train(args: argparse.Namespace) -> list[dict]:
                                    "mixed_precision": mixed}
     recorder = run_state.Recorder(args.output, sampler, ds.labels, history, settings)
     callbacks = [RunProgbar(args.epochs),  # first: Keras ends its epoch line before ours
+                 EndOnAverage(),  # before ValScores: val scores, and model.keras keeps, the averaged weights
                  ValScores(val, data.labels_of(val), ds.labels, recorder.record)]
     if backend == "tensorflow":
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(args.output, "logs"), write_graph=False))

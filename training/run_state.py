@@ -30,7 +30,7 @@ HISTORY, STATE, MODEL = "history.json", "state.json", "model.keras"
 # Settings a resumed run must share with its start: they decide each epoch's batches.
 FIXED = ("sampling", "min_share", "dynamic_mix", "f1_smoothing", "prior_correction", "loss", "cb_beta",
          "focal_gamma", "inputs", "image_size", "batch_size", "epoch_size", "seed", "dynamic_rule",
-         "dynamic_rate", "dynamic_shrink")
+         "dynamic_rate", "dynamic_shrink", "weight_averaging")
 
 
 def write_json(path: str, obj) -> None:

@@ -121,6 +121,8 @@ def run(
     wd=0.0,
     l2n=0.0,
     shrink=0.0,
+    ema=0.0,
+    ema_restart=False,
 ):
     xtr, ytr, xva, yva, xte, yte = d["xtr"], d["ytr"], d["xva"], d["yva"], d["xte"], d["yte"]
     C = int(max(ytr.max(), yte.max()) + 1)
@@ -160,6 +162,7 @@ def run(
     steps = int(np.ceil(budget / batch))
     total = epochs * steps
     best, bestW, hist = -1, None, []
+    aW, ab = W.copy(), b.copy()  # ema > 0: the moving average of the weights, scored instead
     for _ep in range(epochs):
         shares = rule.shares.copy()
         ch = rng.choice(C, size=steps * batch, p=shares)
@@ -206,7 +209,14 @@ def run(
                 P_ -= a * mh / (np.sqrt(vh) + 1e-7)
             if wd:
                 W -= a * wd * W
-        zv = Xva @ W + b
+            if ema:
+                aW = ema * aW + (1 - ema) * W
+                ab = ema * ab + (1 - ema) * b
+        if not ema:
+            aW, ab = W, b
+        elif ema_restart:  # Keras' use_ema with one fit per epoch: training goes on from the average
+            W[...], b[...] = aW, ab
+        zv = Xva @ aW + ab
         pv = zv.argmax(1)
         P, R, F, cm = f1_parts(yva, pv, C)
         zz = zv - zv.max(1, keepdims=True)
@@ -216,7 +226,7 @@ def run(
         mf = float(np.nanmean(F))
         hist.append(mf)
         if mf > best or select == "last":
-            best, bestW = mf, (W.copy(), b.copy())
+            best, bestW = mf, (aW.copy(), ab.copy())
         rule.update(P, R, F, cm, Lc)
     W_, b_ = bestW
     pt = (Xte @ W_ + b_).argmax(1)
