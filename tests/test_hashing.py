@@ -35,6 +35,17 @@ def test_content_keys_equal_values_equal_keys():
     assert hashing.content_keys(np.array(["b"], object), x[:1])[0] != k[0]
 
 
+def test_image_content_keys_follow_the_bytes_and_label_and_stay_what_they_were():
+    blobs = np.array([b"", b"\x89PNG abc", b"\x89PNG abc", b"\x89PNG abd", bytes(range(256)) * 40], object)
+    k = hashing.content_keys_bytes(np.array(["a"] * 5, object), blobs)
+    assert k[1] == k[2] and len(set(k.tolist())) == 4
+    assert hashing.content_keys_bytes(np.array(["b"], object), blobs[1:2])[0] != k[1]
+    parts = np.concatenate([hashing.hash_blobs(blobs[:2]), hashing.hash_blobs(blobs[2:])])
+    assert np.array_equal(parts, hashing.hash_blobs(blobs))
+    # pinned: image records' keys (and so every decision about them) must not change between versions
+    assert hashing.hash_blobs(np.array([b"abc"], object))[0] == np.uint64(0x5995D533D814BBD8)  # blake2b(b"abc", digest_size=8), little-endian
+
+
 def test_hex_ids_format():
     ids = hashing.hex_ids(np.array([0, 255, 2**64 - 1], np.uint64))
     assert ids.tolist() == ["0000000000000000", "00000000000000ff", "ffffffffffffffff"]

