@@ -377,6 +377,14 @@ def test_resume_refuses_changed_settings_and_empty_val_is_an_error(vectors_out, 
     fit(vectors_out, tmp_path / "r", "--epochs", "1", "--epoch_size", "256")
     with pytest.raises(ValueError, match="--sampling was 'dynamic', now 'balanced'"):
         fit(vectors_out, tmp_path / "r", "--epochs", "2", "--epoch_size", "256", "--resume", "--sampling", "balanced")
+    with pytest.raises(ValueError, match="--weight_averaging was 0.9, now 0.5"):
+        fit(vectors_out, tmp_path / "r", "--epochs", "2", "--epoch_size", "256", "--resume", "--weight_averaging", "0.5")
+    state_file = tmp_path / "r" / "state.json"  # a run started before --weight_averaging existed
+    state = json.loads(state_file.read_text())
+    del state["args"]["weight_averaging"]
+    state_file.write_text(json.dumps(state))
+    fit(vectors_out, tmp_path / "r", "--epochs", "2", "--epoch_size", "256", "--resume")
+    assert json.loads(state_file.read_text())["args"]["weight_averaging"] == 0.0  # what its optimizer does
     corpus = write_parquet_corpus(str(tmp_path / "c"), files=1, bad=False)
     run_job(corpus, tmp_path / "noval", "--strategy", "none", "--holdout_fraction", "0")
     with pytest.raises(ValueError, match="has no val records"):

@@ -42,7 +42,8 @@ class ValScores(keras.callbacks.Callback):
 
 class EndOnAverage(keras.callbacks.Callback):
     """At each epoch's end, the model takes the optimizer's moving average of its weights
-    (Adam(use_ema=True)); training goes on from there. No-op without use_ema.
+    (Adam(use_ema=True)); training goes on from there. Without use_ema the weights stay
+    as they are (each is only copied).
 
     Keras itself puts the average in only when fit returns, after the epoch's callbacks
     have scored and saved the last step's weights; with this callback first, what val
