@@ -68,9 +68,7 @@ class _WriteCache(beam.DoFn):
 
     def _flush(self):
         path = f"{self.folder}/{self.kind}-{uuid.uuid4().hex}.arrow"
-        table = pa.concat_tables(self.tables)
-        with shards.create(path) as f, pa.ipc.new_stream(f, table.schema) as w:
-            w.write_table(table)
+        shards.write_ipc(path, self.tables)
         self.tables, self.bytes = [], 0
         return self.kind, path
 

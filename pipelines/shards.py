@@ -19,7 +19,6 @@ import json
 import logging
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pyarrow as pa
@@ -29,7 +28,7 @@ from apache_beam.io.filesystems import FileSystems
 from isal import isal_zlib
 
 from transforms import example_codec
-from transforms.cores import worker_threads
+from transforms.cores import shared_pool
 
 STAGING = ".staging"
 FLUSH_BYTES = 64 << 20  # buffered bytes per worker before fragments are flushed
@@ -164,12 +163,17 @@ class FragmentWriter:
             # nothing is concatenated here.
             tables = [rejected_table(p) if dest[0] == "rejected" else rows_table(**p) for p in parts]
             path = FileSystems.join(self.staging, f"{'-'.join(map(str, dest))}-{uuid.uuid4().hex}.arrow")
-            with create(path) as f, pa.ipc.new_stream(f, tables[0].schema) as w:
-                for table in tables:
-                    w.write_table(table)
+            write_ipc(path, tables)
             self.written.append((dest, path, sum(t.num_rows for t in tables)))
         self.buffers.clear()
         self.buffered = 0
+
+
+def write_ipc(path: str, tables: list[pa.Table]) -> None:
+    """Tables of one schema as one Arrow IPC stream (a staging file), one after another, uncopied."""
+    with create(path) as f, pa.ipc.new_stream(f, tables[0].schema) as w:
+        for table in tables:
+            w.write_table(table)
 
 
 def read_fragments(paths: list[str]) -> pa.Table:
@@ -274,8 +278,7 @@ def gzip_bytes(data_parts: list[bytes]) -> bytes:
     """
     if len(data_parts) <= 1:
         return _gzip_member(data_parts[0] if data_parts else b"")
-    with ThreadPoolExecutor(worker_threads()) as pool:
-        return b"".join(pool.map(_gzip_member, data_parts))
+    return b"".join(shared_pool().map(_gzip_member, data_parts))
 
 
 def tfrecord_bytes(table: pa.Table) -> bytes:

@@ -1,8 +1,12 @@
-"""How many threads a worker's own parallel work uses (decoding, gzip, fits, merges)."""
+"""How many threads a worker's own parallel work uses (decoding, gzip, fits, merges),
+and the one thread pool that runs the short tasks of that work (decoding, gzip)."""
 
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
+
+_POOL: ThreadPoolExecutor | None = None
 
 
 def worker_threads(cap: int = 4) -> int:
@@ -12,3 +16,15 @@ def worker_threads(cap: int = 4) -> int:
     except AttributeError:  # not on Linux
         cores = os.cpu_count() or 1
     return max(1, min(cap, cores))
+
+
+def shared_pool() -> ThreadPoolExecutor:
+    """This process's pool of `worker_threads()` threads, made on first use.
+
+    For tasks that release the GIL and submit nothing themselves (a run of images to
+    decode, a gzip member): callers on different threads may share it without deadlock.
+    """
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(worker_threads(), thread_name_prefix="worker")
+    return _POOL

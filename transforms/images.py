@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import io
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageFile
 
-from transforms.cores import worker_threads
+from transforms.cores import shared_pool, worker_threads
 
 SUPPORTED = ("PNG", "JPEG", "BMP", "GIF", "WEBP")
 DEFAULT_MAX_PIXELS = 64_000_000  # ~8000 x 8000; Pillow's own bomb limit is 89M
@@ -139,22 +138,14 @@ def batch_vectors(blobs, max_pixels: int, dim: int, to_vector, draft: tuple[int,
     if len(cuts) <= 2 or pixels < THREADED_PIXELS * n:
         run(0, n)
     else:
-        list(_decode_pool().map(run, cuts[:-1], cuts[1:]))  # list(): re-raises a thread's error
+        list(shared_pool().map(run, cuts[:-1], cuts[1:]))  # list(): re-raises a thread's error
     return out, formats, reasons
 
 
 # Threads pay off where decoding dominates: 384 px images (half PNG, half JPEG) ran 1.55x
 # faster on two threads, 64 px PNGs 5% slower (per-image Python work holds the GIL).
 THREADED_PIXELS = 128 * 128  # mean pixels per image from which a batch is decoded on threads
-DECODE_THREADS = worker_threads()
-_POOL: ThreadPoolExecutor | None = None
-
-
-def _decode_pool() -> ThreadPoolExecutor:
-    global _POOL
-    if _POOL is None:
-        _POOL = ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="decode")
-    return _POOL
+DECODE_THREADS = worker_threads()  # runs of images per batch (cores.shared_pool's width)
 
 
 def thumbnail_vectors(blobs, max_pixels: int, size: int, color: bool):
