@@ -87,7 +87,8 @@ def analyze(p: beam.Pipeline, cfg: BalanceConfig, staging: str, dim, resample: b
     cache = beam.pvalue.AsList((good, rejected) | "Pass1Cache" >> record_cache.WriteCache(staging))
 
     def reader(n, count):
-        return p | f"Pass{n}Read" >> record_cache.ReadCache(spec.progress_seconds, cache, count, names[n])
+        columns = record_cache.ANALYSIS_COLUMNS if n in (2, 3) else None  # pass 4 writes every column
+        return p | f"Pass{n}Read" >> record_cache.ReadCache(spec.progress_seconds, cache, count, names[n], columns)
 
     def read(n, count=False):
         good, rejected, counted = reader(n, count)

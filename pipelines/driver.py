@@ -25,7 +25,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
 
-from pipelines import dofn_checks, image_folders, image_stages, output_dir, sources
+from pipelines import beam_memos, image_folders, image_stages, output_dir, sources
 from pipelines.options import BalanceConfig, BalanceOptions, check_flags, guess_format
 from pipelines.reading import NS
 from pipelines.report import short_label
@@ -131,7 +131,7 @@ def execute(job: Job, build_graph: Callable, staging: str, written: str, test_pi
     """Builds the graph with `build_graph(p, cfg, staging, dim, warnings)` and runs it; returns
     (the JSON document `written` in OUT, the Beam result, seconds), or None after a dry run."""
     started = time.time()
-    dofn_checks.install()
+    beam_memos.install()
     p = test_pipeline or beam.Pipeline(options=job.options)
     build_graph(p, job.cfg, staging, job.dim, job.warnings)
     result = p.run()

@@ -36,7 +36,15 @@ def cache_table(good: dict) -> pa.Table:
     return pa.Table.from_arrays(cols + [shards.vector_array(good["features"])], names=names + ["features"])
 
 
-def good_from_table(batch: pa.RecordBatch) -> dict:
+# What passes 2 and 3 read of a valid record: they hash, group and cluster, nothing more.
+ANALYSIS_COLUMNS = ("key", "label", "features")
+
+
+def good_from_table(batch: pa.RecordBatch, columns=None) -> dict:
+    """A cached batch as the columns of a good batch: all, or only `columns` (the rest,
+    image bytes above all, never become Python objects)."""
+    if columns:
+        batch = batch.select(list(columns))
     feats = batch.column("features")
     x = feats.flatten().to_numpy(zero_copy_only=False).reshape(len(batch), feats.type.list_size)
     out = {k: batch.column(k).to_numpy(zero_copy_only=False).astype(object) for k in batch.schema.names
@@ -90,12 +98,16 @@ class WriteCache(beam.PTransform):
 
 
 class _ReadCacheFile(ReadStage):
+    def __init__(self, name: str, progress_seconds: float, count: bool, columns):
+        super().__init__(name, progress_seconds, count)
+        self.columns = columns
+
     def process(self, item):
         kind, path = item
         with shards.open_read(path) as f:
             for batch in pa.ipc.open_stream(f):
                 if kind == "good":
-                    yield from self.emit(batch.num_rows, good_from_table(batch), None)
+                    yield from self.emit(batch.num_rows, good_from_table(batch, self.columns), None)
                 else:
                     cols = {k: batch.column(k).to_numpy(zero_copy_only=False) for k in batch.schema.names}
                     cols = {k: (v.astype(object) if k != "row" else v) for k, v in cols.items()}
@@ -103,11 +115,15 @@ class _ReadCacheFile(ReadStage):
 
 
 class ReadCache(beam.PTransform):
-    """The passes after the first: the cached records -> (good, rejected, records read per batch)."""
+    """The passes after the first: the cached records -> (good, rejected, records read per batch).
 
-    def __init__(self, progress_seconds: float, index, count: bool = False, name: str = "read"):
+    `columns`: the valid records' columns the pass uses (None: all of them).
+    """
+
+    def __init__(self, progress_seconds: float, index, count: bool = False, name: str = "read", columns=None):
         super().__init__()
         self.progress_seconds, self.index, self.count, self.name = progress_seconds, index, count, name
+        self.columns = columns
 
     def expand(self, pbegin):
         out = (
@@ -115,7 +131,7 @@ class ReadCache(beam.PTransform):
             | "Start" >> beam.Create([None])
             | "CacheFiles" >> beam.FlatMap(lambda _, idx: sorted(idx), self.index)
             | "Spread" >> beam.Reshuffle()
-            | "ReadCache" >> beam.ParDo(_ReadCacheFile(self.name, self.progress_seconds, self.count))
+            | "ReadCache" >> beam.ParDo(_ReadCacheFile(self.name, self.progress_seconds, self.count, self.columns))
             .with_outputs("rejected", "counted", main="good")
         )
         return out.good, out.rejected, out.counted

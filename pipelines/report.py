@@ -120,81 +120,117 @@ def _live(c: dict) -> int:
     return sum(1 for x in c["clusters"] if x["input"] > 0)
 
 
-def write_histogram_png(doc: dict, path: str) -> None:
-    """Records per class (held out and train input, log scale, balance's target), cluster sizes per class."""
-    import matplotlib
+MAX_TICK_LABELS = 60  # class names written along an axis; with more classes, every k-th
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+
+def class_figure(n_classes: int, panels: int):
+    """A Figure of `panels` side by side, wide enough for up to MAX_TICK_LABELS class names.
+
+    matplotlib's object API without pyplot: no global figure registry, nothing to close.
+    """
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(max(8, 0.5 * min(n_classes, MAX_TICK_LABELS) + 6), 4.5))
+    return fig, fig.subplots(1, panels, squeeze=False)[0]
+
+
+def label_classes(ax, labels: list[str], axis: str = "x") -> None:
+    """Class names as tick labels: each one up to MAX_TICK_LABELS classes, else every k-th
+    (a thousand names cannot be read, and drawing them costs seconds)."""
     import numpy as np
 
+    step = -(-len(labels) // MAX_TICK_LABELS) if labels else 1
+    ticks = np.arange(0, len(labels), step)
+    names = [labels[i] for i in ticks]
+    if axis == "x":
+        ax.set_xticks(ticks, names, rotation=90 if len(labels) > 12 else 0)
+    else:
+        ax.set_yticks(ticks, names)
+
+
+def scatter_per_class(ax, values: list[list], offset: float = 0.0, **style) -> None:
+    """One point per value at x = the class's index (+ offset), in one call for all classes."""
+    import numpy as np
+
+    x = np.repeat(np.arange(len(values)) + offset, [len(v) for v in values])
+    y = np.concatenate([np.asarray(v, float) for v in values]) if values else np.zeros(0)
+    ax.scatter(x, y, **style)
+
+
+def bars_per_class(ax, values: list, offset: float = 0.0, width: float = 0.7, bottom=None, **style) -> None:
+    """One bar per class at x = index + offset; past MAX_TICK_LABELS classes one stepped
+    outline instead (a thousand bar patches take seconds to draw and are too thin to see)."""
+    import numpy as np
+
+    n = len(values)
+    if n <= MAX_TICK_LABELS:
+        ax.bar(np.arange(n) + offset, values, width, bottom=bottom, **style)
+        return
+    values = np.asarray(values, float)
+    base = np.zeros(n) if bottom is None else np.asarray(bottom, float)
+    ax.stairs(base + values, np.arange(n + 1) - 0.5, baseline=base, fill=True, alpha=0.6, **style)
+
+
+def save_png(fig, path: str) -> None:
+    """The figure as PNG into `path` (any Beam filesystem), under a temporary name until complete."""
     from pipelines import shards
+
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    shards.write_atomic(path, buf.getvalue())
+
+
+def write_histogram_png(doc: dict, path: str) -> None:
+    """Records per class (held out and train input, log scale, balance's target), cluster sizes per class."""
+    import numpy as np
 
     classes = doc["classes"]
     labels = [short_label(c["label"], 24) for c in classes]
     x = np.arange(len(labels))
     clustered = any("clusters" in c for c in classes)
-    fig, axes = plt.subplots(1, 2 if clustered else 1, figsize=(max(8, 0.5 * len(labels) + 6), 4.5), squeeze=False)
-    a = axes[0][0]
+    fig, axes = class_figure(len(labels), 2 if clustered else 1)
+    a = axes[0]
     train = [c["train_input"] for c in classes]
     held = [c["holdout"] for c in classes]
-    a.bar(x, train, 0.7, label="train input")
-    a.bar(x, held, 0.7, bottom=train, label="held out (val/)")
+    bars_per_class(a, train, label="train input")
+    bars_per_class(a, held, bottom=train, label="held out (val/)")
     if classes and all("target" in c for c in classes):
         a.scatter(x, [c["target"] for c in classes], marker="_", s=300, color="k", zorder=3,
                   label=f"target ({doc['plan']['strategy']})")
     a.set_yscale("log")
     a.set_ylim(bottom=0.7)  # a one-record class still shows a bar
-    a.set_xticks(x, labels, rotation=90 if len(labels) > 12 else 0)
+    label_classes(a, labels)
     a.set_title(f"Records per class (imbalance ratio {doc['imbalance_ratio'] or 0:.1f})")
     a.legend(loc="upper right", fontsize=8)
     if clustered:
-        b = axes[0][1]
-        for i, c in enumerate(classes):
-            sizes = [cl["input"] for cl in c["clusters"] if cl["input"] > 0]
-            b.scatter(np.full(len(sizes), i), sizes, s=14, alpha=0.7)
+        b = axes[1]
+        scatter_per_class(b, [[cl["input"] for cl in c["clusters"] if cl["input"] > 0] for c in classes],
+                          s=14, alpha=0.7)
         b.set_yscale("log")
         b.set_ylim(bottom=0.7)
-        b.set_xticks(x, labels, rotation=90 if len(labels) > 12 else 0)
+        label_classes(b, labels)
         b.set_title("Cluster sizes per class (train input)")
     fig.suptitle(f"{doc['input']['path']}  seed={doc['seed']}", fontsize=9)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    shards.write_atomic(path, buf.getvalue())
+    save_png(fig, path)
 
 
 def write_report_png(manifest: dict, path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    from pipelines import shards
-
+    """Records per class before and after; cluster sizes (dots) and quotas (dashes) per class."""
     classes = manifest["classes"]
     labels = [short_label(c["label"], 24) for c in classes]
-    x = np.arange(len(labels))
-    fig, (a, b) = plt.subplots(1, 2, figsize=(max(8, 0.5 * len(labels) + 6), 4.5))
-    a.bar(x - 0.2, [c["train_input"] for c in classes], 0.4, label="before (train input)")
-    a.bar(x + 0.2, [c["output"] for c in classes], 0.4, label="after (written)")
+    fig, (a, b) = class_figure(len(labels), 2)
+    bars_per_class(a, [c["train_input"] for c in classes], -0.2, 0.4, label="before (train input)")
+    bars_per_class(a, [c["output"] for c in classes], 0.2, 0.4, label="after (written)")
     a.set_yscale("log")
-    a.set_xticks(x, labels, rotation=90 if len(labels) > 12 else 0)
+    label_classes(a, labels)
     a.set_title("Records per class")
     a.legend(loc="lower left", fontsize=8)
-    for i, c in enumerate(classes):
-        sizes = [cl["input"] for cl in c["clusters"] if cl["input"] > 0]
-        b.scatter(np.full(len(sizes), i), sizes, s=14, alpha=0.7)
-        quotas = [cl["quota"] for cl in c["clusters"] if cl["input"] > 0]
-        b.scatter(np.full(len(quotas), i) + 0.25, quotas, s=14, marker="_", color="k")
+    live = [[cl for cl in c["clusters"] if cl["input"] > 0] for c in classes]
+    scatter_per_class(b, [[cl["input"] for cl in cs] for cs in live], s=14, alpha=0.7)
+    scatter_per_class(b, [[cl["quota"] for cl in cs] for cs in live], 0.25, s=14, marker="_", color="k")
     b.set_yscale("log")
-    b.set_xticks(x, labels, rotation=90 if len(labels) > 12 else 0)
+    label_classes(b, labels)
     b.set_title("Cluster sizes (dots) and quotas (dashes)")
     fig.suptitle(f"strategy={manifest['options']['strategy']}  seed={manifest['seed']}")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    shards.write_atomic(path, buf.getvalue())
+    save_png(fig, path)

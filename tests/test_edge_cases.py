@@ -9,6 +9,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import run_job, train_records
+from PIL import Image
+
+from pipelines.report import MAX_TICK_LABELS
 
 
 def test_a_corpus_of_identical_records(tmp_path):
@@ -37,6 +40,8 @@ def test_a_thousand_classes(tmp_path):
     assert {c["output"] for c in m["classes"]} == {m["classes"][0]["target"]}  # every class to one T
     counts = collections.Counter(r[1] for r in train_records(tmp_path / "out"))
     assert counts == {c["label"]: c["output"] for c in m["classes"]}
+    with Image.open(tmp_path / "out" / "report.png") as png:  # every 17th name: a readable width
+        assert png.format == "PNG" and 700 < png.size[0] <= 90 * (0.5 * MAX_TICK_LABELS + 6)
 
 
 def test_empty_input_is_a_clear_error(tmp_path):

@@ -1,19 +1,19 @@
-"""RUN/report.png: per-class F1 and per-class sample share over epochs."""
+"""RUN/report.png: per-class F1 and per-class sample share over epochs; confusion-matrix PNGs."""
 
 from __future__ import annotations
 
+from pipelines.report import MAX_TICK_LABELS, label_classes, save_png
+
 
 def write_history_png(history: list[dict], path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     if not history:
         return
     epochs = [h["epoch"] for h in history]
     labels = list(history[0]["classes"])
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2), sharex=True)
+    fig = Figure(figsize=(11, 4.2))
+    a, b = fig.subplots(1, 2, sharex=True)
     for label in labels:
         a.plot(epochs, [h["classes"][label]["f1"] if h["classes"][label]["f1"] is not None else float("nan")
                         for h in history], marker="o", ms=3, label=label)
@@ -21,26 +21,23 @@ def write_history_png(history: list[dict], path: str) -> None:
     a.plot(epochs, [h["val_macro_f1"] for h in history], "k--", lw=2, label="macro")
     a.set(title="val F1 per class", xlabel="epoch", ylim=(0, 1))
     b.set(title="share of the epoch's samples", xlabel="epoch")
-    a.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    if len(labels) <= 30:  # a legend of more classes hides the plot
+        a.legend(fontsize=7, ncol=2)
+    save_png(fig, path)
 
 
 def write_confusion_png(cm, labels: list[str], path: str, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
+    from matplotlib.figure import Figure
 
     cm = np.asarray(cm)
     norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
-    size = max(5, 0.45 * len(labels) + 2)
-    fig, ax = plt.subplots(figsize=(size, size))
+    size = max(5, 0.45 * min(len(labels), MAX_TICK_LABELS) + 2)
+    fig = Figure(figsize=(size, size))
+    ax = fig.subplots()
     ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(len(labels)), labels, rotation=90 if len(labels) > 10 else 0)
-    ax.set_yticks(range(len(labels)), labels)
+    label_classes(ax, labels, "x")
+    label_classes(ax, labels, "y")
     ax.set(xlabel="predicted", ylabel="true", title=title)
     if len(labels) <= 30:
         for i in range(len(labels)):
@@ -48,6 +45,4 @@ def write_confusion_png(cm, labels: list[str], path: str, title: str) -> None:
                 if cm[i, j]:
                     ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=7,
                             color="white" if norm[i, j] > 0.5 else "black")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    save_png(fig, path)
