@@ -7,7 +7,7 @@ label int64, label_text, cluster int32 in 0..7, features fixed_size_list<float32
 one class, as a train shard) and times, on it:
 
   encode    transforms.example_codec.encode_tfrecords (Examples + TFRecord framing)
-  gzip      shards.gzip_bytes of the encoded bytes (ISA-L gzip, level 0)
+  gzip      shards.gzip_bytes of the encoded bytes (stored deflate blocks)
   tfrecord  pipelines.shards.tfrecord_bytes, the job's whole TFRecord writer
   parquet   pipelines.shards.parquet_bytes, the job's Parquet writer
 

@@ -163,7 +163,7 @@ def write_shard(dest, table, paths, plan, out: str) -> dict:
         table = shards.row_schema(plan["payload"]).empty_table()
     table = shards.output_table(table, plan["order"], by_label=dest[0] in HELD_OUT)
     for fmt, rel in paths.items():
-        # Parquet streams into the file; TFRecord is encoded whole, on threads, then written.
+        # Parquet streams into the file; TFRecord is encoded whole, then written.
         _write(out, rel, partial(shards.write_parquet, table) if fmt == "parquet" else shards.tfrecord_bytes(table))
     clusters, counts = np.unique(table.column("cluster").to_numpy(), return_counts=True)
     log.info("wrote %s (%d records)", " + ".join(paths.values()), table.num_rows)

@@ -54,7 +54,7 @@ def test_encoder_matches_tensorflow():
     assert set(parsed["label"].numpy().tolist()) == {3}
 
 
-@pytest.mark.parametrize("encode_rows", [16384, 7])  # one gzip member, or many
+@pytest.mark.parametrize("encode_rows", [16384, 7])  # one encoded part, or many
 def test_tfrecord_shard_reads_back_with_tf_data(tmp_path, monkeypatch, encode_rows):
     monkeypatch.setattr(shards, "ENCODE_ROWS", encode_rows)
     rng = np.random.default_rng(1)

@@ -1,5 +1,5 @@
-"""How many threads a worker's own parallel work uses (decoding, gzip, fits, merges),
-and the one thread pool that runs the short tasks of that work (decoding, gzip)."""
+"""How many threads a worker's own parallel work uses (decoding, fits, merges), and the
+one thread pool that runs the short tasks of that work (runs of images to decode)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def shared_pool() -> ThreadPoolExecutor:
     """This process's pool of `worker_threads()` threads, made on first use.
 
     For tasks that release the GIL and submit nothing themselves (a run of images to
-    decode, a gzip member): callers on different threads may share it without deadlock.
+    decode): callers on different threads may share it without deadlock.
     """
     global _POOL
     if _POOL is None:
