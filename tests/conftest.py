@@ -20,18 +20,19 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-# The longest tests that share no module fixture, collected first. make test runs two
-# xdist workers that split the list in order and then steal from each other: a 2-3 minute
-# test collected late leaves one worker running it alone at the end; started first, it
-# overlaps the rest of the suite.
+# The longest tests that share no module fixture, one at the head of each half of the
+# list. make test runs two xdist workers that split the list in halves, in order, and then
+# steal from each other: a 2-3 minute test collected late leaves one worker running it
+# alone at the end; started first, it overlaps the rest of the suite.
 LONGEST = ("test_guide.py::test_the_guide_runs_as_written", "test_edge_cases.py::test_a_thousand_classes")
 
 
 def pytest_collection_modifyitems(items):
-    def rank(item):
-        return next((i for i, name in enumerate(LONGEST) if item.nodeid.endswith(name)), len(LONGEST))
-
-    items.sort(key=rank)  # stable: the rest keep their order
+    longest = {name: item for item in items for name in LONGEST if item.nodeid.endswith(name)}
+    rest = [item for item in items if item not in longest.values()]
+    half = len(rest) // 2
+    first, second = (longest.get(name) for name in LONGEST)
+    items[:] = [x for x in (first, *rest[:half], second, *rest[half:]) if x is not None]
 
 
 SIZES = {"a": 400, "b": 120, "c": 30, "d": 8}  # imbalance ratio 50

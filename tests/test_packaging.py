@@ -51,10 +51,16 @@ def test_sdist_installs_and_runs_from_outside_the_repository(tmp_path):
 
 
 def test_the_trainer_starts_without_beam_or_tensorflow():
-    """On a JAX-only machine (no Beam, no TensorFlow), training.fit and training.evaluate import."""
-    code = ("import sys, training.fit, training.evaluate; "
+    """On a JAX-only machine (no Beam, no TensorFlow), training.fit and training.evaluate import,
+    and draw their PNGs."""
+    code = ("import os, sys, tempfile, training.fit, training.evaluate; "
+            "from training.report import write_confusion_png, write_history_png; "
+            "d = tempfile.mkdtemp(); "  # and they draw their PNGs without Beam
+            "write_history_png([{'epoch': 1, 'val_macro_f1': 0.5, 'classes': {'a': {'f1': 0.5, 'share': 1.0}}}], "
+            "os.path.join(d, 'report.png')); "
+            "write_confusion_png([[1, 0], [0, 1]], ['a', 'b'], os.path.join(d, 'c.png'), 'val'); "
             "bad = sorted({m.split('.')[0] for m in sys.modules} & {'apache_beam', 'tensorflow'}); "
-            "print(bad); sys.exit(1 if bad else 0)")
+            "print(bad, sorted(os.listdir(d))); sys.exit(1 if bad or sorted(os.listdir(d)) != ['c.png', 'report.png'] else 0)")
     env = {**os.environ, "KERAS_BACKEND": "jax"}
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr[-2000:]
