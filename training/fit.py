@@ -158,12 +158,7 @@ def train(args: argparse.Namespace) -> list[dict]:
         keras.mixed_precision.set_global_policy("mixed_float16")
 
     if args.resume:
-        started = run_state.read_json(os.path.join(args.output, run_state.STATE))["args"]
-        if args.prior_correction is None:  # auto: as the run was started (runs from before the rule: on)
-            args.prior_correction = started.get("prior_correction")
-        if "weight_averaging" not in started:  # a run from before the flag: its optimizer keeps no average
-            args.weight_averaging = 0.0
-        state, sampler, history = run_state.resumed(args.output, vars(args), ds.classes)
+        state, sampler, history = run_state.resumed(args.output, vars(args), ds.classes)  # completes args
         start = state["epoch"]
         if start >= args.epochs:
             print(f"{args.output} already has {start} epochs (--epochs {args.epochs}): nothing to do.")

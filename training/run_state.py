@@ -55,9 +55,21 @@ def check_folder(run: str, resume: bool) -> None:
         raise ValueError(f"--resume: {state} does not exist; nothing to resume.")
 
 
+# Settings a run may have started before they existed, and what such a run did instead.
+BEFORE_FLAG = {"weight_averaging": 0.0}  # its optimizer kept no average
+
+
 def resumed(run: str, settings: dict, classes: int) -> tuple[dict, DynamicSampler, list[dict]]:
-    """(state, sampler, history) of a stopped run, after checking `settings` keep its FIXED ones."""
+    """(state, sampler, history) of a stopped run, after checking `settings` keep its FIXED ones.
+
+    `settings` (the command's, `vars(args)`) is completed in place first: --prior_correction
+    left to auto takes the run's own value, and a setting the run predates takes what the
+    run did then (BEFORE_FLAG).
+    """
     state = read_json(os.path.join(run, STATE))
+    if settings["prior_correction"] is None:  # auto: as the run was started (runs from before the rule: on)
+        settings["prior_correction"] = state["args"].get("prior_correction")
+    settings.update({k: v for k, v in BEFORE_FLAG.items() if k not in state["args"]})
     changed = [f"--{k} was {state['args'].get(k)!r}, now {settings[k]!r}" for k in FIXED
                if k in state["args"] and state["args"][k] != settings[k]]
     if changed:
