@@ -79,7 +79,8 @@ def analyze(p: beam.Pipeline, cfg: BalanceConfig, staging: str, dim, resample: b
     # Pass 1 reads the input (decodes images), checks and hashes every record once and
     # caches the result; passes 2 to 4 read the cache (pipelines/record_cache.py).
     if cfg.payload == "image":
-        good, rejected, counted = p | "Pass1Read" >> image_stages.ReadImageCorpus(spec, cfg.image_vectors, names[1])
+        good, rejected, counted = p | "Pass1Read" >> image_stages.ReadImageCorpus(spec, cfg.image_vectors, names[1],
+                                                                                 cfg.decode_processes)
     else:
         if dim is None:
             dim = beam.pvalue.AsSingleton(p | "FeatureDimension" >> reading.FeatureDimension(spec))

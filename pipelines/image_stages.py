@@ -25,7 +25,7 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInf
 from pipelines import image_folders, sources
 from pipelines.reading import ReadStage, unit_batches, units_of_files
 from pipelines.sources import ReadSpec
-from transforms import records
+from transforms import cores, records
 from transforms.images import ImageVectors
 from transforms.inception import inception_v3
 
@@ -42,16 +42,27 @@ def _read_unit(unit, spec: ReadSpec):
 
 
 class _ReadImages(ReadStage):
-    """Reads, checks and decodes one unit of images; valid records carry their clustering vector's input."""
+    """Reads, checks and decodes one unit of images; valid records carry their clustering vector's input.
 
-    def __init__(self, spec: ReadSpec, vectors: ImageVectors, name: str):
+    With `processes`, the batches are decoded on that many forked processes (cores.process_pool),
+    a few batches ahead of the one being checked, hashed and emitted here: the per-image
+    Python work of decoding holds the GIL, so threads cannot spread it over the cores.
+    Each image's vector is computed alone, so the records are the same either way.
+    """
+
+    def __init__(self, spec: ReadSpec, vectors: ImageVectors, name: str, processes: int = 0):
         super().__init__(name, spec.progress_seconds, count=False)  # pass 1 never counts: the cache does
-        self.spec, self.vectors = spec, vectors
+        self.spec, self.vectors, self.processes = spec, vectors, processes
+
+    def setup(self):
+        super().setup()
+        self.pool = cores.process_pool(self.processes) if self.processes else None
 
     def process(self, unit):
+        batches = ((raw, raw["image"]) for raw in unit_batches(unit, self.spec, _read_unit))
         try:
-            for raw in unit_batches(unit, self.spec, _read_unit):
-                good, bad = records.validate_images(raw, self.vectors.vectorize)
+            for raw, decoded in cores.map_ahead(self.pool, self.vectors.vectorize, batches, self.processes + 1):
+                good, bad = records.validate_images(raw, decoded)
                 yield from self.emit(len(raw["row"]), good, bad)
         except sources.UnreadableFile as e:
             yield from self.emit_unreadable(e, unit, self.spec.reject_unreadable_files)
@@ -115,9 +126,9 @@ def _with_embeddings(result: PredictionResult) -> dict:
 class ReadImageCorpus(beam.PTransform):
     """Pass 1 for images: units -> decode, check, vector -> (good, rejected, records read per batch)."""
 
-    def __init__(self, spec: ReadSpec, vectors: ImageVectors, name: str = "read"):
+    def __init__(self, spec: ReadSpec, vectors: ImageVectors, name: str = "read", decode_processes: int = 0):
         super().__init__()
-        self.spec, self.vectors, self.name = spec, vectors, name
+        self.spec, self.vectors, self.name, self.processes = spec, vectors, name, decode_processes
 
     def expand(self, pbegin):
         spec, vectors = self.spec, self.vectors
@@ -133,7 +144,7 @@ class ReadImageCorpus(beam.PTransform):
             )
         else:
             units = units_of_files(pbegin, spec)
-        out = units | "Decode" >> beam.ParDo(_ReadImages(spec, vectors, self.name)).with_outputs(
+        out = units | "Decode" >> beam.ParDo(_ReadImages(spec, vectors, self.name, self.processes)).with_outputs(
             "rejected", "counted", main="good")
         good = out.good
         if vectors.cluster_on == "inception_v3":

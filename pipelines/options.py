@@ -13,10 +13,11 @@ import difflib
 import json
 from dataclasses import asdict, dataclass, field, fields
 
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
 from pipelines.sources import ReadSpec
 from transforms import plan as planning
+from transforms.cores import can_fork, worker_threads
 from transforms.images import DEFAULT_MAX_PIXELS, ImageVectors
 from transforms.plan import STRATEGIES, parse_target
 from transforms.stats import HoldoutRule
@@ -107,6 +108,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "image/encoded). --input_format images reads a folder with one sub-folder per class.")
     g.add_argument("--max_pixels", type=int, default=None,
                    help=f"Images with more pixels are rejected before decoding (default {DEFAULT_MAX_PIXELS}).")
+    g.add_argument("--decode_processes", default="auto",
+                   help="Processes that decode images beside each worker (0: in the worker itself). Default "
+                        "auto: this machine's cores (at most 4) on the local in-process runner, which is one "
+                        "worker; 0 on runners that already run a worker per core (Dataflow, Flink, "
+                        "--direct_running_mode multi_processing) and where fork is not available.")
     g.add_argument("--reject_unreadable_files", action="store_true",
                    help="Reject a file that cannot be read (one rejected entry) instead of failing the job.")
     g = parser.add_argument_group("balancing")
@@ -193,6 +199,7 @@ class BalanceConfig:
     keep_embeddings: bool = False
     image_batch_size: int = 128
     progress_seconds: float = 15.0
+    decode_processes: int = 0
 
     @property
     def payload(self) -> str:
@@ -298,7 +305,31 @@ class BalanceConfig:
             "target_counts": target_counts,
             "max_pixels": o.max_pixels or DEFAULT_MAX_PIXELS,
             "cluster_on": cluster_on,
+            "decode_processes": decode_processes(o) if images else 0,
         })
+
+
+LOCAL_RUNNERS = ("directrunner", "fnapirunner", "direct", "switchingdirectrunner", "bundlebaseddirectrunner")
+
+
+def decode_processes(o: PipelineOptions) -> int:
+    """--decode_processes resolved: auto is this machine's cores where the runner is the
+    local in-process one (all of pass 1 on one worker process), else 0."""
+    value = str(o.decode_processes).strip().lower()
+    if value == "auto":
+        direct = o.view_as(DirectOptions)
+        runner = o.view_as(StandardOptions).runner
+        local = (runner is None or str(runner).lower() in LOCAL_RUNNERS) and direct.direct_running_mode != "multi_processing"
+        return worker_threads() if local and can_fork() else 0
+    try:
+        n = int(value)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise ValueError(f"--decode_processes must be auto or a whole number, 0 or more. Received: {o.decode_processes!r}")
+    if n and not can_fork():
+        raise ValueError(f"--decode_processes {n} needs fork, which this platform lacks: pass 0.")
+    return n
 
 
 def guess_format(path: str) -> str:

@@ -229,3 +229,24 @@ def test_large_images_decode_on_threads_with_the_same_results(monkeypatch):
     assert list(one[1]) == list(many[1]) and list(one[2]) == list(many[2])
     assert one[2][3].startswith("truncated") and one[2][7] == "empty file (0 bytes)"
     assert one[0][0].any() and not one[0][3].any()
+
+
+def test_decoding_on_processes_gives_the_same_output(tmp_path):
+    """Pass 1 decoding on forked processes, batches ahead, writes the same records and rejections as in-process."""
+    from transforms import cores
+
+    blobs = corpus_blobs() + [("dog", name, data) for name, data, _ in bad_images()]
+    folder = write_folder(tmp_path / "imgs", blobs)
+    runs = {}
+    for processes in ("0", "2"):
+        out = tmp_path / f"out{processes}"
+        m = run_job(folder, out, "--input_format", "images", "--max_pixels", "100000", "--clusters_per_class", "2",
+                    "--output_format", "parquet", "--image_batch_size", "4", "--decode_processes", processes)
+        lines = [json.loads(x) for f in glob.glob(str(out / "rejected/*.jsonl")) for x in open(f)]
+        runs[processes] = (m["totals"], [c["clusters"] for c in m["classes"]],
+                           sorted((os.path.basename(x["source"]), x["reason"]) for x in lines),
+                           sorted(zip(*(shard_images(str(out), m).column(c).to_pylist() for c in ("id", "cluster")),
+                                      strict=True)))
+    assert 2 in cores._PROCESSES  # the second run decoded on a pool of two processes
+    assert runs["0"] == runs["2"]
+    assert runs["2"][0]["rejected"] == sum(1 for *_, f in bad_images() if f) and runs["2"][3]

@@ -97,7 +97,7 @@ def checked(raw: dict, kind: str, size: int) -> tuple[dict | None, np.ndarray, d
             return images.batch_vectors(blobs, images.DEFAULT_MAX_PIXELS, size * size * 3,
                                         lambda img: model_pixels(img, size).ravel())
 
-        good, bad = records.validate_images(raw, vectorize)
+        good, bad = records.validate_images(raw, vectorize(raw["image"]))
         key, bad_key = raw["source"], None if bad is None else bad["source"]  # one image a file
     else:
         good, bad = records.validate(raw, size)

@@ -167,18 +167,19 @@ def ids_and_keys(ids_in, keep: np.ndarray, content_keys) -> tuple[np.ndarray, np
     return ids, keys
 
 
-def validate_images(raw: dict, vectorize) -> tuple[dict | None, dict | None]:
+def validate_images(raw: dict, decoded: tuple) -> tuple[dict | None, dict | None]:
     """Splits a raw image batch into (good, rejected).
 
-    `vectorize(blobs)` decodes and checks the images, returning (vectors float32[m, D],
-    formats, reasons); rows with a reason are rejected with it.
+    `decoded` is what decoding and checking every image of the batch gave (vectors
+    float32[n, D], formats, reasons: `ImageVectors.vectorize(raw["image"])`); a row is
+    rejected with the first reason it has: its read error, its label, its image.
     """
     n = len(raw["row"])
     label = raw["label"]
     reasons = np.array(raw["errors"], dtype=object, copy=True) if raw.get("errors") is not None else np.full(n, None, object)
     _label_reasons(label, reasons)
     free = np.flatnonzero(reasons == None)  # noqa: E711
-    vectors, formats, why = vectorize(raw["image"][free])
+    vectors, formats, why = (part[free] for part in decoded)
     reasons[free] = why
     ok = why == None  # noqa: E711
     keep = free[ok]
