@@ -27,6 +27,7 @@ DEFAULT_MAX_PIXELS = 64_000_000  # ~8000 x 8000; Pillow's own bomb limit is 89M
 FORMAT_NAMES = {"JPEG": "jpeg", "PNG": "png", "BMP": "bmp", "GIF": "gif", "WEBP": "webp"}
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False
+Image.preinit()  # the common formats' plugins, imported now, not by a decode process after a fork
 
 
 def open_checked(data: bytes, max_pixels: int) -> tuple[Image.Image | None, str | None, str | None]:
