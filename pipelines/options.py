@@ -312,15 +312,19 @@ class BalanceConfig:
 LOCAL_RUNNERS = ("directrunner", "fnapirunner", "direct", "switchingdirectrunner", "bundlebaseddirectrunner")
 
 
+def runs_here(o: PipelineOptions) -> bool:
+    """Whether every bundle runs in this process: the local runner, in_memory or multi_threading."""
+    runner = o.view_as(StandardOptions).runner
+    return ((runner is None or str(runner).lower() in LOCAL_RUNNERS)
+            and o.view_as(DirectOptions).direct_running_mode != "multi_processing")
+
+
 def decode_processes(o: PipelineOptions) -> int:
-    """--decode_processes resolved: auto is this machine's cores where the runner is the
-    local in-process one (all of pass 1 on one worker process), else 0."""
+    """--decode_processes resolved: auto is this machine's cores where every bundle runs in
+    this process (`runs_here`), else 0."""
     value = str(o.decode_processes).strip().lower()
     if value == "auto":
-        direct = o.view_as(DirectOptions)
-        runner = o.view_as(StandardOptions).runner
-        local = (runner is None or str(runner).lower() in LOCAL_RUNNERS) and direct.direct_running_mode != "multi_processing"
-        return worker_threads() if local and can_fork() else 0
+        return worker_threads() if runs_here(o) and can_fork() else 0
     try:
         n = int(value)
     except ValueError:
