@@ -27,10 +27,13 @@ from training.model import save_with_labels
 from training.sampling import DynamicSampler
 
 HISTORY, STATE, MODEL = "history.json", "state.json", "model.keras"
-# Settings a resumed run must share with its start: they decide each epoch's batches.
+# Settings a resumed run must share with its start: they decide each epoch's batches, or
+# they are built into the model and its optimizer, which a resume loads as they were saved
+# (so a new value could not take effect, and is refused rather than ignored).
 FIXED = ("sampling", "min_share", "dynamic_mix", "f1_smoothing", "prior_correction", "loss", "cb_beta",
          "focal_gamma", "inputs", "image_size", "batch_size", "epoch_size", "seed", "dynamic_rule",
-         "dynamic_rate", "dynamic_shrink", "weight_averaging")
+         "dynamic_rate", "dynamic_shrink", "weight_averaging",
+         "learning_rate", "l2", "standardize", "augment", "weights")
 
 
 def write_json(path: str, obj) -> None:
