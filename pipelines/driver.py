@@ -26,9 +26,10 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
 
 from pipelines import beam_memos, image_folders, image_stages, output_dir, sources
-from pipelines.options import BalanceConfig, BalanceOptions, check_flags, guess_format
+from pipelines.options import BalanceConfig, BalanceOptions, check_flags, guess_format, runs_here
 from pipelines.reading import NS
 from pipelines.report import short_label
+from transforms.images import decode_pool
 
 log = logging.getLogger("pipelines.balance")
 
@@ -132,6 +133,8 @@ def execute(job: Job, build_graph: Callable, staging: str, written: str, test_pi
     (the JSON document `written` in OUT, the Beam result, seconds), or None after a dry run."""
     started = time.time()
     beam_memos.install()
+    if job.cfg.decode_processes and runs_here(job.options):  # forked now, before the runner's own threads
+        decode_pool(job.cfg.decode_processes)
     p = test_pipeline or beam.Pipeline(options=job.options)
     build_graph(p, job.cfg, staging, job.dim, job.warnings)
     result = p.run()

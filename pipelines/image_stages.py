@@ -26,15 +26,16 @@ from pipelines import image_folders, sources
 from pipelines.reading import ReadStage, unit_batches, units_of_files
 from pipelines.sources import ReadSpec
 from transforms import cores, records
-from transforms.images import ImageVectors
+from transforms.images import ImageVectors, decode_pool
 from transforms.inception import inception_v3
 
 log = logging.getLogger("pipelines.balance")
 EMBED_CHUNK = 32  # images per forward pass
-# Batches of an image folder's unit at most. The decode processes work a few batches
-# ahead within a unit and wait at its end, so long units keep them busy (16: pass 1 of
-# 20,000 images ~0.5-1 s shorter than with 4), while a million images still make 500 units.
-UNIT_BATCHES = 16
+# Batches of an image folder's unit at most. Decode processes work a few batches ahead
+# within a unit and wait at its end, so with them long units keep them busy (16: pass 1 of
+# 20,000 images ~0.5-1 s shorter than with 4, and a million images still make 500
+# units); without them (Dataflow, Flink) shorter units spread the work wider.
+UNIT_BATCHES = {True: 16, False: 4}
 
 def _read_unit(unit, spec: ReadSpec):
     """Raw image batches of a unit: a group of image files, a Parquet row group or a TFRecord file."""
@@ -60,7 +61,7 @@ class _ReadImages(ReadStage):
 
     def setup(self):
         super().setup()
-        self.pool = cores.process_pool(self.processes) if self.processes else None
+        self.pool = decode_pool(self.processes) if self.processes else None
 
     def process(self, unit):
         batches = ((raw, raw["image"]) for raw in unit_batches(unit, self.spec, _read_unit))
@@ -143,7 +144,7 @@ class ReadImageCorpus(beam.PTransform):
                 | "SpreadFolders" >> beam.Reshuffle()
                 | "List" >> beam.FlatMapTuple(image_folders.class_images)  # (label, path), as Keras indexes them
                 | "Spread" >> beam.Reshuffle()
-                | "Group" >> beam.BatchElements(min_batch_size=16, max_batch_size=UNIT_BATCHES * spec.image_batch_size)
+                | "Group" >> beam.BatchElements(min_batch_size=16, max_batch_size=UNIT_BATCHES[self.processes > 0] * spec.image_batch_size)
                 | "Unit" >> beam.Map(lambda files: ("files", sorted(files)))
             )
         else:

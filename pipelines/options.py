@@ -108,11 +108,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "image/encoded). --input_format images reads a folder with one sub-folder per class.")
     g.add_argument("--max_pixels", type=int, default=None,
                    help=f"Images with more pixels are rejected before decoding (default {DEFAULT_MAX_PIXELS}).")
-    g.add_argument("--decode_processes", default="auto",
-                   help="Processes that decode images beside each worker (0: in the worker itself). Default "
-                        "auto: this machine's cores (at most 4) on the local in-process runner, which is one "
-                        "worker; 0 on runners that already run a worker per core (Dataflow, Flink, "
-                        "--direct_running_mode multi_processing) and where fork is not available.")
+    g.add_argument("--decode_processes", default="auto", metavar="N|auto",
+                   help="Image corpora: processes forked from each worker to decode pass 1's batches (0: "
+                        "decode in the worker; each process holds one image decoded at a time). Default auto: "
+                        "the cores, at most 4, when every bundle runs in this process (DirectRunner or "
+                        "FnApiRunner, in_memory or multi_threading) on Linux with --cluster_on thumbnail; "
+                        "else 0 (Dataflow and Flink already run a worker per core; InceptionV3 inputs are "
+                        "large and the model is the cost).")
     g.add_argument("--reject_unreadable_files", action="store_true",
                    help="Reject a file that cannot be read (one rejected entry) instead of failing the job.")
     g = parser.add_argument_group("balancing")
@@ -294,6 +296,7 @@ class BalanceConfig:
             planning.check_spec(o.strategy, target, target_counts)
         except planning.SpecError as e:
             raise ValueError(as_flags(e)) from None
+        processes = decode_processes(o, cluster_on)  # checked whatever the corpus
         given = {f.name: getattr(o, f.name) for f in fields(cls) if hasattr(o, f.name)}
         return cls(**given | {  # flags as given, except those resolved above
             "input": input_path,
@@ -305,7 +308,7 @@ class BalanceConfig:
             "target_counts": target_counts,
             "max_pixels": o.max_pixels or DEFAULT_MAX_PIXELS,
             "cluster_on": cluster_on,
-            "decode_processes": decode_processes(o) if images else 0,
+            "decode_processes": processes if images else 0,
         })
 
 
@@ -319,12 +322,12 @@ def runs_here(o: PipelineOptions) -> bool:
             and o.view_as(DirectOptions).direct_running_mode != "multi_processing")
 
 
-def decode_processes(o: PipelineOptions) -> int:
-    """--decode_processes resolved: auto is this machine's cores where every bundle runs in
-    this process (`runs_here`), else 0."""
+def decode_processes(o: PipelineOptions, cluster_on: str = "thumbnail") -> int:
+    """--decode_processes resolved: auto is this machine's cores (at most 4) for thumbnails
+    where every bundle runs in this process (`runs_here`) and fork is safe, else 0."""
     value = str(o.decode_processes).strip().lower()
     if value == "auto":
-        return worker_threads() if runs_here(o) and can_fork() else 0
+        return worker_threads() if runs_here(o) and can_fork() and cluster_on == "thumbnail" else 0
     try:
         n = int(value)
     except ValueError:
@@ -332,7 +335,7 @@ def decode_processes(o: PipelineOptions) -> int:
     if n < 0:
         raise ValueError(f"--decode_processes must be auto or a whole number, 0 or more. Received: {o.decode_processes!r}")
     if n and not can_fork():
-        raise ValueError(f"--decode_processes {n} needs fork, which this platform lacks: pass 0.")
+        raise ValueError(f"--decode_processes {n} forks, which is safe on Linux only: pass 0 here.")
     return n
 
 

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures.process import BrokenProcessPool
 
 import pytest
 
@@ -12,6 +17,16 @@ from transforms import cores
 
 def _pid_and_square(x):
     return os.getpid(), x * x
+
+
+def _square_but_three(x):
+    if x == 3:
+        raise ValueError("three")
+    return x * x
+
+
+def _die(x):
+    os._exit(1)
 
 
 def _items(n, fail_at=None):
@@ -41,6 +56,45 @@ def test_map_ahead_yields_what_came_before_an_error_then_raises_it(pool):
     assert seen == [(f"t{i}", i * i) for i in range(5)]
 
 
+def test_a_failed_call_raises_in_its_turn():
+    seen = []
+    with pytest.raises(ValueError, match="three"):
+        for tag, result in cores.map_ahead(cores.process_pool(2), _square_but_three, _items(9), depth=3):
+            seen.append((tag, result))
+    assert seen == [(f"t{i}", i * i) for i in range(3)]  # before it, in order; nothing after it
+
+
+def test_a_pool_whose_worker_died_is_dropped_and_the_next_one_works():
+    pool = cores.process_pool(2)
+    with pytest.raises(BrokenProcessPool):
+        list(cores.map_ahead(pool, _die, _items(4), depth=2))
+    assert cores._PROCESSES.get(2) is not pool
+    fresh = cores.process_pool(2)
+    assert fresh is not pool and [r for _, r in cores.map_ahead(fresh, abs, _items(3), 2)] == [0, 1, 2]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has exited
+    except FileNotFoundError:
+        return False
+
+
+def test_workers_exit_when_their_parent_is_killed():
+    code = ("import os, signal; from transforms import cores; p = cores.process_pool(2); "
+            "print(*p._processes, flush=True); os.kill(os.getpid(), signal.SIGKILL)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert out.returncode == -signal.SIGKILL
+    pids = [int(p) for p in out.stdout.split()]
+    assert len(pids) == 2
+    deadline = time.monotonic() + 10
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(p) for p in pids)
+
+
 def test_a_forked_child_does_not_use_the_parents_pools():
     cores.shared_pool()
     cores.process_pool(2)
@@ -64,6 +118,7 @@ def test_decode_processes_auto_is_the_cores_on_the_local_runner_only():
     assert resolved("--direct_running_mode=multi_processing", "--direct_num_workers=2") == 0
     assert resolved("--runner=DataflowRunner") == resolved("--runner=FlinkRunner") == 0
     assert resolved("--decode_processes", "3", "--runner=DataflowRunner") == 3
+    assert options.decode_processes(options.BalanceOptions([]), "inception_v3") == 0  # large inputs, the model is the cost
     assert resolved("--decode_processes", "0") == 0
     for bad in ("-1", "two", "1.5"):
         with pytest.raises(ValueError, match=f"--decode_processes must be auto or a whole number.*{bad}"):

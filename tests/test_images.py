@@ -231,10 +231,17 @@ def test_large_images_decode_on_threads_with_the_same_results(monkeypatch):
     assert one[0][0].any() and not one[0][3].any()
 
 
-def test_decoding_on_processes_gives_the_same_output(tmp_path):
+def test_decoding_on_processes_gives_the_same_output(tmp_path, monkeypatch):
     """Pass 1 decoding on forked processes, batches ahead, writes the same records and rejections as in-process."""
     from transforms import cores
 
+    pools, real = [], cores.map_ahead
+
+    def recorded(pool, *args):
+        pools.append(pool)
+        return real(pool, *args)
+
+    monkeypatch.setattr(cores, "map_ahead", recorded)
     blobs = corpus_blobs() + [("dog", name, data) for name, data, _ in bad_images()]
     folder = write_folder(tmp_path / "imgs", blobs)
     runs = {}
@@ -247,6 +254,6 @@ def test_decoding_on_processes_gives_the_same_output(tmp_path):
                            sorted((os.path.basename(x["source"]), x["reason"]) for x in lines),
                            sorted(zip(*(shard_images(str(out), m).column(c).to_pylist() for c in ("id", "cluster")),
                                       strict=True)))
-    assert 2 in cores._PROCESSES  # the second run decoded on a pool of two processes
+    assert pools and pools[0] is None and pools[-1] is cores._PROCESSES[2]  # in-process, then two processes
     assert runs["0"] == runs["2"]
     assert runs["2"][0]["rejected"] == sum(1 for *_, f in bad_images() if f) and runs["2"][3]

@@ -380,7 +380,7 @@ def test_resume_refuses_changed_settings_and_empty_val_is_an_error(vectors_out, 
     with pytest.raises(ValueError, match="--weight_averaging was 0.9, now 0.5"):
         fit(vectors_out, tmp_path / "r", "--epochs", "2", "--epoch_size", "256", "--resume", "--weight_averaging", "0.5")
     # built into the saved model and optimizer: a new value could not take effect
-    with pytest.raises(ValueError, match="--learning_rate was None, now 0.5; --l2 was 20.0, now 1.0"):
+    with pytest.raises(ValueError, match=r"--learning_rate was not given \(the default\), now 0.5; --l2 was 20.0, now 1.0"):
         fit(vectors_out, tmp_path / "r", "--epochs", "2", "--epoch_size", "256", "--resume", "--learning_rate", "0.5",
             "--l2", "1")
     state_file = tmp_path / "r" / "state.json"  # a run started before --weight_averaging existed

@@ -73,12 +73,16 @@ def resumed(run: str, settings: dict, classes: int) -> tuple[dict, DynamicSample
     if settings["prior_correction"] is None:  # auto: as the run was started (runs from before the rule: on)
         settings["prior_correction"] = state["args"].get("prior_correction")
     settings.update({k: v for k, v in BEFORE_FLAG.items() if k not in state["args"]})
-    changed = [f"--{k} was {state['args'].get(k)!r}, now {settings[k]!r}" for k in FIXED
+    changed = [f"--{k} was {_given(state['args'][k])}, now {_given(settings[k])}" for k in FIXED
                if k in state["args"] and state["args"][k] != settings[k]]
     if changed:
         raise ValueError("--resume continues a run as it was started: " + "; ".join(changed) + ".")
     history = [{k: v for k, v in h.items() if k != "test"} for h in read_json(os.path.join(run, HISTORY))]
     return state, DynamicSampler.from_state(classes, state["sampler"]), history
+
+
+def _given(value) -> str:
+    return "not given (the default)" if value is None else repr(value)
 
 
 def shares_by_epoch(history: list[dict]) -> list[list[float]]:

@@ -6,12 +6,17 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
+import threading
+import time
 import warnings
 from collections import deque
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 _POOL: ThreadPoolExecutor | None = None
 _PROCESSES: dict[int, ProcessPoolExecutor] = {}
+_LOCK = threading.Lock()
 
 
 def worker_threads(cap: int = 4) -> int:
@@ -36,35 +41,62 @@ def shared_pool() -> ThreadPoolExecutor:
 
 
 def can_fork() -> bool:
-    return "fork" in multiprocessing.get_all_start_methods()
+    """Linux only: macOS offers fork, but its system libraries are not safe across one."""
+    return sys.platform.startswith("linux")
 
 
-def process_pool(processes: int) -> ProcessPoolExecutor:
-    """This process's pool of `processes` forked worker processes, made on first use.
+def process_pool(processes: int, initializer=None) -> ProcessPoolExecutor:
+    """This process's pool of `processes` forked worker processes, made on first use
+    (`initializer` runs in each worker first).
 
     Forked, not spawned: a spawned worker imports the main module again (the whole job,
-    Beam included: seconds per worker), a forked one starts with what is loaded. Its
-    tasks (decoding images: Pillow and numpy) take no lock another thread of the parent
-    could have held at the fork, and the workers are made at once, on the first task
-    (Python 3.12's warning about forking a process with threads is silenced for that
-    one call). Where fork is not available, callers decode in their own process.
+    Beam included: seconds per worker), a forked one starts with what is loaded. The
+    workers are made at once, when the pool is (the job makes it before the pipeline
+    runs, while it has no other threads). Each exits when its parent is gone, even after
+    a kill -9. A pool whose worker died is dropped: `rebuilt` says so and the next call
+    makes a new one.
     """
-    pool = _PROCESSES.get(processes)
-    if pool is None:
-        pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("fork"))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            list(pool.map(int, range(processes)))  # starts every worker now
-        _PROCESSES[processes] = pool
-    return pool
+    with _LOCK:
+        pool = _PROCESSES.get(processes)
+        if pool is None:
+            pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("fork"),
+                                       initializer=_start_worker, initargs=(os.getpid(), initializer))
+            with warnings.catch_warnings():  # Python 3.12+ warns about any fork of a process with threads
+                warnings.simplefilter("ignore", DeprecationWarning)
+                list(pool.map(int, range(processes)))  # starts every worker now
+            _PROCESSES[processes] = pool
+        return pool
+
+
+def drop_broken(pool: Executor) -> None:
+    """Forgets a pool one of whose workers died, so that the next job makes a new one."""
+    with _LOCK:
+        for n, p in list(_PROCESSES.items()):
+            if p is pool:
+                del _PROCESSES[n]
+    pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _start_worker(parent: int, initializer) -> None:
+    threading.Thread(target=_exit_with_parent, args=(parent,), name="exit-with-parent", daemon=True).start()
+    if initializer:
+        initializer()
+
+
+def _exit_with_parent(parent: int) -> None:
+    """A worker's watch: its parent gone (killed, or exited without shutting the pool), it exits."""
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(0)
 
 
 def _forget_pools() -> None:
     """In a forked child, the parent's pools are not its own (their threads and processes
     are the parent's): it makes its own if it needs them."""
-    global _POOL
+    global _POOL, _LOCK
     _POOL = None
     _PROCESSES.clear()
+    _LOCK = threading.Lock()
 
 
 os.register_at_fork(after_in_child=_forget_pools)
@@ -76,24 +108,33 @@ def map_ahead(pool: Executor | None, fn, items, depth: int):
     each call made here, when its result is asked for).
 
     When `items` raises part-way, the results of the items before it are yielded first,
-    then the error is raised.
+    then its error is raised; a call that fails raises its error in its turn. A pool
+    whose worker died is dropped (`drop_broken`) before the error goes up.
     """
     if pool is None:
         for tag, arg in items:
             yield tag, fn(arg)
         return
     pending: deque = deque()
+    items = iter(items)
     try:
-        for tag, arg in items:
+        while True:
+            try:
+                tag, arg = next(items)
+            except StopIteration:
+                break
+            except Exception:
+                while pending:
+                    tag0, done = pending.popleft()
+                    yield tag0, done.result()
+                raise
             pending.append((tag, pool.submit(fn, arg)))
             if len(pending) > depth:
                 tag0, done = pending.popleft()
                 yield tag0, done.result()
-    except Exception:
         while pending:
             tag0, done = pending.popleft()
             yield tag0, done.result()
+    except BrokenProcessPool:
+        drop_broken(pool)
         raise
-    while pending:
-        tag0, done = pending.popleft()
-        yield tag0, done.result()

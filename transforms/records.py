@@ -179,7 +179,7 @@ def validate_images(raw: dict, decoded: tuple) -> tuple[dict | None, dict | None
     reasons = np.array(raw["errors"], dtype=object, copy=True) if raw.get("errors") is not None else np.full(n, None, object)
     _label_reasons(label, reasons)
     free = np.flatnonzero(reasons == None)  # noqa: E711
-    vectors, formats, why = (part[free] for part in decoded)
+    vectors, formats, why = decoded if len(free) == n else (part[free] for part in decoded)
     reasons[free] = why
     ok = why == None  # noqa: E711
     keep = free[ok]
