@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import sys
 import threading
 import time
@@ -78,6 +79,7 @@ def drop_broken(pool: Executor) -> None:
 
 
 def _start_worker(parent: int, initializer) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the parent, and the watch below then ends us
     threading.Thread(target=_exit_with_parent, args=(parent,), name="exit-with-parent", daemon=True).start()
     if initializer:
         initializer()
