@@ -25,6 +25,10 @@ def _square_but_three(x):
     return x * x
 
 
+def _noop():
+    pass
+
+
 def _die(x):
     os._exit(1)
 
@@ -43,7 +47,8 @@ def test_map_ahead_keeps_order_and_runs_on_the_processes():
     assert [r[1] for _, r in got] == [i * i for i in range(20)]
     pids = {r[0] for _, r in got}
     assert os.getpid() not in pids and 1 <= len(pids) <= 2  # the pool's own processes did the work
-    assert cores.process_pool(2) is pool  # one pool per process and width
+    assert cores.process_pool(2) is pool  # one pool per process, width and initializer
+    assert cores.process_pool(2, _noop) is not pool
 
 
 @pytest.mark.parametrize("pool", [None, "processes"])
@@ -68,7 +73,7 @@ def test_a_pool_whose_worker_died_is_dropped_and_the_next_one_works():
     pool = cores.process_pool(2)
     with pytest.raises(BrokenProcessPool):
         list(cores.map_ahead(pool, _die, _items(4), depth=2))
-    assert cores._PROCESSES.get(2) is not pool
+    assert cores._PROCESSES.get((2, None)) is not pool
     fresh = cores.process_pool(2)
     assert fresh is not pool and [r for _, r in cores.map_ahead(fresh, abs, _items(3), 2)] == [0, 1, 2]
 

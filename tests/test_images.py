@@ -254,6 +254,6 @@ def test_decoding_on_processes_gives_the_same_output(tmp_path, monkeypatch):
                            sorted((os.path.basename(x["source"]), x["reason"]) for x in lines),
                            sorted(zip(*(shard_images(str(out), m).column(c).to_pylist() for c in ("id", "cluster")),
                                       strict=True)))
-    assert pools and pools[0] is None and pools[-1] is cores._PROCESSES[2]  # in-process, then two processes
+    assert pools and pools[0] is None and pools[-1] is images.decode_pool(2)  # in-process, then two processes
     assert runs["0"] == runs["2"]
     assert runs["2"][0]["rejected"] == sum(1 for *_, f in bad_images() if f) and runs["2"][3]

@@ -16,7 +16,7 @@ from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
 _POOL: ThreadPoolExecutor | None = None
-_PROCESSES: dict[int, ProcessPoolExecutor] = {}
+_PROCESSES: dict[tuple, ProcessPoolExecutor] = {}  # by (processes, initializer)
 _LOCK = threading.Lock()
 
 
@@ -47,8 +47,8 @@ def can_fork() -> bool:
 
 
 def process_pool(processes: int, initializer=None) -> ProcessPoolExecutor:
-    """This process's pool of `processes` forked worker processes, made on first use
-    (`initializer` runs in each worker first).
+    """This process's pool of `processes` forked worker processes whose workers ran
+    `initializer` first, made on first use (one pool per width and initializer).
 
     Forked, not spawned: a spawned worker imports the main module again (the whole job,
     Beam included: seconds per worker), a forked one starts with what is loaded. The
@@ -58,23 +58,23 @@ def process_pool(processes: int, initializer=None) -> ProcessPoolExecutor:
     makes a new one.
     """
     with _LOCK:
-        pool = _PROCESSES.get(processes)
+        pool = _PROCESSES.get((processes, initializer))
         if pool is None:
             pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("fork"),
                                        initializer=_start_worker, initargs=(os.getpid(), initializer))
             with warnings.catch_warnings():  # Python 3.12+ warns about any fork of a process with threads
                 warnings.simplefilter("ignore", DeprecationWarning)
                 list(pool.map(int, range(processes)))  # starts every worker now
-            _PROCESSES[processes] = pool
+            _PROCESSES[processes, initializer] = pool
         return pool
 
 
 def drop_broken(pool: Executor) -> None:
     """Forgets a pool one of whose workers died, so that the next job makes a new one."""
     with _LOCK:
-        for n, p in list(_PROCESSES.items()):
+        for key, p in list(_PROCESSES.items()):
             if p is pool:
-                del _PROCESSES[n]
+                del _PROCESSES[key]
     pool.shutdown(wait=False, cancel_futures=True)
 
 
