@@ -13,7 +13,12 @@ import difflib
 import json
 from dataclasses import asdict, dataclass, field, fields
 
-from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import (
+    DirectOptions,
+    PipelineOptions,
+    PortableOptions,
+    StandardOptions,
+)
 
 from pipelines.sources import ReadSpec
 from transforms import plan as planning
@@ -316,10 +321,13 @@ LOCAL_RUNNERS = ("directrunner", "fnapirunner", "direct", "switchingdirectrunner
 
 
 def runs_here(o: PipelineOptions) -> bool:
-    """Whether every bundle runs in this process: the local runner, in_memory or multi_threading."""
+    """Whether every bundle runs in this process: the local runner, in_memory or multi_threading,
+    with no SDK environment of its own (--environment_type DOCKER, PROCESS, EXTERNAL)."""
     runner = o.view_as(StandardOptions).runner
+    environment = str(o.view_as(PortableOptions).environment_type or "").upper()
     return ((runner is None or str(runner).lower() in LOCAL_RUNNERS)
-            and o.view_as(DirectOptions).direct_running_mode != "multi_processing")
+            and o.view_as(DirectOptions).direct_running_mode != "multi_processing"
+            and environment in ("", "LOOPBACK", "BEAM:ENV:EMBEDDED_PYTHON:V1"))
 
 
 def decode_processes(o: PipelineOptions, cluster_on: str = "thumbnail") -> int:

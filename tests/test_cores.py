@@ -86,18 +86,47 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def test_workers_exit_when_their_parent_is_killed():
+def test_workers_exit_when_their_parent_is_killed(tmp_path):
     code = ("import os, signal; from transforms import cores; p = cores.process_pool(2); "
             "print(*p._processes, flush=True); os.kill(os.getpid(), signal.SIGKILL)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    assert out.returncode == -signal.SIGKILL
-    pids = [int(p) for p in out.stdout.split()]
-    assert len(pids) == 2
+    # stdout to a file, not a pipe: orphans holding the pipe would keep a reader waiting
+    with open(tmp_path / "pids", "w") as out:
+        rc = subprocess.run([sys.executable, "-c", code], stdout=out, stderr=subprocess.DEVNULL, timeout=60,
+                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__)))).returncode
+    pids = [int(p) for p in (tmp_path / "pids").read_text().split()]
+    try:
+        assert rc == -signal.SIGKILL and len(pids) == 2
+        deadline = time.monotonic() + 10
+        while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(_alive(p) for p in pids)
+    finally:
+        for p in pids:
+            if _alive(p):
+                os.kill(p, signal.SIGKILL)
+
+
+def _decode_threads(_):
+    from transforms import images
+
+    return images.DECODE_THREADS
+
+
+def test_decode_workers_decode_on_one_thread_each():
+    from transforms import images
+
+    assert set(images.decode_pool(2).map(_decode_threads, range(4))) == {1}
+
+
+def test_an_idle_pool_whose_worker_died_is_replaced():
+    pool = cores.process_pool(2)
+    victim = next(iter(pool._processes))
+    os.kill(victim, signal.SIGKILL)
     deadline = time.monotonic() + 10
-    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not any(_alive(p) for p in pids)
+    while cores._healthy(pool) and time.monotonic() < deadline:  # until the death can be seen
+        time.sleep(0.05)
+    fresh = cores.process_pool(2)
+    assert fresh is not pool and list(fresh.map(abs, [-1, -2])) == [1, 2]
 
 
 def test_a_forked_child_does_not_use_the_parents_pools():
@@ -122,6 +151,7 @@ def test_decode_processes_auto_is_the_cores_on_the_local_runner_only():
     assert resolved("--direct_running_mode=multi_threading", "--direct_num_workers=2") == cores_here
     assert resolved("--direct_running_mode=multi_processing", "--direct_num_workers=2") == 0
     assert resolved("--runner=DataflowRunner") == resolved("--runner=FlinkRunner") == 0
+    assert resolved("--environment_type=DOCKER") == resolved("--environment_type=PROCESS") == 0
     assert resolved("--decode_processes", "3", "--runner=DataflowRunner") == 3
     assert options.decode_processes(options.BalanceOptions([]), "inception_v3") == 0  # large inputs, the model is the cost
     assert resolved("--decode_processes", "0") == 0

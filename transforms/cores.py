@@ -59,6 +59,9 @@ def process_pool(processes: int, initializer=None) -> ProcessPoolExecutor:
     """
     with _LOCK:
         pool = _PROCESSES.get((processes, initializer))
+        if pool is not None and not _healthy(pool):  # a worker died while the pool sat idle
+            pool.shutdown(wait=False, cancel_futures=True)
+            pool = None
         if pool is None:
             pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("fork"),
                                        initializer=_start_worker, initargs=(os.getpid(), initializer))
@@ -67,6 +70,10 @@ def process_pool(processes: int, initializer=None) -> ProcessPoolExecutor:
                 list(pool.map(int, range(processes)))  # starts every worker now
             _PROCESSES[processes, initializer] = pool
         return pool
+
+
+def _healthy(pool: ProcessPoolExecutor) -> bool:
+    return not pool._broken and all(p.is_alive() for p in pool._processes.values())
 
 
 def drop_broken(pool: Executor) -> None:
@@ -140,3 +147,6 @@ def map_ahead(pool: Executor | None, fn, items, depth: int):
     except BrokenProcessPool:
         drop_broken(pool)
         raise
+    finally:  # stopped early (an error, or the consumer closed us): what is still queued is not needed
+        for _, left in pending:
+            left.cancel()
