@@ -35,7 +35,7 @@ EMBED_CHUNK = 32  # images per forward pass
 # within a unit and wait at its end, so with them long units keep them busy (16: pass 1 of
 # 20,000 images ~0.5-1 s shorter than with 4, and a million images still make 500
 # units); without them (Dataflow, Flink) shorter units spread the work wider.
-UNIT_BATCHES = {True: 16, False: 4}
+UNIT_BATCHES, UNIT_BATCHES_ALONE = 16, 4
 
 def _read_unit(unit, spec: ReadSpec):
     """Raw image batches of a unit: a group of image files, a Parquet row group or a TFRecord file."""
@@ -144,7 +144,7 @@ class ReadImageCorpus(beam.PTransform):
                 | "SpreadFolders" >> beam.Reshuffle()
                 | "List" >> beam.FlatMapTuple(image_folders.class_images)  # (label, path), as Keras indexes them
                 | "Spread" >> beam.Reshuffle()
-                | "Group" >> beam.BatchElements(min_batch_size=16, max_batch_size=UNIT_BATCHES[self.processes > 0] * spec.image_batch_size)
+                | "Group" >> beam.BatchElements(min_batch_size=16, max_batch_size=(UNIT_BATCHES if self.processes else UNIT_BATCHES_ALONE) * spec.image_batch_size)
                 | "Unit" >> beam.Map(lambda files: ("files", sorted(files)))
             )
         else:

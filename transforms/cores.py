@@ -13,7 +13,6 @@ import time
 import warnings
 from collections import deque
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 
 _POOL: ThreadPoolExecutor | None = None
 _PROCESSES: dict[tuple, ProcessPoolExecutor] = {}  # by (processes, initializer)
@@ -54,12 +53,12 @@ def process_pool(processes: int, initializer=None) -> ProcessPoolExecutor:
     Beam included: seconds per worker), a forked one starts with what is loaded. The
     workers are made at once, when the pool is (the job makes it before the pipeline
     runs, while it has no other threads). Each exits when its parent is gone, even after
-    a kill -9. A pool whose worker died is dropped: `rebuilt` says so and the next call
-    makes a new one.
+    a kill -9. A pool one of whose workers died (its tasks raise BrokenProcessPool) is
+    replaced by the next call.
     """
     with _LOCK:
         pool = _PROCESSES.get((processes, initializer))
-        if pool is not None and not _healthy(pool):  # a worker died while the pool sat idle
+        if pool is not None and not _healthy(pool):  # a worker died, in a task or while the pool sat idle
             pool.shutdown(wait=False, cancel_futures=True)
             pool = None
         if pool is None:
@@ -74,15 +73,6 @@ def process_pool(processes: int, initializer=None) -> ProcessPoolExecutor:
 
 def _healthy(pool: ProcessPoolExecutor) -> bool:
     return not pool._broken and all(p.is_alive() for p in pool._processes.values())
-
-
-def drop_broken(pool: Executor) -> None:
-    """Forgets a pool one of whose workers died, so that the next job makes a new one."""
-    with _LOCK:
-        for key, p in list(_PROCESSES.items()):
-            if p is pool:
-                del _PROCESSES[key]
-    pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _start_worker(parent: int, initializer) -> None:
@@ -117,8 +107,7 @@ def map_ahead(pool: Executor | None, fn, items, depth: int):
     each call made here, when its result is asked for).
 
     When `items` raises part-way, the results of the items before it are yielded first,
-    then its error is raised; a call that fails raises its error in its turn. A pool
-    whose worker died is dropped (`drop_broken`) before the error goes up.
+    then its error is raised; a call that fails raises its error in its turn.
     """
     if pool is None:
         for tag, arg in items:
@@ -133,20 +122,19 @@ def map_ahead(pool: Executor | None, fn, items, depth: int):
             except StopIteration:
                 break
             except Exception:
-                while pending:
-                    tag0, done = pending.popleft()
-                    yield tag0, done.result()
+                yield from _results(pending)
                 raise
             pending.append((tag, pool.submit(fn, arg)))
             if len(pending) > depth:
-                tag0, done = pending.popleft()
-                yield tag0, done.result()
-        while pending:
-            tag0, done = pending.popleft()
-            yield tag0, done.result()
-    except BrokenProcessPool:
-        drop_broken(pool)
-        raise
+                yield from _results(pending, 1)
+        yield from _results(pending)
     finally:  # stopped early (an error, or the consumer closed us): what is still queued is not needed
         for _, left in pending:
             left.cancel()
+
+
+def _results(pending: deque, count: int | None = None):
+    """(tag, result) of the first `count` (all) pending calls, taken off `pending` in order."""
+    for _ in range(len(pending) if count is None else count):
+        tag, done = pending.popleft()
+        yield tag, done.result()
