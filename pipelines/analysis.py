@@ -105,7 +105,7 @@ def analyze(p: beam.Pipeline, cfg: BalanceConfig, staging: str, dim, resample: b
     if cfg.clusters > 1:  # the random strategies resample each class as one group
         good, _, _ = read(2)
         centroids = beam.pvalue.AsDict(good | "Pass2Centroids" >> stages.ClassCentroids(
-            rule, cfg.kmeans_sample, cfg.clusters, dim, beam.pvalue.AsDict(counts)))
+            rule, cfg.kmeans_sample, cfg.clusters, dim, beam.pvalue.AsDict(counts), cfg.fit_processes))
     models = beam.pvalue.AsDict(counts | "ClassModels" >> beam.Map(stages.with_centroids, centroids))
 
     good, rejected, read_total = read(3, count=not resample)

@@ -113,13 +113,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "image/encoded). --input_format images reads a folder with one sub-folder per class.")
     g.add_argument("--max_pixels", type=int, default=None,
                    help=f"Images with more pixels are rejected before decoding (default {DEFAULT_MAX_PIXELS}).")
-    g.add_argument("--decode_processes", default="auto", metavar="N|auto",
-                   help="Image corpora: processes forked from each worker to decode pass 1's batches (0: "
-                        "decode in the worker; each process holds one image decoded at a time). Default auto: "
-                        "the cores, at most 4, when every bundle runs in this process (DirectRunner or "
-                        "FnApiRunner, in_memory or multi_threading) on Linux with --cluster_on thumbnail; "
-                        "else 0 (Dataflow and Flink already run a worker per core; InceptionV3 inputs are "
-                        "large and the model is the cost).")
+    g.add_argument("--processes", default="auto", metavar="N|auto",
+                   help="Processes forked from each worker for the work whose Python would hold one core: "
+                        "decoding pass 1's image batches (--cluster_on thumbnail; InceptionV3 inputs are "
+                        "large and the model is the cost) and the k-means fits, a pool of N for each (0: "
+                        "all in the worker's own process). Default auto: the cores, at most 4, when every "
+                        "bundle runs in this process (DirectRunner or FnApiRunner, in_memory or "
+                        "multi_threading) on Linux; else 0 (Dataflow and Flink already run a worker per core).")
     g.add_argument("--reject_unreadable_files", action="store_true",
                    help="Reject a file that cannot be read (one rejected entry) instead of failing the job.")
     g = parser.add_argument_group("balancing")
@@ -206,7 +206,17 @@ class BalanceConfig:
     keep_embeddings: bool = False
     image_batch_size: int = 128
     progress_seconds: float = 15.0
-    decode_processes: int = 0
+    processes: int = 0
+
+    @property
+    def decode_processes(self) -> int:
+        """Processes decoding pass 1's image batches: thumbnails only."""
+        return self.processes if self.payload == "image" and self.cluster_on == "thumbnail" else 0
+
+    @property
+    def fit_processes(self) -> int:
+        """Processes fitting the k-means models: the cluster strategy only."""
+        return self.processes if self.clusters > 1 else 0
 
     @property
     def payload(self) -> str:
@@ -301,7 +311,6 @@ class BalanceConfig:
             planning.check_spec(o.strategy, target, target_counts)
         except planning.SpecError as e:
             raise ValueError(as_flags(e)) from None
-        processes = decode_processes(o, cluster_on)  # checked whatever the corpus
         given = {f.name: getattr(o, f.name) for f in fields(cls) if hasattr(o, f.name)}
         return cls(**given | {  # flags as given, except those resolved above
             "input": input_path,
@@ -313,7 +322,7 @@ class BalanceConfig:
             "target_counts": target_counts,
             "max_pixels": o.max_pixels or DEFAULT_MAX_PIXELS,
             "cluster_on": cluster_on,
-            "decode_processes": processes if images else 0,
+            "processes": processes(o),
         })
 
 
@@ -330,20 +339,20 @@ def runs_here(o: PipelineOptions) -> bool:
             and environment in ("", "LOOPBACK", "BEAM:ENV:EMBEDDED_PYTHON:V1"))
 
 
-def decode_processes(o: PipelineOptions, cluster_on: str = "thumbnail") -> int:
-    """--decode_processes resolved: auto is this machine's cores (at most 4) for thumbnails
-    where every bundle runs in this process (`runs_here`) and fork is safe, else 0."""
-    value = str(o.decode_processes).strip().lower()
+def processes(o: PipelineOptions) -> int:
+    """--processes resolved: auto is this machine's cores (at most 4) where every bundle
+    runs in this process (`runs_here`) and fork is safe, else 0."""
+    value = str(o.processes).strip().lower()
     if value == "auto":
-        return worker_threads() if runs_here(o) and can_fork() and cluster_on == "thumbnail" else 0
+        return worker_threads() if runs_here(o) and can_fork() else 0
     try:
         n = int(value)
     except ValueError:
         n = -1
     if n < 0:
-        raise ValueError(f"--decode_processes must be auto or a whole number, 0 or more. Received: {o.decode_processes!r}")
+        raise ValueError(f"--processes must be auto or a whole number, 0 or more. Received: {o.processes!r}")
     if n and not can_fork():
-        raise ValueError(f"--decode_processes {n} forks, which is safe on Linux only: pass 0 here.")
+        raise ValueError(f"--processes {n} forks, which is safe on Linux only: pass 0 here.")
     return n
 
 

@@ -159,14 +159,19 @@ class _BottomMFn(MergeableFn):
 
 
 class _FitKMeans:
-    """(label, sample) -> (label, centroids); run by ThreadedMap, several classes at once."""
+    """(label, sample) -> (label, centroids); run by ThreadedMap, several classes at once,
+    each fitted here or, with `processes`, on a forked process (kmeans.fit_pool)."""
 
-    def __init__(self, k: int, seed: int):
-        self.k, self.seed = k, seed
+    def __init__(self, k: int, seed: int, processes: int = 0):
+        self.k, self.seed, self.processes = k, seed, processes
 
     def __call__(self, item, counts):
         label, sample = item
-        centroids = kmeans.fit_centroids(sample, self.k, hashing.seed_for(self.seed, label))
+        args = (sample, self.k, hashing.seed_for(self.seed, label))
+        if self.processes:
+            centroids = kmeans.fit_pool(self.processes).submit(kmeans.fit_centroids, *args).result()
+        else:
+            centroids = kmeans.fit_centroids(*args)
         c = counts[label]
         log.info("class %r: %d records, %d in train, %d clusters fitted on %d rows", short_label(label), c["count"],
                  c["train"], len(centroids), len(sample))
@@ -181,16 +186,17 @@ class ClassCentroids(beam.PTransform):
     whatever the corpus size or the bundling, instead of up to m per bundle and class.
     """
 
-    def __init__(self, rule: HoldoutRule, m: int, k: int, dim, counts):
+    def __init__(self, rule: HoldoutRule, m: int, k: int, dim, counts, processes: int = 0):
         super().__init__()
-        self.rule, self.m, self.k, self.dim, self.counts = rule, m, k, dim, counts
+        self.rule, self.m, self.k, self.dim, self.counts, self.processes = rule, m, k, dim, counts, processes
 
     def expand(self, good):
         return (
             good
             | "Candidates" >> beam.ParDo(_SampleCandidates(self.rule, self.m), self.counts, self.dim)
             | "BottomM" >> beam.CombinePerKey(_BottomMFn())
-            | "FitKMeans" >> beam.ParDo(ThreadedMap(_FitKMeans(self.k, self.rule.seed)), self.counts)
+            | "FitKMeans" >> beam.ParDo(ThreadedMap(_FitKMeans(self.k, self.rule.seed, self.processes),
+                                                    self.processes or None), self.counts)
         )
 
 

@@ -1,4 +1,4 @@
-"""transforms.cores: the decode process pool, map_ahead's order and errors, --decode_processes."""
+"""transforms.cores: the process pools (decoding, k-means fits), map_ahead's order and errors, --processes."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import replace
 
 import pytest
 
@@ -141,19 +142,50 @@ def test_a_forked_child_does_not_use_the_parents_pools():
 
 
 def resolved(*argv):
-    return options.decode_processes(options.BalanceOptions(list(argv)))
+    return options.processes(options.BalanceOptions(list(argv)))
 
 
-def test_decode_processes_auto_is_the_cores_on_the_local_runner_only():
+def test_processes_auto_is_the_cores_on_the_local_runner_only():
     cores_here = cores.worker_threads()
     assert resolved() == resolved("--runner=FnApiRunner") == resolved("--runner=DirectRunner") == cores_here
     assert resolved("--direct_running_mode=multi_threading", "--direct_num_workers=2") == cores_here
     assert resolved("--direct_running_mode=multi_processing", "--direct_num_workers=2") == 0
     assert resolved("--runner=DataflowRunner") == resolved("--runner=FlinkRunner") == 0
     assert resolved("--environment_type=DOCKER") == resolved("--environment_type=PROCESS") == 0
-    assert resolved("--decode_processes", "3", "--runner=DataflowRunner") == 3
-    assert options.decode_processes(options.BalanceOptions([]), "inception_v3") == 0  # large inputs, the model is the cost
-    assert resolved("--decode_processes", "0") == 0
+    assert resolved("--processes", "3", "--runner=DataflowRunner") == 3
+    assert resolved("--processes", "0") == 0
     for bad in ("-1", "two", "1.5"):
-        with pytest.raises(ValueError, match=f"--decode_processes must be auto or a whole number.*{bad}"):
-            resolved("--decode_processes", bad)
+        with pytest.raises(ValueError, match=f"--processes must be auto or a whole number.*{bad}"):
+            resolved("--processes", bad)
+
+
+def test_which_work_goes_to_the_processes():
+    images = options.BalanceConfig(input="in", output="out", input_format="images", cluster_on="thumbnail", processes=3)
+    assert (images.decode_processes, images.fit_processes) == (3, 3)
+    embedded = replace(images, cluster_on="inception_v3")
+    assert (embedded.decode_processes, embedded.fit_processes) == (0, 3)  # large inputs, the model is the cost
+    random = replace(images, strategy="oversample")
+    assert (random.decode_processes, random.fit_processes) == (3, 0)  # no k-means
+    vectors = options.BalanceConfig(input="in", output="out", input_format="parquet", processes=3)
+    assert (vectors.decode_processes, vectors.fit_processes) == (0, 3)
+
+
+def test_the_command_line_ends_with_its_summary_and_leaves_no_worker_behind(tmp_path):
+    """The job ends with os._exit once its output is written: the summary and the log are
+    still printed in full, and its process pools (--processes 2: the k-means fits) are shut
+    down first, not left to their watch."""
+    from conftest import write_parquet_corpus
+
+    corpus = write_parquet_corpus(str(tmp_path / "corpus"), files=1)
+    job = subprocess.Popen([sys.executable, "-m", "pipelines.balance", "--input", corpus, "--output",
+                            str(tmp_path / "out"), "--runner=FnApiRunner", "--processes", "2"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = job.communicate(timeout=300)
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+    assert job.returncode == 0, err[-3000:]
+    assert "clusters fitted" in err and "Done in" in out and out.rstrip().endswith("cluster sizes per class")
+    with pytest.raises(ProcessLookupError):  # nothing of its process group is left
+        os.killpg(job.pid, 0)

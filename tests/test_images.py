@@ -231,29 +231,37 @@ def test_large_images_decode_on_threads_with_the_same_results(monkeypatch):
     assert one[0][0].any() and not one[0][3].any()
 
 
-def test_decoding_on_processes_gives_the_same_output(tmp_path, monkeypatch):
-    """Pass 1 decoding on forked processes, batches ahead, writes the same records and rejections as in-process."""
-    from transforms import cores
+def test_decoding_and_fitting_on_processes_gives_the_same_output(tmp_path, monkeypatch):
+    """Pass 1 decoding (batches ahead) and the k-means fits on forked processes write the same
+    records and rejections as in-process."""
+    from transforms import cores, kmeans
 
     pools, real = [], cores.map_ahead
+    fit_pools, real_fit_pool = [], kmeans.fit_pool
 
     def recorded(pool, *args):
         pools.append(pool)
         return real(pool, *args)
 
+    def recorded_fit_pool(processes):
+        fit_pools.append(real_fit_pool(processes))
+        return fit_pools[-1]
+
     monkeypatch.setattr(cores, "map_ahead", recorded)
+    monkeypatch.setattr(kmeans, "fit_pool", recorded_fit_pool)
     blobs = corpus_blobs() + [("dog", name, data) for name, data, _ in bad_images()]
     folder = write_folder(tmp_path / "imgs", blobs)
     runs = {}
     for processes in ("0", "2"):
         out = tmp_path / f"out{processes}"
         m = run_job(folder, out, "--input_format", "images", "--max_pixels", "100000", "--clusters_per_class", "2",
-                    "--output_format", "parquet", "--image_batch_size", "4", "--decode_processes", processes)
+                    "--output_format", "parquet", "--image_batch_size", "4", "--processes", processes)
         lines = [json.loads(x) for f in glob.glob(str(out / "rejected/*.jsonl")) for x in open(f)]
         runs[processes] = (m["totals"], [c["clusters"] for c in m["classes"]],
                            sorted((os.path.basename(x["source"]), x["reason"]) for x in lines),
                            sorted(zip(*(shard_images(str(out), m).column(c).to_pylist() for c in ("id", "cluster")),
                                       strict=True)))
     assert pools and pools[0] is None and pools[-1] is images.decode_pool(2)  # in-process, then two processes
+    assert fit_pools and all(pool is real_fit_pool(2) for pool in fit_pools)  # the second run's fits only
     assert runs["0"] == runs["2"]
     assert runs["2"][0]["rejected"] == sum(1 for *_, f in bad_images() if f) and runs["2"][3]

@@ -1,3 +1,7 @@
+import subprocess
+import sys
+import textwrap
+
 import numpy as np
 
 from transforms import kmeans
@@ -48,3 +52,32 @@ def test_assign_does_not_depend_on_batch():
 def test_assign_exact_tie_goes_to_lower_id():
     c = np.array([[0.0, 0.0], [2.0, 0.0]], np.float32)
     assert kmeans.assign(np.array([[1.0, 0.0]], np.float32), c).tolist() == [0]
+
+
+def test_distinct_rows_counts_past_a_repetitive_head():
+    x = np.repeat(np.arange(6, dtype=np.float32)[:, None], 50, axis=0)  # 6 distinct, each 50 times in a row
+    assert kmeans.distinct_rows(x, 8) == 6 and kmeans.distinct_rows(x, 4) == 4
+    assert kmeans.distinct_rows(x[:0], 8) == 0
+
+
+def test_fits_on_forked_processes_equal_fits_here_even_after_openmp_ran_here():
+    """The fit pool forks from a process that may have run OpenMP on several threads
+    (GNU OpenMP's pool does not survive a fork): its fits must neither hang nor differ."""
+    script = textwrap.dedent("""
+        import numpy as np
+        from sklearn.cluster import KMeans
+        from threadpoolctl import threadpool_limits
+        from transforms import kmeans
+
+        rng = np.random.default_rng(0)
+        samples = [rng.normal(size=(n, 8)).astype(np.float32) for n in (5000, 3000, 40)]
+        with threadpool_limits(2, user_api="openmp"):
+            KMeans(4, n_init=1, random_state=0).fit(samples[0])  # OpenMP's threads started here
+        here = [kmeans.fit_centroids(s, 4, i) for i, s in enumerate(samples)]
+        pool = kmeans.fit_pool(2)
+        there = [pool.submit(kmeans.fit_centroids, s, 4, i).result(timeout=120) for i, s in enumerate(samples)]
+        assert all(np.array_equal(a, b) for a, b in zip(here, there, strict=True))
+        print("same")
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0 and done.stdout.strip() == "same", done.stderr[-2000:]

@@ -71,6 +71,17 @@ def process_pool(processes: int, initializer=None) -> ProcessPoolExecutor:
         return pool
 
 
+def shutdown_pools() -> None:
+    """Ends this process's pools; they wait for the tasks they hold, and a later call makes new ones."""
+    global _POOL
+    with _LOCK:
+        pools = [*_PROCESSES.values(), *([_POOL] if _POOL else [])]
+        _PROCESSES.clear()
+        _POOL = None
+    for pool in pools:
+        pool.shutdown(wait=True)
+
+
 def _healthy(pool: ProcessPoolExecutor) -> bool:
     return not pool._broken and all(p.is_alive() for p in pool._processes.values())
 

@@ -1,17 +1,22 @@
 """Per-class k-means: fit on a bounded sample, assign every row, vectorised.
 
 Fitting uses scikit-learn's MiniBatchKMeans with large mini-batches, seeded from
-(seed, class). Assignment is the nearest centroid by squared Euclidean distance,
-computed with one matrix product per batch; rows whose two nearest centroids are
-too close to call in floating point are re-decided exactly, so the cluster of a
-row never depends on the batch it arrived in.
+(seed, class), on one OpenMP thread: the fit is the same on any machine, and classes
+fit side by side instead (on threads, or on forked processes: `fit_pool`). Assignment
+is the nearest centroid by squared Euclidean distance, computed with one matrix
+product per batch; rows whose two nearest centroids are too close to call in floating
+point are re-decided exactly, so the cluster of a row never depends on the batch it
+arrived in.
 """
 
 from __future__ import annotations
 
+import threading
 import warnings
 
 import numpy as np
+
+from transforms.cores import process_pool
 
 FIT_BATCH = 32768  # mini-batch rows; large batches match full KMeans at a fraction of the time
 TIE_TOLERANCE = 1e-6
@@ -19,10 +24,9 @@ TIE_TOLERANCE = 1e-6
 
 def distinct_rows(x: np.ndarray, limit: int) -> int:
     """Number of distinct rows of x, counting no further than `limit`."""
-    if len(x) == 0:
-        return 0
-    seen = np.unique(np.ascontiguousarray(x).view(np.dtype((np.void, x.dtype.itemsize * x.shape[1]))))
-    return min(limit, len(seen))
+    rows = np.ascontiguousarray(x).view(np.dtype((np.void, x.dtype.itemsize * x.shape[1])))
+    head = len(np.unique(rows[: 4 * limit]))  # usually enough, without sorting the whole sample
+    return limit if head >= limit else min(limit, len(np.unique(rows)))
 
 
 def fit_centroids(sample: np.ndarray, k: int, seed: int) -> np.ndarray:
@@ -34,6 +38,7 @@ def fit_centroids(sample: np.ndarray, k: int, seed: int) -> np.ndarray:
       seed: the class's seed (see hashing.seed_for).
     """
     from sklearn.cluster import MiniBatchKMeans
+    from threadpoolctl import threadpool_limits
 
     sample = np.asarray(sample, dtype=np.float32)
     if len(sample) == 0:
@@ -48,13 +53,37 @@ def fit_centroids(sample: np.ndarray, k: int, seed: int) -> np.ndarray:
         n_init=3,
         max_no_improvement=10,
     )
-    with warnings.catch_warnings():
+    # One OpenMP thread: scikit-learn's sums over threads would tie the fit to the machine's
+    # cores; the limit is this thread's own, so fits on other threads keep theirs.
+    with warnings.catch_warnings(), threadpool_limits(1, user_api="openmp"):
         warnings.simplefilter("ignore")  # ConvergenceWarning on tiny or degenerate samples
         model.fit(sample)
     centroids = model.cluster_centers_.astype(np.float32)
     # Canonical order (lexicographic) so ids do not depend on sklearn internals.
     order = np.lexsort(centroids.T[::-1])
     return centroids[order]
+
+
+def fit_pool(processes: int):
+    """Forked processes that run `fit_centroids`, one class each at a time.
+
+    Each worker imports scikit-learn on a thread of its own as it starts, so the import
+    (~2 s) is done, on another core, by the time the job's first fit arrives, and the job's
+    own process never imports it; BLAS runs on one thread in each (the processes are the
+    parallelism). Made before the runner starts, like the decode pool (cores.process_pool).
+    """
+    return process_pool(processes, _prepare_fit_worker)
+
+
+def _prepare_fit_worker() -> None:
+    threading.Thread(target=_import_for_fits, name="import-scikit-learn", daemon=True).start()
+
+
+def _import_for_fits() -> None:
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1, user_api="blas")  # process-wide for BLAS
+    import sklearn.cluster  # noqa: F401 - the first fit waits on this import, not on a second one
 
 
 def assign(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
