@@ -12,6 +12,7 @@ fix as one line with exit status 2.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import logging
 import os
@@ -136,10 +137,10 @@ def execute(job: Job, build_graph: Callable, staging: str, written: str, test_pi
     started = time.time()
     beam_memos.install()
     if runs_here(job.options):  # the pools forked now, before the runner's own threads
-        if job.cfg.fit_processes:
-            fit_pool(job.cfg.fit_processes)  # first: its workers import scikit-learn while pass 1 runs
         if job.cfg.decode_processes:
             decode_pool(job.cfg.decode_processes)
+        if job.cfg.fit_processes:
+            fit_pool(job.cfg.fit_processes)  # its workers import scikit-learn while pass 1 runs
     p = test_pipeline or beam.Pipeline(options=job.options)
     build_graph(p, job.cfg, staging, job.dim, job.warnings)
     result = p.run()
@@ -176,10 +177,11 @@ def main(run: Callable) -> None:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     # Done: every file is written and closed. The interpreter's teardown of Beam's modules
-    # would take another ~0.5 s and change nothing, so the job ends here, its process pools
-    # shut down and its streams flushed first.
+    # would take another ~0.5 s and change nothing, so the job ends here, once its process
+    # pools are shut down, the exit handlers have run (Beam's stop a job server it started;
+    # logging's flush) and its streams are flushed.
     cores.shutdown_pools()
-    logging.shutdown()
+    atexit._run_exitfuncs()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)

@@ -15,6 +15,7 @@ inputs; pass 4 is pipelines/resample.py.
 from __future__ import annotations
 
 import logging
+from concurrent.futures.process import BrokenProcessPool
 
 import apache_beam as beam
 import numpy as np
@@ -160,7 +161,14 @@ class _BottomMFn(MergeableFn):
 
 class _FitKMeans:
     """(label, sample) -> (label, centroids); run by ThreadedMap, several classes at once,
-    each fitted here or, with `processes`, on a forked process (kmeans.fit_pool)."""
+    each fitted here or, with `processes`, on a forked process (kmeans.fit_pool).
+
+    A sample over POOL_SAMPLE_BYTES is fitted here: sending it would copy it twice (the
+    pickle, the worker's copy) for each fit in flight. When a fit worker dies, the fits
+    left are made here too: a new pool would fork from the running runner's threads.
+    """
+
+    POOL_SAMPLE_BYTES = 128 << 20  # 100,000 rows of 320 float32 values
 
     def __init__(self, k: int, seed: int, processes: int = 0):
         self.k, self.seed, self.processes = k, seed, processes
@@ -168,9 +176,14 @@ class _FitKMeans:
     def __call__(self, item, counts):
         label, sample = item
         args = (sample, self.k, hashing.seed_for(self.seed, label))
-        if self.processes:
-            centroids = kmeans.fit_pool(self.processes).submit(kmeans.fit_centroids, *args).result()
-        else:
+        centroids = None
+        if self.processes and np.asarray(sample).nbytes <= self.POOL_SAMPLE_BYTES:
+            try:
+                centroids = kmeans.fit_pool(self.processes).submit(kmeans.fit_centroids, *args).result()
+            except BrokenProcessPool:
+                log.warning("a k-means process died; the fits left run in this process")
+                self.processes = 0
+        if centroids is None:
             centroids = kmeans.fit_centroids(*args)
         c = counts[label]
         log.info("class %r: %d records, %d in train, %d clusters fitted on %d rows", short_label(label), c["count"],

@@ -170,10 +170,19 @@ def test_which_work_goes_to_the_processes():
     assert (vectors.decode_processes, vectors.fit_processes) == (0, 3)
 
 
-def test_the_command_line_ends_with_its_summary_and_leaves_no_worker_behind(tmp_path):
-    """The job ends with os._exit once its output is written: the summary and the log are
-    still printed in full, and its process pools (--processes 2: the k-means fits) are shut
-    down first, not left to their watch."""
+def test_shutdown_pools_ends_the_workers_at_once():
+    cores.shared_pool()
+    pids = [p for pool in (cores.process_pool(2), cores.process_pool(3)) for p in pool._processes]
+    cores.shutdown_pools()
+    assert not any(_alive(p) for p in pids)  # gone now, not after their watch notices a parent gone
+    assert cores._POOL is None and not cores._PROCESSES
+    assert list(cores.process_pool(2).map(abs, [-3])) == [3]  # a later call makes new pools
+
+
+def test_the_command_line_ends_with_its_summary(tmp_path):
+    """The job ends with os._exit once its output is written (after cores.shutdown_pools and
+    the exit handlers): the summary and the log are still printed in full, and nothing of its
+    process group is left."""
     from conftest import write_parquet_corpus
 
     corpus = write_parquet_corpus(str(tmp_path / "corpus"), files=1)

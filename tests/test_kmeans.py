@@ -60,24 +60,64 @@ def test_distinct_rows_counts_past_a_repetitive_head():
     assert kmeans.distinct_rows(x[:0], 8) == 0
 
 
-def test_fits_on_forked_processes_equal_fits_here_even_after_openmp_ran_here():
-    """The fit pool forks from a process that may have run OpenMP on several threads
-    (GNU OpenMP's pool does not survive a fork): its fits must neither hang nor differ."""
+def test_fits_on_forked_processes_equal_fits_here_before_and_after_openmp_ran_here():
+    """As in the job, the pool forks before this process imports scikit-learn, and the first
+    fits arrive while the workers still import it; a second pool forks after OpenMP ran here
+    on several threads (GNU OpenMP's threads do not survive a fork). Neither hangs, and both
+    fit what this process fits."""
     script = textwrap.dedent("""
+        import sys
         import numpy as np
-        from sklearn.cluster import KMeans
-        from threadpoolctl import threadpool_limits
         from transforms import kmeans
 
         rng = np.random.default_rng(0)
-        samples = [rng.normal(size=(n, 8)).astype(np.float32) for n in (5000, 3000, 40)]
-        with threadpool_limits(2, user_api="openmp"):
-            KMeans(4, n_init=1, random_state=0).fit(samples[0])  # OpenMP's threads started here
-        here = [kmeans.fit_centroids(s, 4, i) for i, s in enumerate(samples)]
+        samples = [rng.normal(size=(n, d)).astype(np.float32) for n, d in ((50000, 256), (3000, 8), (40, 8))]
+        args = [(s, 4, i) for i, s in enumerate(samples)]
         pool = kmeans.fit_pool(2)
-        there = [pool.submit(kmeans.fit_centroids, s, 4, i).result(timeout=120) for i, s in enumerate(samples)]
-        assert all(np.array_equal(a, b) for a, b in zip(here, there, strict=True))
+        assert "sklearn" not in sys.modules
+        first = [pool.submit(kmeans.fit_centroids, *a) for a in args]  # while the workers import
+        first = [f.result(timeout=120) for f in first]
+        from sklearn.cluster import KMeans
+        from threadpoolctl import threadpool_limits
+        with threadpool_limits(2):
+            KMeans(4, n_init=1, random_state=0).fit(samples[0])  # OpenMP's and BLAS's threads started here
+        here = [kmeans.fit_centroids(*a) for a in args]
+        later = [kmeans.fit_pool(3).submit(kmeans.fit_centroids, *a).result(timeout=120) for a in args]
+        assert all(np.array_equal(a, b) and np.array_equal(a, c) for a, b, c in zip(here, first, later, strict=True))
         print("same")
     """)
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stdout.strip() == "same", done.stderr[-2000:]
+
+
+def _fit_kmeans_stage(processes=2):
+    from pipelines import stages
+
+    return stages._FitKMeans(4, seed=7, processes=processes)
+
+
+def test_a_dead_fit_worker_leaves_the_fits_to_this_process(monkeypatch):
+    from concurrent.futures.process import BrokenProcessPool
+
+    class DeadPool:
+        def submit(self, *args):
+            raise BrokenProcessPool("a worker died")
+
+    x = blobs(2000, 3)
+    counts = {"c": {"count": 2000, "train": 2000}}
+    fit = _fit_kmeans_stage()
+    monkeypatch.setattr(kmeans, "fit_pool", lambda processes: DeadPool())
+    label, centroids = fit(("c", x), counts)
+    assert label == "c" and np.array_equal(centroids, _fit_kmeans_stage(0)(("c", x), counts)[1])
+    assert fit.processes == 0  # no new pool is forked from the running job
+
+
+def test_a_sample_too_large_to_send_is_fitted_here(monkeypatch):
+    def no_pool(processes):
+        raise AssertionError("the sample was sent to the pool")
+
+    x = blobs(2000, 4)
+    fit = _fit_kmeans_stage()
+    monkeypatch.setattr(kmeans, "fit_pool", no_pool)
+    monkeypatch.setattr(type(fit), "POOL_SAMPLE_BYTES", x.nbytes - 1)
+    assert len(fit(("c", x), {"c": {"count": 2000, "train": 2000}})[1]) == 4

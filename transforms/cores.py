@@ -1,6 +1,7 @@
 """How many threads a worker's own parallel work uses (decoding, fits, merges), the one
 thread pool that runs the short tasks of that work (runs of images to decode), and the
-process pool that decodes images where per-image Python work would hold the GIL."""
+forked process pools for work whose Python would hold the GIL (decoding images, the
+k-means fits: see images.decode_pool and kmeans.fit_pool)."""
 
 from __future__ import annotations
 

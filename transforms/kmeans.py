@@ -38,7 +38,6 @@ def fit_centroids(sample: np.ndarray, k: int, seed: int) -> np.ndarray:
       seed: the class's seed (see hashing.seed_for).
     """
     from sklearn.cluster import MiniBatchKMeans
-    from threadpoolctl import threadpool_limits
 
     sample = np.asarray(sample, dtype=np.float32)
     if len(sample) == 0:
@@ -53,9 +52,7 @@ def fit_centroids(sample: np.ndarray, k: int, seed: int) -> np.ndarray:
         n_init=3,
         max_no_improvement=10,
     )
-    # One OpenMP thread: scikit-learn's sums over threads would tie the fit to the machine's
-    # cores; the limit is this thread's own, so fits on other threads keep theirs.
-    with warnings.catch_warnings(), threadpool_limits(1, user_api="openmp"):
+    with warnings.catch_warnings(), _one_openmp_thread():
         warnings.simplefilter("ignore")  # ConvergenceWarning on tiny or degenerate samples
         model.fit(sample)
     centroids = model.cluster_centers_.astype(np.float32)
@@ -64,13 +61,28 @@ def fit_centroids(sample: np.ndarray, k: int, seed: int) -> np.ndarray:
     return centroids[order]
 
 
+_OPENMP = None  # threadpoolctl's handle on scikit-learn's OpenMP, made at the first fit
+
+
+def _one_openmp_thread():
+    """One OpenMP thread for this thread while the fit runs: scikit-learn's sums over threads
+    would tie the fit to the machine's cores. The limit is the calling thread's own, so fits
+    on other threads keep theirs."""
+    global _OPENMP
+    if _OPENMP is None:  # once: a controller looks through every loaded library (~5 ms)
+        from threadpoolctl import ThreadpoolController
+
+        _OPENMP = ThreadpoolController().select(user_api="openmp")
+    return _OPENMP.limit(limits=1)
+
+
 def fit_pool(processes: int):
     """Forked processes that run `fit_centroids`, one class each at a time.
 
     Each worker imports scikit-learn on a thread of its own as it starts, so the import
     (~2 s) is done, on another core, by the time the job's first fit arrives, and the job's
-    own process never imports it; BLAS runs on one thread in each (the processes are the
-    parallelism). Made before the runner starts, like the decode pool (cores.process_pool).
+    own process need not import it; then BLAS runs on one thread in each (the processes are
+    the parallelism). Made before the runner starts, like the decode pool (cores.process_pool).
     """
     return process_pool(processes, _prepare_fit_worker)
 
@@ -80,10 +92,10 @@ def _prepare_fit_worker() -> None:
 
 
 def _import_for_fits() -> None:
+    import sklearn.cluster  # noqa: F401 - the first fit waits on this import, not on a second one
     from threadpoolctl import threadpool_limits
 
-    threadpool_limits(1, user_api="blas")  # process-wide for BLAS
-    import sklearn.cluster  # noqa: F401 - the first fit waits on this import, not on a second one
+    threadpool_limits(1, user_api="blas")  # process-wide, every BLAS loaded by now (numpy's, scipy's)
 
 
 def assign(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
