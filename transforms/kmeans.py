@@ -1,12 +1,12 @@
 """Per-class k-means: fit on a bounded sample, assign every row, vectorised.
 
 Fitting uses scikit-learn's MiniBatchKMeans with large mini-batches, seeded from
-(seed, class), on one OpenMP thread: the fit is the same on any machine, and classes
-fit side by side instead (on threads, or on forked processes: `fit_pool`). Assignment
-is the nearest centroid by squared Euclidean distance, computed with one matrix
-product per batch; rows whose two nearest centroids are too close to call in floating
-point are re-decided exactly, so the cluster of a row never depends on the batch it
-arrived in.
+(seed, class), on one OpenMP thread (its sums over threads would depend on the cores);
+classes fit side by side instead (on threads, or on forked processes: `fit_pool`).
+Assignment is the nearest centroid by squared Euclidean distance, computed with one
+matrix product per batch; rows whose two nearest centroids are too close to call in
+floating point are re-decided exactly, so the cluster of a row never depends on the
+batch it arrived in.
 """
 
 from __future__ import annotations
