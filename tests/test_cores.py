@@ -198,3 +198,19 @@ def test_the_command_line_ends_with_its_summary(tmp_path):
     assert "clusters fitted" in err and "Done in" in out and out.rstrip().endswith("cluster sizes per class")
     with pytest.raises(ProcessLookupError):  # nothing of its process group is left
         os.killpg(job.pid, 0)
+
+
+def test_threads_asking_for_the_shared_pool_at_once_get_one_pool(monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    class SlowToMake(ThreadPoolExecutor):  # widens the window in which two callers could both make one
+        def __init__(self, *args, **kwargs):
+            time.sleep(0.05)
+            super().__init__(*args, **kwargs)
+
+    cores.shutdown_pools()
+    monkeypatch.setattr(cores, "ThreadPoolExecutor", SlowToMake)
+    with ThreadPoolExecutor(8) as callers:
+        pools = list(callers.map(lambda _: cores.shared_pool(), range(64)))
+    assert len({id(p) for p in pools}) == 1
+    cores.shutdown_pools()

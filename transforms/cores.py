@@ -36,9 +36,10 @@ def shared_pool() -> ThreadPoolExecutor:
     decode): callers on different threads may share it without deadlock.
     """
     global _POOL
-    if _POOL is None:
-        _POOL = ThreadPoolExecutor(worker_threads(), thread_name_prefix="worker")
-    return _POOL
+    with _LOCK:  # two threads asking first make one pool, not one each
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(worker_threads(), thread_name_prefix="worker")
+        return _POOL
 
 
 def can_fork() -> bool:
