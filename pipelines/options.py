@@ -322,7 +322,7 @@ class BalanceConfig:
             "target_counts": target_counts,
             "max_pixels": o.max_pixels or DEFAULT_MAX_PIXELS,
             "cluster_on": cluster_on,
-            "processes": processes(o),
+            "processes": resolve_processes(o),
         })
 
 
@@ -339,7 +339,7 @@ def runs_here(o: PipelineOptions) -> bool:
             and environment in ("", "LOOPBACK", "BEAM:ENV:EMBEDDED_PYTHON:V1"))
 
 
-def processes(o: PipelineOptions) -> int:
+def resolve_processes(o: PipelineOptions) -> int:
     """--processes resolved: auto is this machine's cores (at most 4) where every bundle
     runs in this process (`runs_here`) and fork is safe, else 0."""
     value = str(o.processes).strip().lower()

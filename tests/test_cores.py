@@ -142,7 +142,7 @@ def test_a_forked_child_does_not_use_the_parents_pools():
 
 
 def resolved(*argv):
-    return options.processes(options.BalanceOptions(list(argv)))
+    return options.resolve_processes(options.BalanceOptions(list(argv)))
 
 
 def test_processes_auto_is_the_cores_on_the_local_runner_only():
