@@ -41,7 +41,7 @@ def pass_names(clusters: int, resample: bool = True) -> dict[int, str]:
 class Analysis:
     """What passes 1 to 3 leave for the job that built them."""
 
-    read: Callable  # read(n, count=False) -> (good, rejected, total read): pass n over the input
+    over_cache: Callable  # over_cache(n, work, *side, count=False, tags=()) -> (outputs, rejected, total read)
     dim: Any  # the vector length: an int, or a side input when the corpus decides it
     counts: beam.PCollection  # (label, {count, train, val, test, max_hold, bytes})
     models: Any  # side input: label -> counts and centroids
@@ -70,6 +70,9 @@ def check_targets(counts: list, strategy: str, target, target_counts: dict) -> l
 def analyze(p: beam.Pipeline, cfg: BalanceConfig, staging: str, dim, resample: bool = True) -> Analysis:
     """Passes 1 to 3 on pipeline `p`: class counts, centroids, cluster histograms.
 
+    Passes 2 and 3 (and the balance job's pass 4) run a function over each file of the
+    record cache (`over_cache`), on the pass processes when --processes gives some.
+
     With resample=False pass 3 is the job's last and counts the records it reads in the
     Beam counters (each record is counted once per job); with resample=True the targets
     are checked against the class counts before any k-means.
@@ -87,13 +90,13 @@ def analyze(p: beam.Pipeline, cfg: BalanceConfig, staging: str, dim, resample: b
         good, rejected, counted = p | "Pass1Read" >> reading.ReadCorpus(spec, dim, name=names[1])
     cache = beam.pvalue.AsList((good, rejected) | "Pass1Cache" >> record_cache.WriteCache(staging))
 
-    def reader(n, count):
+    def over_cache(n, work, *side, count=False, tags=()):
+        """Pass n over the cache: `work` on each file (record_cache.CachePass)."""
         columns = record_cache.ANALYSIS_COLUMNS if n in (2, 3) else None  # pass 4 writes every column
-        return p | f"Pass{n}Read" >> record_cache.ReadCache(spec.progress_seconds, cache, count, names[n], columns)
-
-    def read(n, count=False):
-        good, rejected, counted = reader(n, count)
-        return good, rejected, counted | f"Pass{n}Done" >> reading.PassDone(names[n])
+        out = p | f"Pass{n}Read" >> record_cache.CachePass(
+            names[n], spec.progress_seconds, cache, work, *side, count=count, columns=columns,
+            processes=cfg.pass_processes, tags=tags)
+        return out, out.rejected, out.counted | f"Pass{n}Done" >> reading.PassDone(names[n])
 
     _ = counted | "Pass1Done" >> reading.PassDone(names[1])
     counts = good | "Pass1ClassCounts" >> stages.ClassCounts(rule, cfg.keep_embeddings, dim)
@@ -103,15 +106,15 @@ def analyze(p: beam.Pipeline, cfg: BalanceConfig, staging: str, dim, resample: b
     duplicate_ids = good | "Pass1DuplicateIds" >> stages.DuplicateIds()
     centroids = None
     if cfg.clusters > 1:  # the random strategies resample each class as one group
-        good, _, _ = read(2)
-        centroids = beam.pvalue.AsDict(good | "Pass2Centroids" >> stages.ClassCentroids(
-            rule, cfg.kmeans_sample, cfg.clusters, dim, beam.pvalue.AsDict(counts), cfg.fit_processes))
+        out, _, _ = over_cache(2, stages.sample_candidates, rule, cfg.kmeans_sample, beam.pvalue.AsDict(counts), dim)
+        centroids = beam.pvalue.AsDict(out.out | "Pass2Centroids" >> stages.ClassCentroids(
+            cfg.clusters, rule.seed, beam.pvalue.AsDict(counts), cfg.fit_processes))
     models = beam.pvalue.AsDict(counts | "ClassModels" >> beam.Map(stages.with_centroids, centroids))
 
-    good, rejected, read_total = read(3, count=not resample)
+    out, rejected, read_total = over_cache(3, stages.bucket_histograms, rule, models, count=not resample)
     histograms = (
-        good
-        | "Pass3ClusterHistograms" >> stages.ClusterHistograms(rule, models)
+        out.out
+        | "Pass3ClusterHistograms" >> stages.ClusterHistograms()
         | "CollectHistograms" >> beam.combiners.ToList()
     )
-    return Analysis(read, dim, counts, models, histograms, rejected, read_total, duplicate_ids)
+    return Analysis(over_cache, dim, counts, models, histograms, rejected, read_total, duplicate_ids)

@@ -25,7 +25,7 @@ from pipelines.analysis import analyze
 from pipelines.flag_parser import FlagParser
 from pipelines.options import BalanceConfig, add_arguments
 from pipelines.report import ids_note, summary_table
-from pipelines.resample import Resample
+from pipelines.resample import Resample, resample
 from pipelines.threaded import ThreadedMap
 
 
@@ -35,11 +35,12 @@ def build(p: beam.Pipeline, cfg: BalanceConfig, staging: str, dim, warnings=()) 
     plan = a.histograms | "Plan" >> beam.Map(mf.make_plan, a.models, cfg, a.dim)
     # The paths this run will write go on its list before any is written (see output_dir).
     plan = beam.pvalue.AsSingleton(plan | "ListIntent" >> beam.Map(list_intent, cfg.formats, staging))
-    good, rejected, counted = a.read(4, count=True)
+    files, rejected, counted = a.over_cache(4, resample, cfg.holdout_rule, cfg.keep_embeddings, staging, a.models,
+                                            plan, count=True, tags=("boundary",))
     out, formats = cfg.output, cfg.formats
     return (
-        (good, rejected)
-        | "Pass4Resample" >> Resample(cfg.holdout_rule, cfg.keep_embeddings, staging, a.models, plan)
+        (files.out, files.boundary, rejected)
+        | "Pass4Resample" >> Resample(cfg.seed, cfg.keep_embeddings, staging, plan)
         | "ByShard" >> beam.Map(lambda f: (tuple(f[0]), f[1]))
         | "GroupFragments" >> beam.GroupByKey()
         | "MergeShards" >> beam.ParDo(

@@ -114,12 +114,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--max_pixels", type=int, default=None,
                    help=f"Images with more pixels are rejected before decoding (default {DEFAULT_MAX_PIXELS}).")
     g.add_argument("--processes", default="auto", metavar="N|auto",
-                   help="Processes forked from each worker for the work whose Python would hold one core: "
+                   help="Processes forked from each worker for the work whose Python would hold one core, "
+                        "a pool of N for each kind: passes 2 to 4 over the record cache (a file each), "
                         "decoding pass 1's image batches (--cluster_on thumbnail; InceptionV3 inputs are "
-                        "large and the model is the cost) and the k-means fits, a pool of N for each (0: "
-                        "all in the worker's own process). Default auto: the cores, at most 4, when every "
-                        "bundle runs in this process (DirectRunner or FnApiRunner, in_memory or "
-                        "multi_threading) on Linux; else 0 (Dataflow and Flink already run a worker per core).")
+                        "large and the model is the cost) and the k-means fits (0: all in the worker's "
+                        "own process). Default auto: the cores, at most 4, when every bundle runs in this "
+                        "process (DirectRunner or FnApiRunner, in_memory or multi_threading) on Linux; "
+                        "else 0 (Dataflow and Flink already run a worker per core).")
     g.add_argument("--reject_unreadable_files", action="store_true",
                    help="Reject a file that cannot be read (one rejected entry) instead of failing the job.")
     g = parser.add_argument_group("balancing")
@@ -217,6 +218,11 @@ class BalanceConfig:
     def fit_processes(self) -> int:
         """Processes fitting the k-means models: the cluster strategy only."""
         return self.processes if self.clusters > 1 else 0
+
+    @property
+    def pass_processes(self) -> int:
+        """Processes running passes 2 to 4 over the record cache, a file each: every job."""
+        return self.processes
 
     @property
     def payload(self) -> str:

@@ -21,26 +21,22 @@ from transforms import hashing, records, selection
 from transforms.stats import TEST, VAL, HoldoutRule
 
 
-class _Resample(beam.DoFn):
-    """Copies of each train row by its group's rule; val and test rows as they are."""
-
-    def __init__(self, rule: HoldoutRule, keep_embeddings: bool, staging: str):
-        self.rule, self.keep_embeddings, self.staging = rule, keep_embeddings, staging
-        self.holdout = Metrics.counter(NS, "records_holdout")
-        self.train = Metrics.counter(NS, "records_train_input")
-        self.written = Metrics.counter(NS, "records_written")
-
-    def start_bundle(self):
-        self.writer = shards.FragmentWriter(self.staging)
-
-    def process(self, good, models, plan):
-        seed = self.rule.seed
-        for label, _, held, train, clusters in split_and_assign(good, models, self.rule):
+def resample(batches, rule: HoldoutRule, keep_embeddings: bool, staging: str, models: dict, plan: dict):
+    """Pass 4 over some valid batches (a cache file): copies of each train row by its group's
+    rule, val and test rows as they are, into fragments. Returns (outputs, counters), as a
+    CachePass's work does: the fragments written, and ("boundary", ((label, cluster), rows))
+    for the rows of boundary buckets, which are settled per group."""
+    seed = rule.seed
+    writer = shards.FragmentWriter(staging)
+    boundary = []
+    counts = {"records_holdout": 0, "records_train_input": 0, "records_written": 0}
+    for good in batches:
+        for label, _, held, train, clusters in split_and_assign(good, models, rule):
             cp = plan["classes"][label]
-            self.holdout.inc(len(held[VAL]) + len(held[TEST]))
-            self.train.inc(len(train))
-            write_heldout(self.writer, "val", good, held[VAL], cp["index"], plan, seed, self.keep_embeddings)
-            write_heldout(self.writer, "test", good, held[TEST], cp["index"], plan, seed, self.keep_embeddings)
+            counts["records_holdout"] += len(held[VAL]) + len(held[TEST])
+            counts["records_train_input"] += len(train)
+            write_heldout(writer, "val", good, held[VAL], cp["index"], plan, seed, keep_embeddings)
+            write_heldout(writer, "test", good, held[TEST], cp["index"], plan, seed, keep_embeddings)
             u = hashing.decision(good["key"][train], seed, hashing.COPIES)
             copies = np.zeros(len(train), np.int64)
             pending = np.zeros(len(train), bool)
@@ -48,16 +44,12 @@ class _Resample(beam.DoFn):
                 in_c = clusters == c
                 copies[in_c], pending[in_c] = selection.copies_by_rule(u[in_c], cp["rules"][int(c)])
             done = ~pending
-            self.written.inc(int(copies[done].sum()))
-            write_train(self.writer, good, train[done], copies[done], clusters[done], cp, seed, self.keep_embeddings)
+            counts["records_written"] += int(copies[done].sum())
+            write_train(writer, good, train[done], copies[done], clusters[done], cp, seed, keep_embeddings)
             for c in np.unique(clusters[pending]):
                 rows = train[pending & (clusters == c)]
-                yield beam.pvalue.TaggedOutput("boundary", ((label, int(c)), records.take(good, rows)))
-        yield from self.writer.drain()
-
-    def finish_bundle(self):
-        for fragment in self.writer.flush():
-            yield windowed(fragment)
+                boundary.append(beam.pvalue.TaggedOutput("boundary", ((label, int(c)), records.take(good, rows))))
+    return writer.flush() + boundary, counts
 
 
 def write_train(writer, good, rows, copies, clusters, cp, seed: int, keep_embeddings: bool):
@@ -138,23 +130,19 @@ class _WriteRejected(beam.DoFn):
 
 
 class Resample(beam.PTransform):
-    """Pass 4: valid and rejected batches -> fragments (dest, path, rows)."""
+    """Pass 4's rest: (fragments and boundary rows from `resample`, rejected batches) -> fragments
+    (dest, path, rows): the boundary rows settled per group, the rejected rows written."""
 
-    def __init__(self, rule: HoldoutRule, keep_embeddings: bool, staging: str, models, plan):
+    def __init__(self, seed: int, keep_embeddings: bool, staging: str, plan):
         super().__init__()
-        self.rule, self.keep_embeddings, self.staging = rule, keep_embeddings, staging
-        self.models, self.plan = models, plan
+        self.seed, self.keep_embeddings, self.staging, self.plan = seed, keep_embeddings, staging, plan
 
     def expand(self, pcolls):
-        good, rejected = pcolls
-        out = good | "Resample" >> beam.ParDo(
-            _Resample(self.rule, self.keep_embeddings, self.staging), self.models, self.plan
-        ).with_outputs("boundary", main="fragments")
+        fragments, boundary, rejected = pcolls
         settled = (
-            out.boundary
+            boundary
             | "GatherBoundary" >> beam.GroupByKey()
-            | "SettleBoundary" >> beam.ParDo(_SettleBoundary(self.rule.seed, self.keep_embeddings, self.staging),
-                                             self.plan)
+            | "SettleBoundary" >> beam.ParDo(_SettleBoundary(self.seed, self.keep_embeddings, self.staging), self.plan)
         )
         bad = rejected | "WriteRejected" >> beam.ParDo(_WriteRejected(self.staging))
-        return (out.fragments, settled, bad) | "AllFragments" >> beam.Flatten()
+        return (fragments, settled, bad) | "AllFragments" >> beam.Flatten()

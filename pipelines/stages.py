@@ -2,14 +2,17 @@
 
   pass 1  ClassCounts       count, val / test / train sizes, hold-out top, bytes per class
           DuplicateIds      valid records whose id repeats another's
-  pass 2  ClassCentroids    candidates under a class-size-aware hash threshold ->
-                            bottom-m sample -> FitKMeans (per class, parallel) -> centroids
-  pass 3  ClusterHistograms hold-out, nearest centroid -> hash-bucket histograms per
-                            (class, cluster), from which the plan sets exact quotas
+  pass 2  sample_candidates candidates under a class-size-aware hash threshold, per file;
+          ClassCentroids    -> bottom-m sample -> FitKMeans (per class, parallel) -> centroids
+  pass 3  bucket_histograms hold-out, nearest centroid -> hash-bucket histograms per
+                            (class, cluster), per file; ClusterHistograms sums them, and
+                            the plan sets exact quotas from the sums
 
 Each stage receives the values it uses (the hold-out rule, k, m, the seed), not the
-job's configuration. What flows from one pass to the next is small and travels as side
-inputs; pass 4 is pipelines/resample.py.
+job's configuration. Passes 2 and 3 are functions of a cache file's batches, which
+record_cache.CachePass runs (on the pass processes where there are some). What flows
+from one pass to the next is small and travels as side inputs; pass 4 is
+pipelines/resample.py.
 """
 
 from __future__ import annotations
@@ -133,22 +136,21 @@ def sample_fraction(m: int, train: int) -> float:
     return min(1.0, (1.5 * m + 10 * m**0.5 + 10) / max(train, 1))
 
 
-class _SampleCandidates(beam.DoFn):
-    """Train rows whose sample hash is under the class's threshold: ~1.5 m per class in all."""
-
-    def __init__(self, rule: HoldoutRule, m: int):
-        self.rule, self.m = rule, m
-
-    def process(self, good, counts, dim):
-        m = self.m
+def sample_candidates(batches, rule: HoldoutRule, m: int, counts: dict, dim: int):
+    """Pass 2 over some valid batches (a cache file): per class, a BottomM of the train rows
+    whose sample hash is under the class's threshold (~1.5 m per class over all files).
+    Returns (outputs, counters), as a CachePass's work does."""
+    found: dict[str, BottomM] = {}
+    for good in batches:
         for label, rows in records.group_rows(good["label"]):
             c = counts[label]
             keys = good["key"][rows]
-            train = self.rule.split(keys, c["max_hold"]) == TRAIN
-            u = hashing.decision(keys, self.rule.seed, hashing.SAMPLE)
+            train = rule.split(keys, c["max_hold"]) == TRAIN
+            u = hashing.decision(keys, rule.seed, hashing.SAMPLE)
             keep = train & (u < hashing.fraction_threshold(sample_fraction(m, c["train"])))
             if keep.any():
-                yield label, BottomM(m, dim).add(u[keep], good["features"][rows][keep])
+                found.setdefault(label, BottomM(m, dim)).add(u[keep], good["features"][rows][keep])
+    return [(label, b.compact()) for label, b in found.items()], {}
 
 
 class _BottomMFn(MergeableFn):
@@ -192,23 +194,23 @@ class _FitKMeans:
 
 
 class ClassCentroids(beam.PTransform):
-    """Valid batches -> (label, centroids): bottom-m sample per class, MiniBatchKMeans on it.
+    """(label, candidates) from `sample_candidates` -> (label, centroids): the bottom-m
+    sample per class, MiniBatchKMeans on it.
 
     Knowing each class's size (pass 1), only rows whose sample hash falls under a
     class-size-aware threshold leave the workers: about 1.5 m rows per class in all,
     whatever the corpus size or the bundling, instead of up to m per bundle and class.
     """
 
-    def __init__(self, rule: HoldoutRule, m: int, k: int, dim, counts, processes: int = 0):
+    def __init__(self, k: int, seed: int, counts, processes: int = 0):
         super().__init__()
-        self.rule, self.m, self.k, self.dim, self.counts, self.processes = rule, m, k, dim, counts, processes
+        self.k, self.seed, self.counts, self.processes = k, seed, counts, processes
 
-    def expand(self, good):
+    def expand(self, candidates):
         return (
-            good
-            | "Candidates" >> beam.ParDo(_SampleCandidates(self.rule, self.m), self.counts, self.dim)
+            candidates
             | "BottomM" >> beam.CombinePerKey(_BottomMFn())
-            | "FitKMeans" >> beam.ParDo(ThreadedMap(_FitKMeans(self.k, self.rule.seed, self.processes),
+            | "FitKMeans" >> beam.ParDo(ThreadedMap(_FitKMeans(self.k, self.seed, self.processes),
                                                     self.processes or None), self.counts)
         )
 
@@ -231,16 +233,20 @@ def split_and_assign(good: dict, models: dict, rule: HoldoutRule):
         yield label, model, {VAL: rows[split == VAL], TEST: rows[split == TEST]}, train, clusters
 
 
-class _BucketHistograms(beam.DoFn):
-    def __init__(self, rule: HoldoutRule):
-        self.rule = rule
-
-    def process(self, good, models):
-        for label, model, _, train, clusters in split_and_assign(good, models, self.rule):
+def bucket_histograms(batches, rule: HoldoutRule, models: dict):
+    """Pass 3 over some valid batches (a cache file): ((label, cluster), hash-bucket histogram
+    of its train rows), summed over the batches. Returns (outputs, counters), as a
+    CachePass's work does."""
+    found: dict[tuple, np.ndarray] = {}
+    for good in batches:
+        for label, model, _, train, clusters in split_and_assign(good, models, rule):
             bits = selection.bucket_bits(model["train"])
-            u = hashing.decision(good["key"][train], self.rule.seed, hashing.COPIES)
+            u = hashing.decision(good["key"][train], rule.seed, hashing.COPIES)
             for c in np.unique(clusters):
-                yield (label, int(c)), selection.bucket_histogram(u[clusters == c], bits)
+                h = selection.bucket_histogram(u[clusters == c], bits)
+                key = (label, int(c))
+                found[key] = h if key not in found else found[key] + h
+    return list(found.items()), {}
 
 
 def _add_arrays(arrays):
@@ -251,15 +257,7 @@ def _add_arrays(arrays):
 
 
 class ClusterHistograms(beam.PTransform):
-    """Valid batches -> ((label, cluster), hash-bucket histogram of its train rows)."""
+    """((label, cluster), histogram) parts from `bucket_histograms` -> one sum per group."""
 
-    def __init__(self, rule: HoldoutRule, models):
-        super().__init__()
-        self.rule, self.models = rule, models
-
-    def expand(self, good):
-        return (
-            good
-            | "Buckets" >> beam.ParDo(_BucketHistograms(self.rule), self.models)
-            | "Sum" >> beam.CombinePerKey(_add_arrays).with_hot_key_fanout(8)
-        )
+    def expand(self, parts):
+        return parts | "Sum" >> beam.CombinePerKey(_add_arrays).with_hot_key_fanout(8)

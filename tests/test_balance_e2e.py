@@ -324,3 +324,50 @@ def test_progress_of_every_pass_and_the_summary(tmp_path, parquet_corpus, caplog
     out = capsys.readouterr().out
     assert f"read {N_INPUT} = rejected {m['totals']['rejected']} + held out {m['totals']['holdout']}" in out
     assert f"    train/       {m['totals']['output']} records in 4 class folders" in out
+
+
+def _shard_bytes(out):
+    files = sorted(glob.glob(os.path.join(out, "parquet", "**", "*.parquet"), recursive=True))
+    return {os.path.relpath(f, out): open(f, "rb").read() for f in files}
+
+
+def test_passes_over_the_cache_on_processes_write_the_same_files(balanced, tmp_path, monkeypatch):
+    """Passes 2 to 4 run a cache file at a time on forked processes (--processes 2), several
+    files at once, or in the job's process (0): the same bytes in every shard. Pass 1 is made
+    to write many small cache files, so several are in flight at once."""
+    from pipelines import record_cache, shards
+
+    asked, real = [], record_cache.pass_pool
+    monkeypatch.setattr(record_cache, "pass_pool", lambda n: asked.append(n) or real(n))
+    monkeypatch.setattr(shards, "FLUSH_BYTES", 2000)
+    runs = {}
+    for processes in ("0", "2"):
+        out = tmp_path / f"p{processes}"
+        m = run_job(balanced[0], out, "--num_shards", "2", "--clusters_per_class", "3", "--batch_size", "40",
+                    "--processes", processes, "--output_format", "parquet")
+        runs[processes] = (_shard_bytes(out), m["classes"], m["totals"])
+    assert asked and set(asked) == {2}  # the second run only
+    assert runs["0"] == runs["2"] and len(runs["2"][0]) > 4
+    assert runs["2"][2]["read"] == N_INPUT
+
+
+def test_a_dead_pass_process_leaves_the_files_to_this_process(balanced, tmp_path, monkeypatch, caplog):
+    from concurrent.futures import Future
+    from concurrent.futures.process import BrokenProcessPool
+
+    from pipelines import record_cache
+
+    class DeadPool:
+        def submit(self, *args):
+            dead = Future()
+            dead.set_exception(BrokenProcessPool("a pass process died"))
+            return dead
+
+    monkeypatch.setattr(record_cache, "pass_pool", lambda n: DeadPool())
+    out = tmp_path / "dead"
+    m = run_job(balanced[0], out, "--num_shards", "2", "--clusters_per_class", "3", "--processes", "2",
+                "--output_format", "parquet")
+    assert "a pass process died; the files left are read in this process" in caplog.text
+    want = run_job(balanced[0], tmp_path / "none", "--num_shards", "2", "--clusters_per_class", "3",
+                   "--processes", "0", "--output_format", "parquet")
+    assert _shard_bytes(out) == _shard_bytes(tmp_path / "none") and m["totals"] == want["totals"]

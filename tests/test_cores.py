@@ -168,6 +168,8 @@ def test_which_work_goes_to_the_processes():
     assert (random.decode_processes, random.fit_processes) == (3, 0)  # no k-means
     vectors = options.BalanceConfig(input="in", output="out", input_format="parquet", processes=3)
     assert (vectors.decode_processes, vectors.fit_processes) == (0, 3)
+    for cfg in (images, embedded, random, vectors):  # passes 2 to 4 over the cache: every job
+        assert cfg.pass_processes == 3
 
 
 def test_shutdown_pools_ends_the_workers_at_once():

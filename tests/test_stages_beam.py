@@ -33,8 +33,11 @@ def pipeline():
 def class_models(p, data):
     """Passes 1 and 2 as the job chains them: counts, then centroids from the samples."""
     counts = p | "Data1" >> beam.Create(data) | "Counts" >> stages.ClassCounts(CFG.holdout_rule, False, 3)
-    cents = beam.pvalue.AsDict(p | "Data2" >> beam.Create(data)
-                               | stages.ClassCentroids(CFG.holdout_rule, CFG.kmeans_sample, 2, 3, beam.pvalue.AsDict(counts)))
+    cents = beam.pvalue.AsDict(
+        p | "Data2" >> beam.Create(data)  # each batch stands for a cache file
+        | beam.FlatMap(lambda b, c: stages.sample_candidates([b], CFG.holdout_rule, CFG.kmeans_sample, c, 3)[0],
+                       beam.pvalue.AsDict(counts))
+        | stages.ClassCentroids(2, CFG.seed, beam.pvalue.AsDict(counts)))
     return counts | beam.Map(stages.with_centroids, cents)
 
 
@@ -76,7 +79,9 @@ def test_cluster_histograms_add_up_to_the_train_rows():
     models = pure_models(data)
     with pipeline() as p:
         hist = (p | beam.Create(data)
-                | stages.ClusterHistograms(CFG.holdout_rule, beam.pvalue.AsDict(p | "M" >> beam.Create(list(models.items()))))
+                | beam.FlatMap(lambda b, m: stages.bucket_histograms([b], CFG.holdout_rule, m)[0],
+                               beam.pvalue.AsDict(p | "M" >> beam.Create(list(models.items()))))
+                | stages.ClusterHistograms()
                 | beam.Map(lambda kv: (kv[0][0], int(kv[1].sum())))
                 | beam.CombinePerKey(sum))
         assert_that(hist, equal_to([("a", models["a"]["train"]), ("b", models["b"]["train"])]))
