@@ -84,11 +84,15 @@ def analyze(p: beam.Pipeline, cfg: BalanceConfig, staging: str, dim, resample: b
     if cfg.payload == "image":
         good, rejected, counted = p | "Pass1Read" >> image_stages.ReadImageCorpus(spec, cfg.image_vectors, names[1],
                                                                                  cfg.decode_processes)
+        index = (good, rejected) | "Pass1Cache" >> record_cache.WriteCache(staging)
+        summaries = stages.summarise(good, rule, cfg.keep_embeddings)
     else:
         if dim is None:
             dim = beam.pvalue.AsSingleton(p | "FeatureDimension" >> reading.FeatureDimension(spec))
-        good, rejected, counted = p | "Pass1Read" >> reading.ReadCorpus(spec, dim, name=names[1])
-    cache = beam.pvalue.AsList((good, rejected) | "Pass1Cache" >> record_cache.WriteCache(staging))
+        summaries = p | "Pass1Read" >> record_cache.ReadIntoCache(spec, staging, rule, cfg.keep_embeddings, dim,
+                                                                  names[1], cfg.pass_processes)
+        index, counted = summaries.cache, summaries.counted
+    cache = beam.pvalue.AsList(index)
 
     def over_cache(n, work, *side, count=False, tags=()):
         """Pass n over the cache: `work` on each file (record_cache.CachePass)."""
@@ -99,11 +103,11 @@ def analyze(p: beam.Pipeline, cfg: BalanceConfig, staging: str, dim, resample: b
         return out, out.rejected, out.counted | f"Pass{n}Done" >> reading.PassDone(names[n])
 
     _ = counted | "Pass1Done" >> reading.PassDone(names[1])
-    counts = good | "Pass1ClassCounts" >> stages.ClassCounts(rule, cfg.keep_embeddings, dim)
+    counts = summaries.partials | "Pass1ClassCounts" >> stages.ClassCounts()
     if resample:  # the balance job stops here on a spec the class counts refute
         counts = (counts | "AllClasses" >> beam.combiners.ToList()
                   | "CheckTargets" >> beam.FlatMap(check_targets, cfg.strategy, cfg.target, cfg.target_counts))
-    duplicate_ids = good | "Pass1DuplicateIds" >> stages.DuplicateIds()
+    duplicate_ids = summaries.ids | "Pass1DuplicateIds" >> stages.DuplicateIds()
     centroids = None
     if cfg.clusters > 1:  # the random strategies resample each class as one group
         out, _, _ = over_cache(2, stages.sample_candidates, rule, cfg.kmeans_sample, beam.pvalue.AsDict(counts), dim)

@@ -26,7 +26,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
 
-from pipelines import beam_memos, image_folders, image_stages, output_dir, record_cache, sources
+from pipelines import beam_memos, image_folders, image_stages, output_dir, pooled, sources
 from pipelines.options import BalanceConfig, BalanceOptions, check_flags, guess_format, runs_here
 from pipelines.reading import NS
 from pipelines.report import short_label
@@ -140,7 +140,7 @@ def execute(job: Job, build_graph: Callable, staging: str, written: str, test_pi
         if job.cfg.decode_processes:
             decode_pool(job.cfg.decode_processes)
         if job.cfg.pass_processes:
-            record_cache.pass_pool(job.cfg.pass_processes)
+            pooled.pass_pool(job.cfg.pass_processes)
         if job.cfg.fit_processes:
             fit_pool(job.cfg.fit_processes)  # its workers import scikit-learn while pass 1 runs
     p = test_pipeline or beam.Pipeline(options=job.options)

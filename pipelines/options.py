@@ -115,7 +115,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help=f"Images with more pixels are rejected before decoding (default {DEFAULT_MAX_PIXELS}).")
     g.add_argument("--processes", default="auto", metavar="N|auto",
                    help="Processes forked from each worker for the work whose Python would hold one core, "
-                        "a pool of N for each kind: passes 2 to 4 over the record cache (a file each), "
+                        "a pool of N for each kind: the read passes (pass 1 on vector input a unit each, "
+                        "passes 2 to 4 over the record cache a file each), "
                         "decoding pass 1's image batches (--cluster_on thumbnail; InceptionV3 inputs are "
                         "large and the model is the cost) and the k-means fits (0: all in the worker's "
                         "own process). Default auto: the cores, at most 4, when every bundle runs in this "
@@ -221,7 +222,8 @@ class BalanceConfig:
 
     @property
     def pass_processes(self) -> int:
-        """Processes running passes 2 to 4 over the record cache, a file each: every job."""
+        """Processes running the read passes (pipelines/pooled.py): pass 1 on vector input, a unit
+        each, and passes 2 to 4 over the record cache, a file each. Every job."""
         return self.processes
 
     @property

@@ -1,10 +1,10 @@
 """Reading the corpus in Beam: files -> units -> valid and rejected batches, with progress.
 
-Every read stage (vector files, image files, the image cache) has the same outputs and
-the same bookkeeping, written once here in `ReadStage`:
-- the main output: valid batches; "rejected": rejected batches with reasons;
-  "counted": the records each batch held (a pass's total is logged when it is done,
-  and the last pass's is checked against the files);
+Every read stage (image files; vector files and the record cache through
+pipelines/pooled.py) has the same bookkeeping, written once here in `ReadStage`:
+- the outputs "rejected": rejected batches with reasons, and "counted": the records
+  each batch (or unit, or file) held (a pass's total is logged when it is done, and the
+  last pass's is checked against the files);
 - with `count` (the job's last pass, so each record is counted once) the Beam counters;
 - a progress line per worker every `progress_seconds`;
 - a file that cannot be read fails the job naming it, or, with
@@ -75,16 +75,21 @@ class ReadStage(beam.DoFn):
 
     def emit(self, n: int, good: dict | None, bad: dict | None):
         """The outputs of one batch of `n` records read."""
+        yield from self.account(n, len(bad["row"]) if bad is not None else 0)
+        if bad is not None:
+            yield beam.pvalue.TaggedOutput("rejected", bad)
+        if good is not None:
+            yield good
+
+    def account(self, n: int, rejected: int):
+        """The bookkeeping of `n` records read, `rejected` of them rejected: progress, the
+        "counted" output, and (the last pass) the Beam counters."""
         self.progress.add(n)
         yield beam.pvalue.TaggedOutput("counted", n)
         if self.count:
             self.read.inc(n)
-        if bad is not None:
-            if self.count:
-                self.rejected.inc(len(bad["row"]))
-            yield beam.pvalue.TaggedOutput("rejected", bad)
-        if good is not None:
-            yield good
+            if rejected:
+                self.rejected.inc(rejected)
 
     def emit_unreadable(self, e: sources.UnreadableFile, unit, reject: bool):
         """A file that cannot be read: the job fails naming it, or (`reject`) one rejected entry."""
@@ -134,22 +139,6 @@ def unreadable(e: Exception, source: str, reject: bool) -> dict:
     return records.rejected_file(source, f"{what}: {e}")
 
 
-class _ReadValid(ReadStage):
-    """Reads one unit (row group or file) and validates it against the vector length, batch by batch."""
-
-    def __init__(self, spec: ReadSpec, count: bool, name: str):
-        super().__init__(name, spec.progress_seconds, count)
-        self.spec = spec
-
-    def process(self, unit, dim):
-        try:
-            for raw in unit_batches(unit, self.spec, sources.read_unit):
-                good, bad = records.validate(raw, dim)
-                yield from self.emit(len(raw["row"]), good, bad)
-        except sources.UnreadableFile as e:
-            yield from self.emit_unreadable(e, unit, self.spec.reject_unreadable_files)
-
-
 def units_of_files(pbegin, spec: ReadSpec):
     """Matched files -> units (row groups, whole files), spread over workers."""
     return (
@@ -159,24 +148,6 @@ def units_of_files(pbegin, spec: ReadSpec):
         | "Units" >> beam.FlatMap(lambda m, fmt: sources.list_units(m.path, fmt), spec.input_format)
         | "Spread" >> beam.Reshuffle()
     )
-
-
-class ReadCorpus(beam.PTransform):
-    """Input files -> (valid batches, rejected batches, records read per batch).
-
-    `count=True` (the job's last pass) also counts the records in the Beam counters,
-    so that they count each record once. `name` labels the progress lines.
-    """
-
-    def __init__(self, spec: ReadSpec, dim, count: bool = False, name: str = "read"):
-        super().__init__()
-        self.spec, self.dim, self.count, self.name = spec, dim, count, name
-
-    def expand(self, pbegin):
-        out = units_of_files(pbegin, self.spec) | "ReadValid" >> beam.ParDo(
-            _ReadValid(self.spec, self.count, self.name), self.dim
-        ).with_outputs("rejected", "counted", main="good")
-        return out.good, out.rejected, out.counted
 
 
 def _log_done(total: int, name: str) -> int:

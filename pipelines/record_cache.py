@@ -16,21 +16,18 @@ depend on how the cache files cut the records into batches.
 
 from __future__ import annotations
 
-import logging
 import uuid
-from collections import deque
-from concurrent.futures.process import BrokenProcessPool
 
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
-from apache_beam.metrics import Metrics
 
-from pipelines import shards
-from pipelines.reading import NS, ReadStage, windowed
-from transforms.cores import process_pool
-
-log = logging.getLogger("pipelines.balance")
+from pipelines import shards, sources, stages
+from pipelines.pooled import PooledWork, Result
+from pipelines.reading import unit_batches, units_of_files, unreadable, windowed
+from pipelines.sources import ReadSpec
+from transforms import records
+from transforms.stats import HoldoutRule
 
 # The good batch's columns other than the vector, in this order (image corpora add image, format).
 FIELDS = {"id": pa.string(), "key": pa.uint64(), "label": pa.string(), "image": pa.binary(),
@@ -61,6 +58,41 @@ def good_from_table(batch: pa.RecordBatch, columns=None) -> dict:
     return out
 
 
+class CacheWriter:
+    """Batches (valid or rejected) into cache files of at most about shards.FLUSH_BYTES each."""
+
+    def __init__(self, folder: str):
+        self.folder = folder
+        self.tables: dict[str, list[pa.Table]] = {"good": [], "rejected": []}
+        self.bytes = 0
+        self.written: list[tuple[str, str]] = []  # (kind, path)
+
+    def add(self, kind: str, batch: dict) -> None:
+        table = cache_table(batch) if kind == "good" else shards.rejected_table(batch)
+        self.tables[kind].append(table)
+        self.bytes += table.nbytes
+        if self.bytes >= shards.FLUSH_BYTES:
+            self._write()
+
+    def drain(self) -> list[tuple[str, str]]:
+        """The files written since the last drain."""
+        done, self.written = self.written, []
+        return done
+
+    def flush(self) -> list[tuple[str, str]]:
+        self._write()
+        return self.drain()
+
+    def _write(self) -> None:
+        for kind, tables in self.tables.items():
+            if tables:
+                path = f"{self.folder}/{kind}-{uuid.uuid4().hex}.arrow"
+                shards.write_ipc(path, tables)
+                self.written.append((kind, path))
+                tables.clear()
+        self.bytes = 0
+
+
 class _WriteCache(beam.DoFn):
     """Writes batches (valid or rejected) into cache files; emits (kind, path)."""
 
@@ -68,32 +100,25 @@ class _WriteCache(beam.DoFn):
         self.folder, self.kind = folder, kind
 
     def start_bundle(self):
-        self.tables, self.bytes = [], 0
+        self.writer = CacheWriter(self.folder)
 
     def process(self, batch):
-        table = cache_table(batch) if self.kind == "good" else shards.rejected_table(batch)
-        self.tables.append(table)
-        self.bytes += table.nbytes
-        if self.bytes >= shards.FLUSH_BYTES:
-            yield self._flush()
+        self.writer.add(self.kind, batch)
+        yield from self.writer.drain()
 
     def finish_bundle(self):
-        if self.tables:
-            yield windowed(self._flush())
-
-    def _flush(self):
-        path = f"{self.folder}/{self.kind}-{uuid.uuid4().hex}.arrow"
-        shards.write_ipc(path, self.tables)
-        self.tables, self.bytes = [], 0
-        return self.kind, path
+        for written in self.writer.flush():
+            yield windowed(written)
 
 
 class WriteCache(beam.PTransform):
-    """(valid batches, rejected batches) -> the cache's index: (kind, path) per file written."""
+    """(valid batches, rejected batches) -> the cache's index: (kind, path) per file written.
+    For image corpora, whose pass 1 decodes in a stage of its own; vector corpora cache
+    each unit as they read it (`read_into_cache`)."""
 
     def __init__(self, staging: str):
         super().__init__()
-        self.folder = f"{staging}/cache"
+        self.folder = cache_folder(staging)
 
     def expand(self, pcolls):
         good, rejected = pcolls
@@ -102,6 +127,60 @@ class WriteCache(beam.PTransform):
              rejected | "CacheRejected" >> beam.ParDo(_WriteCache(self.folder, "rejected")))
             | "CacheIndex" >> beam.Flatten()
         )
+
+
+def cache_folder(staging: str) -> str:
+    return f"{staging}/cache"
+
+
+def read_into_cache(unit, spec: ReadSpec, folder: str, rule: HoldoutRule, keep_embeddings: bool, dim: int) -> Result:
+    """Pass 1 over one unit of a vector corpus: each batch read, checked against the vector
+    length and hashed, written to the cache and summarised (stages.summaries: per-class
+    partials, id hashes). Outputs ("cache", (kind, path)) per file written and the summaries.
+
+    A file that cannot be read fails the job naming it, or (--reject_unreadable_files)
+    becomes one rejected entry, the records read before the damage kept (unit_batches).
+    """
+    writer = CacheWriter(folder)
+    summaries = stages.Summaries(rule, keep_embeddings)
+    read = rejected = 0
+    try:
+        for raw in unit_batches(unit, spec, sources.read_unit):
+            good, bad = records.validate(raw, dim)  # either is None when it has no rows
+            read += len(raw["row"])
+            if bad is not None:
+                rejected += len(bad["row"])
+                writer.add("rejected", bad)
+            if good is not None:
+                writer.add("good", good)
+                summaries.add(good)
+    except sources.UnreadableFile as e:
+        bad = unreadable(e, unit[0], spec.reject_unreadable_files)
+        read += 1
+        rejected += 1
+        writer.add("rejected", bad)
+    outputs = [beam.pvalue.TaggedOutput("cache", written) for written in writer.flush()]
+    return Result(read, rejected, outputs + summaries.outputs(), {})
+
+
+class ReadIntoCache(beam.PTransform):
+    """Pass 1 for vector corpora: input files -> units -> `read_into_cache` on each (with
+    `processes`, on forked processes) -> outputs "cache" (the cache's index), "partials",
+    "ids" (stages.summaries) and "counted" (records read per unit)."""
+
+    def __init__(self, spec: ReadSpec, staging: str, rule: HoldoutRule, keep_embeddings: bool, dim, name: str,
+                 processes: int):
+        super().__init__()
+        self.spec, self.folder, self.rule, self.keep_embeddings, self.dim = (spec, cache_folder(staging), rule,
+                                                                             keep_embeddings, dim)
+        self.name, self.processes = name, processes
+
+    def expand(self, pbegin):
+        spec = self.spec
+        return units_of_files(pbegin, spec) | "ReadIntoCache" >> beam.ParDo(
+            PooledWork(self.name, spec.progress_seconds, False, read_into_cache, self.processes),
+            spec, self.folder, self.rule, self.keep_embeddings, self.dim,
+        ).with_outputs("cache", "partials", "ids", "counted", main="none")
 
 
 def good_batches(path: str, columns=None):
@@ -119,12 +198,15 @@ def rejected_batches(path: str):
             yield {k: (v.astype(object) if k != "row" else v) for k, v in cols.items()}
 
 
-def run_on_file(path: str, columns, work, side: tuple):
-    """`work(batches, *side)` over one file of valid records -> (records read, outputs, counters).
-
-    What a pass does with a file runs here, in a pass process or in the worker itself;
-    only its results (small: fragment paths, samples, histograms, counts) travel back.
-    """
+def over_file(item, columns, work, *side) -> Result:
+    """A pass after the first over one cache file: `work(batches, *side)` -> (outputs,
+    counters) on a file of valid records; a file of rejected ones is passed on as
+    "rejected" batches."""
+    kind, path = item
+    if kind != "good":
+        bad = list(rejected_batches(path))
+        n = sum(len(b["row"]) for b in bad)
+        return Result(n, n, [beam.pvalue.TaggedOutput("rejected", b) for b in bad], {})
     seen = [0]
 
     def batches():
@@ -133,83 +215,18 @@ def run_on_file(path: str, columns, work, side: tuple):
             yield good
 
     outputs, counters = work(batches(), *side)
-    return seen[0], outputs, counters
-
-
-def pass_pool(processes: int):
-    """The forked processes that run the passes over the cache, a file each at a time."""
-    return process_pool(processes, _one_blas_thread)
-
-
-def _one_blas_thread() -> None:
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(1, user_api="blas")  # the processes are the parallelism
-
-
-class _CacheFiles(ReadStage):
-    """Each cache file of valid records through `work`, on `processes` forked processes
-    (several files at once) or here; rejected files are read here, as they are few."""
-
-    def __init__(self, name: str, progress_seconds: float, count: bool, columns, work, processes: int):
-        super().__init__(name, progress_seconds, count)
-        self.columns, self.work, self.processes = columns, work, processes
-
-    def setup(self):
-        super().setup()
-        self.pool = pass_pool(self.processes) if self.processes else None
-
-    def start_bundle(self):
-        self.pending: deque = deque()  # (path, future) in submission order
-
-    def process(self, item, *side):
-        kind, path = item
-        if kind != "good":
-            for bad in rejected_batches(path):
-                yield from self.emit(len(bad["row"]), None, bad)
-            return
-        if self.pool is None:
-            yield from self._results(run_on_file(path, self.columns, self.work, side))
-            return
-        self.pending.append((path, side, self.pool.submit(run_on_file, path, self.columns, self.work, side)))
-        while len(self.pending) > self.processes or (self.pending and self.pending[0][2].done()):
-            yield from self._next()
-
-    def finish_bundle(self):
-        while self.pending:
-            for out in self._next():
-                if isinstance(out, beam.pvalue.TaggedOutput):
-                    yield beam.pvalue.TaggedOutput(out.tag, windowed(out.value))
-                else:
-                    yield windowed(out)
-
-    def _next(self):
-        path, side, future = self.pending.popleft()
-        try:
-            result = future.result()
-        except BrokenProcessPool:  # a pass process died (killed, out of memory): go on here
-            log.warning("a pass process died; the files left are read in this process")
-            self.pool = None
-            result = run_on_file(path, self.columns, self.work, side)
-        return self._results(result)
-
-    def _results(self, result):
-        n, outputs, counters = result
-        yield from self.emit(n, None, None)
-        for name, value in counters.items():
-            Metrics.counter(NS, name).inc(value)
-        yield from outputs
+    return Result(seen[0], 0, outputs, counters)
 
 
 class CachePass(beam.PTransform):
     """A pass after the first: `work(batches, *side)` on each cached file of valid records,
     returning (outputs, counters): elements for the main output (or TaggedOutputs), and
-    Beam counter increments. -> (outputs, rejected batches, records read per file).
+    Beam counter increments. -> outputs "out", `tags`, "rejected" (the rejected records'
+    batches) and "counted" (records read per file).
 
-    With `processes` (the local runners, see --processes) the files go to a pool of forked
-    processes, so the pass's Python runs on every core; else `work` runs in the worker.
-    `columns`: the valid records' columns the pass uses (None: all of them); `tags`: the
-    tagged outputs `work` emits besides the main one.
+    With `processes` (the local runners, see --processes) the files go to forked processes
+    (pipelines/pooled.py), so the pass's Python runs on every core; else `work` runs in
+    the worker. `columns`: the valid records' columns the pass uses (None: all of them).
     """
 
     def __init__(self, name: str, progress_seconds: float, index, work, *side, count: bool = False, columns=None,
@@ -220,13 +237,12 @@ class CachePass(beam.PTransform):
         self.work, self.side, self.processes, self.tags = work, side, processes, tuple(tags)
 
     def expand(self, pbegin):
-        out = (
+        return (
             pbegin
             | "Start" >> beam.Create([None])
             | "CacheFiles" >> beam.FlatMap(lambda _, idx: sorted(idx), self.index)
             | "Spread" >> beam.Reshuffle()
-            | "Work" >> beam.ParDo(_CacheFiles(self.name, self.progress_seconds, self.count, self.columns, self.work,
-                                               self.processes), *self.side)
+            | "Work" >> beam.ParDo(PooledWork(self.name, self.progress_seconds, self.count, over_file, self.processes),
+                                   self.columns, self.work, *self.side)
             .with_outputs("rejected", "counted", *self.tags, main="out")
         )
-        return out

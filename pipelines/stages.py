@@ -1,6 +1,8 @@
 """The Beam stages of passes 1 to 3: thin wrappers around transforms/.
 
-  pass 1  ClassCounts       count, val / test / train sizes, hold-out top, bytes per class
+  pass 1  Summaries         per batch: per-class partials and id hashes (where the batches
+                            are read: record_cache.read_into_cache, or `summarise`)
+          ClassCounts       count, val / test / train sizes, hold-out top, bytes per class
           DuplicateIds      valid records whose id repeats another's
   pass 2  sample_candidates candidates under a class-size-aware hash threshold, per file;
           ClassCentroids    -> bottom-m sample -> FitKMeans (per class, parallel) -> centroids
@@ -35,14 +37,42 @@ log = logging.getLogger("pipelines.balance")
 
 # ---------------------------------------------------------------- pass 1: counts
 
-class _ClassPartials(beam.DoFn):
+class Summaries:
+    """Pass 1's summaries of valid batches: per-class partial statistics (ClassStats) and the
+    records' id hashes by bucket; small next to the batches, merged as they come."""
+
+    def __init__(self, rule: HoldoutRule, keep_embeddings: bool):
+        self.rule, self.keep_embeddings = rule, keep_embeddings
+        self.stats: dict[str, ClassStats] = {}
+        self.ids: list[np.ndarray] = []
+
+    def add(self, good: dict) -> Summaries:
+        for label, rows in records.group_rows(good["label"]):
+            stats = ClassStats(self.rule).add(good["key"][rows], nbytes=payload_bytes(good, rows, self.keep_embeddings))
+            self.stats[label] = self.stats[label].merge(stats) if label in self.stats else stats
+        self.ids.append(hashing.hash_strings(pa.array(list(good["id"]), pa.string())))
+        return self
+
+    def outputs(self) -> list:
+        """("partials", (label, ClassStats)) per class and ("ids", (bucket, id hashes)) per bucket."""
+        ids = id_buckets(np.concatenate(self.ids)) if self.ids else []
+        return ([beam.pvalue.TaggedOutput("partials", item) for item in self.stats.items()]
+                + [beam.pvalue.TaggedOutput("ids", item) for item in ids])
+
+
+class _Summarise(beam.DoFn):
     def __init__(self, rule: HoldoutRule, keep_embeddings: bool):
         self.rule, self.keep_embeddings = rule, keep_embeddings
 
-    def process(self, good, dim):
-        for label, rows in records.group_rows(good["label"]):
-            stats = ClassStats(self.rule).add(good["key"][rows], nbytes=payload_bytes(good, rows, self.keep_embeddings))
-            yield label, stats
+    def process(self, good):
+        yield from Summaries(self.rule, self.keep_embeddings).add(good).outputs()
+
+
+def summarise(good, rule: HoldoutRule, keep_embeddings: bool):
+    """Valid batches -> the pass-1 summaries' outputs ("partials", "ids"), batch by batch:
+    for image corpora, whose pass 1 decodes in a stage of its own."""
+    return good | "Summarise" >> beam.ParDo(_Summarise(rule, keep_embeddings)).with_outputs("partials", "ids",
+                                                                                            main="none")
 
 
 def payload_bytes(good: dict, rows: np.ndarray, keep_embeddings: bool) -> int:
@@ -78,29 +108,22 @@ class _ClassStatsFn(MergeableFn):
 
 
 class ClassCounts(beam.PTransform):
-    """Valid batches -> (label, {count, train, val, test, max_hold, bytes}): small, per class."""
+    """(label, ClassStats) partials -> (label, {count, train, val, test, max_hold, bytes}): small, per class."""
 
-    def __init__(self, rule: HoldoutRule, keep_embeddings: bool, dim):
-        super().__init__()
-        self.rule, self.keep_embeddings, self.dim = rule, keep_embeddings, dim
-
-    def expand(self, good):
-        return (
-            good
-            | "Partials" >> beam.ParDo(_ClassPartials(self.rule, self.keep_embeddings), self.dim)
-            | "Combine" >> beam.CombinePerKey(_ClassStatsFn()).with_hot_key_fanout(8)
-        )
+    def expand(self, partials):
+        return partials | "Combine" >> beam.CombinePerKey(_ClassStatsFn()).with_hot_key_fanout(8)
 
 
 ID_BUCKETS_BITS = 6  # 64 buckets: at 1e9 records about 125 MB of id hashes per bucket
 
 
-def _id_hash_buckets(good: dict):
-    """A batch's id hashes, split by their top bits: (bucket, hashes)."""
-    h = hashing.hash_strings(pa.array(list(good["id"]), pa.string()))
-    bucket = (h >> np.uint64(64 - ID_BUCKETS_BITS)).astype(np.int64)
-    for b, rows in records.group_rows(bucket):
-        yield int(b), h[rows]
+def id_buckets(hashes: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    """Id hashes split by their top bits: (bucket, hashes) per bucket present."""
+    bucket = hashes >> np.uint64(64 - ID_BUCKETS_BITS)
+    order = np.argsort(bucket, kind="stable")
+    hashes, bucket = hashes[order], bucket[order]
+    cuts = [0, *(np.flatnonzero(np.diff(bucket)) + 1).tolist(), len(bucket)]
+    return [(int(bucket[a]), hashes[a:b]) for a, b in zip(cuts[:-1], cuts[1:], strict=True) if b > a]
 
 
 def _repeats(item) -> int:
@@ -110,16 +133,15 @@ def _repeats(item) -> int:
 
 
 class DuplicateIds(beam.PTransform):
-    """Valid batches -> one int: records whose id (by its 64-bit hash) repeats another's.
+    """(bucket, id hashes) -> one int: records whose id (by its 64-bit hash) repeats another's.
 
     Ids can repeat across classes, so the count is global: id hashes travel in batches,
     bucketed by their top bits, and each bucket is counted with one np.unique.
     """
 
-    def expand(self, good):
+    def expand(self, ids):
         return (
-            good
-            | "Buckets" >> beam.FlatMap(_id_hash_buckets)
+            ids
             | "ByBucket" >> beam.GroupByKey()
             | "Repeats" >> beam.Map(_repeats)
             | "Total" >> beam.CombineGlobally(sum)

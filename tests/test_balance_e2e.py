@@ -335,10 +335,10 @@ def test_passes_over_the_cache_on_processes_write_the_same_files(balanced, tmp_p
     """Passes 2 to 4 run a cache file at a time on forked processes (--processes 2), several
     files at once, or in the job's process (0): the same bytes in every shard. Pass 1 is made
     to write many small cache files, so several are in flight at once."""
-    from pipelines import record_cache, shards
+    from pipelines import pooled, shards
 
-    asked, real = [], record_cache.pass_pool
-    monkeypatch.setattr(record_cache, "pass_pool", lambda n: asked.append(n) or real(n))
+    asked, real = [], pooled.pass_pool
+    monkeypatch.setattr(pooled, "pass_pool", lambda n: asked.append(n) or real(n))
     monkeypatch.setattr(shards, "FLUSH_BYTES", 2000)
     runs = {}
     for processes in ("0", "2"):
@@ -355,7 +355,7 @@ def test_a_dead_pass_process_leaves_the_files_to_this_process(balanced, tmp_path
     from concurrent.futures import Future
     from concurrent.futures.process import BrokenProcessPool
 
-    from pipelines import record_cache
+    from pipelines import pooled
 
     class DeadPool:
         def submit(self, *args):
@@ -363,11 +363,11 @@ def test_a_dead_pass_process_leaves_the_files_to_this_process(balanced, tmp_path
             dead.set_exception(BrokenProcessPool("a pass process died"))
             return dead
 
-    monkeypatch.setattr(record_cache, "pass_pool", lambda n: DeadPool())
+    monkeypatch.setattr(pooled, "pass_pool", lambda n: DeadPool())
     out = tmp_path / "dead"
     m = run_job(balanced[0], out, "--num_shards", "2", "--clusters_per_class", "3", "--processes", "2",
                 "--output_format", "parquet")
-    assert "a pass process died; the files left are read in this process" in caplog.text
+    assert "a pass process died; the elements left run in this process" in caplog.text
     want = run_job(balanced[0], tmp_path / "none", "--num_shards", "2", "--clusters_per_class", "3",
                    "--processes", "0", "--output_format", "parquet")
     assert _shard_bytes(out) == _shard_bytes(tmp_path / "none") and m["totals"] == want["totals"]

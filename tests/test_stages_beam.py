@@ -32,7 +32,10 @@ def pipeline():
 
 def class_models(p, data):
     """Passes 1 and 2 as the job chains them: counts, then centroids from the samples."""
-    counts = p | "Data1" >> beam.Create(data) | "Counts" >> stages.ClassCounts(CFG.holdout_rule, False, 3)
+    counts = (p | "Data1" >> beam.Create(data)
+              | "Summarise" >> beam.FlatMap(lambda b: [o.value for o in stages.Summaries(CFG.holdout_rule, False)
+                                                       .add(b).outputs() if o.tag == "partials"])
+              | "Counts" >> stages.ClassCounts())
     cents = beam.pvalue.AsDict(
         p | "Data2" >> beam.Create(data)  # each batch stands for a cache file
         | beam.FlatMap(lambda b, c: stages.sample_candidates([b], CFG.holdout_rule, CFG.kmeans_sample, c, 3)[0],

@@ -1,0 +1,98 @@
+"""The read passes' per-element work on every core: a plain function per element (an input
+unit in pass 1, a cache file in passes 2 to 4), run on forked processes, several elements
+at once, or in the worker itself.
+
+In-process runners hand a stage's elements to one thread, and a pass's per-batch Python
+(checks, hashes, groups, gathers) holds the GIL, so the passes would use one core. With
+--processes (the local runners) `PooledWork` sends each element to `pass_pool`; only the
+function's results travel back, and they are small: cache and fragment paths, per-class
+partials, samples, histograms, counts. Elsewhere (Dataflow, Flink: a worker per core
+already) the same function runs in the worker, so both ways give the same records.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from concurrent.futures.process import BrokenProcessPool
+from typing import NamedTuple
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+
+from pipelines.reading import NS, ReadStage, windowed
+from transforms.cores import process_pool
+
+log = logging.getLogger("pipelines.balance")
+
+
+class Result(NamedTuple):
+    """What a pass's function returns for one element."""
+
+    read: int  # records read (the pass's progress and total)
+    rejected: int  # of those, rejected (counted on the job's last pass)
+    outputs: list  # elements of the main output, or beam.pvalue.TaggedOutput
+    counters: dict  # Beam counter name -> increment
+
+
+def pass_pool(processes: int):
+    """The forked processes that run the read passes' functions, an element each at a time."""
+    return process_pool(processes, _one_blas_thread)
+
+
+def _one_blas_thread() -> None:
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1, user_api="blas")  # the processes are the parallelism
+
+
+class PooledWork(ReadStage):
+    """`fn(element, *side) -> Result` for each element: on `processes` forked processes (up to
+    that many elements in flight, results out as the oldest is done) or, with 0, here.
+
+    A dead process (killed, out of memory) fails its elements' futures; those elements and
+    every later one run here instead, since a new pool would fork from the running runner.
+    """
+
+    def __init__(self, name: str, progress_seconds: float, count: bool, fn, processes: int):
+        super().__init__(name, progress_seconds, count)
+        self.fn, self.processes = fn, processes
+
+    def setup(self):
+        super().setup()
+        self.pool = pass_pool(self.processes) if self.processes else None
+
+    def start_bundle(self):
+        self.pending: deque = deque()  # (element, side inputs, future), in submission order
+
+    def process(self, element, *side):
+        if self.pool is None:
+            yield from self._outputs(self.fn(element, *side))
+            return
+        self.pending.append((element, side, self.pool.submit(self.fn, element, *side)))
+        while len(self.pending) > self.processes or (self.pending and self.pending[0][2].done()):
+            yield from self._next()
+
+    def finish_bundle(self):
+        while self.pending:
+            for out in self._next():
+                if isinstance(out, beam.pvalue.TaggedOutput):
+                    yield beam.pvalue.TaggedOutput(out.tag, windowed(out.value))
+                else:
+                    yield windowed(out)
+
+    def _next(self):
+        element, side, future = self.pending.popleft()
+        try:
+            result = future.result()
+        except BrokenProcessPool:
+            log.warning("a pass process died; the elements left run in this process")
+            self.pool = None
+            result = self.fn(element, *side)
+        return self._outputs(result)
+
+    def _outputs(self, result: Result):
+        yield from self.account(result.read, result.rejected)
+        for name, value in result.counters.items():
+            Metrics.counter(NS, name).inc(value)
+        yield from result.outputs
