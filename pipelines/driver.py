@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
 
-from pipelines import beam_memos, image_folders, image_stages, output_dir, pooled, sources
+from pipelines import beam_memos, image_folders, image_stages, output_dir, pooled, report, sources
 from pipelines.options import BalanceConfig, BalanceOptions, check_flags, guess_format, runs_here
 from pipelines.reading import NS
 from pipelines.report import short_label
@@ -143,6 +144,9 @@ def execute(job: Job, build_graph: Callable, staging: str, written: str, test_pi
             pooled.pass_pool(job.cfg.pass_processes)
         if job.cfg.fit_processes:
             fit_pool(job.cfg.fit_processes)  # its workers import scikit-learn while pass 1 runs
+        # The end-of-run figures need matplotlib: imported now, beside the passes (after the
+        # forks: no fork may happen while a thread holds an import lock).
+        threading.Thread(target=report.preload, name="import-matplotlib", daemon=True).start()
     p = test_pipeline or beam.Pipeline(options=job.options)
     build_graph(p, job.cfg, staging, job.dim, job.warnings)
     result = p.run()

@@ -123,6 +123,13 @@ def _live(c: dict) -> int:
 MAX_TICK_LABELS = 60  # class names written along an axis; with more classes, every k-th
 
 
+def preload() -> None:
+    """Imports what drawing a figure needs (matplotlib: ~0.8 s), so that the job can do it
+    on a thread of its own while the passes run rather than after the last shard."""
+    import matplotlib.backends.backend_agg  # noqa: F401 - savefig's canvas
+    import matplotlib.figure  # noqa: F401
+
+
 def class_figure(n_classes: int, panels: int):
     """A Figure of `panels` side by side, wide enough for up to MAX_TICK_LABELS class names.
 

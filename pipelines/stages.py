@@ -153,14 +153,16 @@ class DuplicateIds(beam.PTransform):
 def sample_fraction(m: int, train: int) -> float:
     """Share of a class's train rows that must pass the sample hash so that >= m do.
 
-    Expected 1.5 m + 10 sqrt(m) + 10 candidates: falling short of m is a > 10-sigma event.
+    Expected m + 10 sqrt(m + 25) + 50 candidates: that is m plus ten standard deviations of
+    their number (at most the square root of the expected count), so falling short of m
+    is a 10-sigma event, and about m rows per class leave the workers (103,200 at m = 100,000).
     """
-    return min(1.0, (1.5 * m + 10 * m**0.5 + 10) / max(train, 1))
+    return min(1.0, (m + 10 * (m + 25) ** 0.5 + 50) / max(train, 1))
 
 
 def sample_candidates(batches, rule: HoldoutRule, m: int, counts: dict, dim: int):
     """Pass 2 over some valid batches (a cache file): per class, a BottomM of the train rows
-    whose sample hash is under the class's threshold (~1.5 m per class over all files).
+    whose sample hash is under the class's threshold (~m per class over all files).
     Returns (outputs, counters), as a CachePass's work does."""
     found: dict[str, BottomM] = {}
     for good in batches:
@@ -220,7 +222,7 @@ class ClassCentroids(beam.PTransform):
     sample per class, MiniBatchKMeans on it.
 
     Knowing each class's size (pass 1), only rows whose sample hash falls under a
-    class-size-aware threshold leave the workers: about 1.5 m rows per class in all,
+    class-size-aware threshold leave the workers: about m rows per class in all,
     whatever the corpus size or the bundling, instead of up to m per bundle and class.
     """
 

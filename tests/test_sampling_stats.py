@@ -78,7 +78,7 @@ def test_class_size_aware_threshold_keeps_the_exact_bottom_m():
     x = np.arange(n, dtype=np.float32)[:, None]
     thr = hashing.fraction_threshold(sample_fraction(m, n))
     candidates = u < thr
-    assert m < candidates.sum() < 2 * m  # ~1.5 m leave the workers
+    assert m < candidates.sum() < 1.5 * m  # ~m + 10 sd leave the workers
     parts = np.array_split(np.flatnonzero(candidates), 7)
     acc = BottomM(m, 1)
     for p in parts:
