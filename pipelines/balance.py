@@ -43,8 +43,8 @@ def build(p: beam.Pipeline, cfg: BalanceConfig, staging: str, dim, warnings=()) 
         | "Pass4Resample" >> Resample(cfg.seed, cfg.keep_embeddings, staging, plan)
         | "ByShard" >> beam.Map(lambda f: (tuple(f[0]), f[1]))
         | "GroupFragments" >> beam.GroupByKey()
-        | "MergeShards" >> beam.ParDo(
-            ThreadedMap(lambda kv, plan: mf.merge_shard(kv[0], list(kv[1]), plan, out, formats)), plan)
+        | "Listed" >> beam.MapTuple(lambda dest, fragments: (dest, list(fragments)))  # to send to a process
+        | "MergeShards" >> beam.ParDo(ThreadedMap(mf.merge_group, processes=cfg.pass_processes), plan, out, formats)
         | "CollectShards" >> beam.combiners.ToList()
         | "Finalize" >> beam.Map(mf.finalize, plan, cfg, {"beam": beam.__version__, "warnings": list(warnings)},
                                  beam.pvalue.AsSingleton(counted), beam.pvalue.AsSingleton(a.duplicate_ids))

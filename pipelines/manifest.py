@@ -153,6 +153,12 @@ def merge_shard(dest: tuple, fragments: list[str], plan: dict, out: str, formats
                        shard_paths(dest, plan, formats), plan, out)
 
 
+def merge_group(group: tuple, plan: dict, out: str, formats) -> dict:
+    """(dest, its fragments) -> merge_shard."""
+    dest, fragments = group
+    return merge_shard(dest, fragments, plan, out, formats)
+
+
 def write_shard(dest, table, paths, plan, out: str) -> dict:
     if dest[0] == "rejected":
         table = table if table is not None else shards.REJECTED_SCHEMA.empty_table()

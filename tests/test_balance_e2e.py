@@ -327,14 +327,15 @@ def test_progress_of_every_pass_and_the_summary(tmp_path, parquet_corpus, caplog
 
 
 def _shard_bytes(out):
-    files = sorted(glob.glob(os.path.join(out, "parquet", "**", "*.parquet"), recursive=True))
-    return {os.path.relpath(f, out): open(f, "rb").read() for f in files}
+    files = sorted(glob.glob(os.path.join(out, "*", "**", "*.*"), recursive=True))
+    return {os.path.relpath(f, out): open(f, "rb").read() for f in files if f.endswith((".parquet", ".gz", ".jsonl"))}
 
 
 def test_passes_over_the_cache_on_processes_write_the_same_files(balanced, tmp_path, monkeypatch):
-    """Passes 2 to 4 run a cache file at a time on forked processes (--processes 2), several
-    files at once, or in the job's process (0): the same bytes in every shard. Pass 1 is made
-    to write many small cache files, so several are in flight at once."""
+    """The read passes (a unit, then a cache file at a time) and the merges run on forked
+    processes (--processes 2), several at once, or in the job's process (0): the same bytes
+    in every shard of both formats. Pass 1 is made to write many small cache files, so
+    several are in flight at once."""
     from pipelines import pooled, shards
 
     asked, real = [], pooled.pass_pool
@@ -344,10 +345,10 @@ def test_passes_over_the_cache_on_processes_write_the_same_files(balanced, tmp_p
     for processes in ("0", "2"):
         out = tmp_path / f"p{processes}"
         m = run_job(balanced[0], out, "--num_shards", "2", "--clusters_per_class", "3", "--batch_size", "40",
-                    "--processes", processes, "--output_format", "parquet")
+                    "--processes", processes, "--output_format", "both")
         runs[processes] = (_shard_bytes(out), m["classes"], m["totals"])
     assert asked and set(asked) == {2}  # the second run only
-    assert runs["0"] == runs["2"] and len(runs["2"][0]) > 4
+    assert runs["0"] == runs["2"] and sum(f.endswith(".gz") for f in runs["2"][0]) > 4
     assert runs["2"][2]["read"] == N_INPUT
 
 
