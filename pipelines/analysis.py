@@ -81,16 +81,20 @@ def analyze(p: beam.Pipeline, cfg: BalanceConfig, staging: str, dim, resample: b
     spec, rule = cfg.read_spec, cfg.holdout_rule
     # Pass 1 reads the input (decodes images), checks and hashes every record once and
     # caches the result; passes 2 to 4 read the cache (pipelines/record_cache.py).
-    if cfg.payload == "image":
-        good, rejected, counted = p | "Pass1Read" >> image_stages.ReadImageCorpus(spec, cfg.image_vectors, names[1],
-                                                                                 cfg.decode_processes)
+    if cfg.payload == "image" and cfg.cluster_on == "inception_v3":  # embedded by RunInference, then cached
+        good, rejected, counted = p | "Pass1Read" >> image_stages.EmbedImageCorpus(spec, cfg.image_vectors, names[1])
         index = (good, rejected) | "Pass1Cache" >> record_cache.WriteCache(staging)
         summaries = stages.summarise(good, rule, cfg.keep_embeddings)
-    else:
-        if dim is None:
-            dim = beam.pvalue.AsSingleton(p | "FeatureDimension" >> reading.FeatureDimension(spec))
-        summaries = p | "Pass1Read" >> record_cache.ReadIntoCache(spec, staging, rule, cfg.keep_embeddings, dim,
-                                                                  names[1], cfg.pass_processes)
+    else:  # a unit at a time: read, checked (decoded), cached and summarised
+        if cfg.payload == "image":
+            make_units, checked = image_stages.image_units, image_stages.CheckedImages(spec, cfg.image_vectors)
+        else:
+            make_units, checked = reading.units_of_files, reading.CheckedVectors(spec)
+            if dim is None:
+                dim = beam.pvalue.AsSingleton(p | "FeatureDimension" >> reading.FeatureDimension(spec))
+        units = p | "Pass1Units" >> reading.Units(make_units, spec)
+        summaries = units | "Pass1Read" >> record_cache.ReadIntoCache(checked, staging, rule, cfg.keep_embeddings, dim,
+                                                                      names[1], cfg.pass_processes)
         index, counted = summaries.cache, summaries.counted
     cache = beam.pvalue.AsList(index)
 

@@ -32,7 +32,6 @@ from pipelines.options import BalanceConfig, BalanceOptions, check_flags, guess_
 from pipelines.reading import NS
 from pipelines.report import short_label
 from transforms import cores
-from transforms.images import decode_pool
 from transforms.kmeans import fit_pool
 
 log = logging.getLogger("pipelines.balance")
@@ -138,8 +137,6 @@ def execute(job: Job, build_graph: Callable, staging: str, written: str, test_pi
     started = time.time()
     beam_memos.install()
     if runs_here(job.options):  # the pools forked now, before the runner's own threads
-        if job.cfg.decode_processes:
-            decode_pool(job.cfg.decode_processes)
         if job.cfg.pass_processes:
             pooled.pass_pool(job.cfg.pass_processes)
         if job.cfg.fit_processes:

@@ -10,7 +10,10 @@ which the later passes read instead of the input.
 Units of work: an image folder is listed one class folder per element, in parallel,
 walked as keras.utils.image_dataset_from_directory walks it (image_folders.class_images),
 and its files are read in groups; Parquet row groups and TFRecord files
-are units as for vectors.
+are units as for vectors. With thumbnails, each unit is read, checked, decoded, cached
+and summarised by record_cache.read_into_cache (`CheckedImages`), on the pass processes
+where there are some; with InceptionV3 features (`EmbedImageCorpus`) the units are
+decoded in the worker and RunInference embeds them.
 """
 
 from __future__ import annotations
@@ -25,17 +28,14 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInf
 from pipelines import image_folders, sources
 from pipelines.reading import ReadStage, unit_batches, units_of_files
 from pipelines.sources import ReadSpec
-from transforms import cores, records
-from transforms.images import ImageVectors, decode_pool
+from transforms import records
+from transforms.images import ImageVectors
 from transforms.inception import inception_v3
 
 log = logging.getLogger("pipelines.balance")
 EMBED_CHUNK = 32  # images per forward pass
-# Batches of an image folder's unit at most. Decode processes work a few batches ahead
-# within a unit and wait at its end, so with them long units keep them busy (16: pass 1 of
-# 20,000 images ~0.5-1 s shorter than with 4, and a million images still make 500
-# units); without them (Dataflow, Flink) shorter units spread the work wider.
-UNIT_BATCHES, UNIT_BATCHES_ALONE = 16, 4
+UNIT_BATCHES = 4  # batches of an image folder's unit at most: units spread the work over processes and workers
+
 
 def _read_unit(unit, spec: ReadSpec):
     """Raw image batches of a unit: a group of image files, a Parquet row group or a TFRecord file."""
@@ -46,31 +46,52 @@ def _read_unit(unit, spec: ReadSpec):
             for i in range(0, len(paths), spec.image_batch_size))
 
 
+class CheckedImages:
+    """An image corpus's unit read, checked, decoded and vectorised, batch by batch:
+    (records, valid, rejected), either None when empty (for record_cache.read_into_cache).
+    Valid records carry their clustering vector (a thumbnail) or its input (the model's
+    pixels, for RunInference). Each image's vector is computed alone, so the records do
+    not depend on the batches."""
+
+    def __init__(self, spec: ReadSpec, vectors: ImageVectors):
+        self.spec, self.vectors = spec, vectors
+
+    def __call__(self, unit, dim=None):
+        for raw in unit_batches(unit, self.spec, _read_unit):
+            yield (len(raw["row"]), *records.validate_images(raw, self.vectors.vectorize(raw["image"])))
+
+
+def image_units(pbegin, spec: ReadSpec):
+    """An image corpus's units: groups of up to UNIT_BATCHES batches of an image folder's
+    files (listed one class folder per element, in parallel, as Keras indexes them), or
+    Parquet row groups and TFRecord files as for vectors."""
+    if spec.input_format != "images":
+        return units_of_files(pbegin, spec)
+    return (
+        pbegin
+        | "ClassFolders" >> beam.Create(image_folders.class_folders(spec.input))
+        | "SpreadFolders" >> beam.Reshuffle()
+        | "List" >> beam.FlatMapTuple(image_folders.class_images)  # (label, path), as Keras indexes them
+        | "Spread" >> beam.Reshuffle()
+        | "Group" >> beam.BatchElements(min_batch_size=16, max_batch_size=UNIT_BATCHES * spec.image_batch_size)
+        | "Unit" >> beam.Map(lambda files: ("files", sorted(files)))
+    )
+
+
 class _ReadImages(ReadStage):
-    """Reads, checks and decodes one unit of images; valid records carry their clustering vector's input.
+    """Reads, checks and decodes one unit of images into model inputs (InceptionV3's, whose
+    embeddings RunInference computes next)."""
 
-    With `processes`, the batches are decoded on that many forked processes (cores.process_pool),
-    a few batches ahead of the one being checked, hashed and emitted here: the per-image
-    Python work of decoding holds the GIL, so threads cannot spread it over the cores.
-    Each image's vector is computed alone, so the records are the same either way.
-    """
-
-    def __init__(self, spec: ReadSpec, vectors: ImageVectors, name: str, processes: int = 0):
-        super().__init__(name, spec.progress_seconds, count=False)  # pass 1 never counts: the cache does
-        self.spec, self.vectors, self.processes = spec, vectors, processes
-
-    def setup(self):
-        super().setup()
-        self.pool = decode_pool(self.processes) if self.processes else None
+    def __init__(self, checked: CheckedImages, name: str):
+        super().__init__(name, checked.spec.progress_seconds, count=False)  # pass 1 never counts: the cache does
+        self.checked = checked
 
     def process(self, unit):
-        batches = ((raw, raw["image"]) for raw in unit_batches(unit, self.spec, _read_unit))
         try:
-            for raw, decoded in cores.map_ahead(self.pool, self.vectors.vectorize, batches, self.processes + 1):
-                good, bad = records.validate_images(raw, decoded)
-                yield from self.emit(len(raw["row"]), good, bad)
+            for n, good, bad in self.checked(unit):
+                yield from self.emit(n, good, bad)
         except sources.UnreadableFile as e:
-            yield from self.emit_unreadable(e, unit, self.spec.reject_unreadable_files)
+            yield from self.emit_unreadable(e, unit, self.checked.spec.reject_unreadable_files)
 
 
 class InceptionEmbedder(ModelHandler):
@@ -128,34 +149,22 @@ def _with_embeddings(result: PredictionResult) -> dict:
     return {**result.example, "features": result.inference}
 
 
-class ReadImageCorpus(beam.PTransform):
-    """Pass 1 for images: units -> decode, check, vector -> (good, rejected, records read per batch)."""
+class EmbedImageCorpus(beam.PTransform):
+    """Pass 1 for images clustered on InceptionV3 features: units -> decode, check, model
+    inputs -> RunInference -> (good with embeddings, rejected, records read per batch)."""
 
-    def __init__(self, spec: ReadSpec, vectors: ImageVectors, name: str = "read", decode_processes: int = 0):
+    def __init__(self, spec: ReadSpec, vectors: ImageVectors, name: str = "read"):
         super().__init__()
-        self.spec, self.vectors, self.name, self.processes = spec, vectors, name, decode_processes
+        self.spec, self.vectors, self.name = spec, vectors, name
 
     def expand(self, pbegin):
-        spec, vectors = self.spec, self.vectors
-        if spec.input_format == "images":
-            units = (
-                pbegin
-                | "ClassFolders" >> beam.Create(image_folders.class_folders(spec.input))
-                | "SpreadFolders" >> beam.Reshuffle()
-                | "List" >> beam.FlatMapTuple(image_folders.class_images)  # (label, path), as Keras indexes them
-                | "Spread" >> beam.Reshuffle()
-                | "Group" >> beam.BatchElements(min_batch_size=16, max_batch_size=(UNIT_BATCHES if self.processes else UNIT_BATCHES_ALONE) * spec.image_batch_size)
-                | "Unit" >> beam.Map(lambda files: ("files", sorted(files)))
-            )
-        else:
-            units = units_of_files(pbegin, spec)
-        out = units | "Decode" >> beam.ParDo(_ReadImages(spec, vectors, self.name, self.processes)).with_outputs(
-            "rejected", "counted", main="good")
-        good = out.good
-        if vectors.cluster_on == "inception_v3":
-            good = (
-                good
-                | "Embed" >> RunInference(InceptionEmbedder(vectors.embedding_weights, vectors.embedding_image_size))
-                | "WithEmbeddings" >> beam.Map(_with_embeddings)
-            )
+        out = (image_units(pbegin, self.spec)
+               | "Decode" >> beam.ParDo(_ReadImages(CheckedImages(self.spec, self.vectors), self.name))
+               .with_outputs("rejected", "counted", main="good"))
+        good = (
+            out.good
+            | "Embed" >> RunInference(InceptionEmbedder(self.vectors.embedding_weights,
+                                                        self.vectors.embedding_image_size))
+            | "WithEmbeddings" >> beam.Map(_with_embeddings)
+        )
         return good, out.rejected, out.counted

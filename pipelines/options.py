@@ -114,12 +114,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--max_pixels", type=int, default=None,
                    help=f"Images with more pixels are rejected before decoding (default {DEFAULT_MAX_PIXELS}).")
     g.add_argument("--processes", default="auto", metavar="N|auto",
-                   help="Processes forked from each worker for the work whose Python would hold one core, "
-                        "a pool of N for each kind: the read passes (pass 1 on vector input a unit each, "
-                        "passes 2 to 4 over the record cache a file each), "
-                        "decoding pass 1's image batches (--cluster_on thumbnail; InceptionV3 inputs are "
-                        "large and the model is the cost) and the k-means fits (0: all in the worker's "
-                        "own process). Default auto: the cores, at most 4, when every bundle runs in this "
+                   help="Processes forked from each worker for the work whose Python would hold one core: "
+                        "a pool of N for the read passes (pass 1 a unit of the input each: read, checked, "
+                        "images decoded, except with --cluster_on inception_v3; passes 2 to 4 a file of "
+                        "the record cache each) and the shard merges, and a pool of N for the k-means "
+                        "fits (0: all in the worker's own process). Default auto: the cores, at most 4, "
+                        "when every bundle runs in this "
                         "process (DirectRunner or FnApiRunner, in_memory or multi_threading) on Linux; "
                         "else 0 (Dataflow and Flink already run a worker per core).")
     g.add_argument("--reject_unreadable_files", action="store_true",
@@ -209,11 +209,6 @@ class BalanceConfig:
     image_batch_size: int = 128
     progress_seconds: float = 15.0
     processes: int = 0
-
-    @property
-    def decode_processes(self) -> int:
-        """Processes decoding pass 1's image batches: thumbnails only."""
-        return self.processes if self.payload == "image" and self.cluster_on == "thumbnail" else 0
 
     @property
     def fit_processes(self) -> int:

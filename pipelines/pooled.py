@@ -37,13 +37,17 @@ class Result(NamedTuple):
 
 def pass_pool(processes: int):
     """The forked processes that run the read passes' functions, an element each at a time."""
-    return process_pool(processes, _one_blas_thread)
+    return process_pool(processes, _one_thread_each)
 
 
-def _one_blas_thread() -> None:
+def _one_thread_each() -> None:
+    """BLAS and image decoding on one thread in each process: the processes are the parallelism."""
     from threadpoolctl import threadpool_limits
 
-    threadpool_limits(1, user_api="blas")  # the processes are the parallelism
+    from transforms import images
+
+    threadpool_limits(1, user_api="blas")
+    images.DECODE_THREADS = 1
 
 
 class PooledWork(ReadStage):

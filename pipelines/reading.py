@@ -139,6 +139,18 @@ def unreadable(e: Exception, source: str, reject: bool) -> dict:
     return records.rejected_file(source, f"{what}: {e}")
 
 
+class CheckedVectors:
+    """A vector corpus's unit read and checked against the vector length, batch by batch:
+    (records, valid, rejected), either None when empty (for record_cache.read_into_cache)."""
+
+    def __init__(self, spec: ReadSpec):
+        self.spec = spec
+
+    def __call__(self, unit, dim: int):
+        for raw in unit_batches(unit, self.spec, sources.read_unit):
+            yield (len(raw["row"]), *records.validate(raw, dim))
+
+
 def units_of_files(pbegin, spec: ReadSpec):
     """Matched files -> units (row groups, whole files), spread over workers."""
     return (
@@ -148,6 +160,17 @@ def units_of_files(pbegin, spec: ReadSpec):
         | "Units" >> beam.FlatMap(lambda m, fmt: sources.list_units(m.path, fmt), spec.input_format)
         | "Spread" >> beam.Reshuffle()
     )
+
+
+class Units(beam.PTransform):
+    """The corpus's units of work: `make(pbegin, spec)` (units_of_files, image_stages.image_units)."""
+
+    def __init__(self, make, spec: ReadSpec):
+        super().__init__()
+        self.make, self.spec = make, spec
+
+    def expand(self, pbegin):
+        return self.make(pbegin, self.spec)
 
 
 def _log_done(total: int, name: str) -> int:

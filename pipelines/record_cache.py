@@ -24,9 +24,7 @@ import pyarrow as pa
 
 from pipelines import shards, sources, stages
 from pipelines.pooled import PooledWork, Result
-from pipelines.reading import unit_batches, units_of_files, unreadable, windowed
-from pipelines.sources import ReadSpec
-from transforms import records
+from pipelines.reading import unreadable, windowed
 from transforms.stats import HoldoutRule
 
 # The good batch's columns other than the vector, in this order (image corpora add image, format).
@@ -133,10 +131,12 @@ def cache_folder(staging: str) -> str:
     return f"{staging}/cache"
 
 
-def read_into_cache(unit, spec: ReadSpec, folder: str, rule: HoldoutRule, keep_embeddings: bool, dim: int) -> Result:
-    """Pass 1 over one unit of a vector corpus: each batch read, checked against the vector
-    length and hashed, written to the cache and summarised (stages.summaries: per-class
-    partials, id hashes). Outputs ("cache", (kind, path)) per file written and the summaries.
+def read_into_cache(unit, checked, folder: str, rule: HoldoutRule, keep_embeddings: bool, dim: int) -> Result:
+    """Pass 1 over one unit: `checked(unit, dim)` gives its batches read and checked (vectors:
+    reading.CheckedVectors; images, decoded and vectorised: image_stages.CheckedImages) as
+    (records, valid, rejected); they are written to the cache and summarised
+    (stages.Summaries: per-class partials, id hashes). Outputs ("cache", (kind, path)) per
+    file written, and the summaries.
 
     A file that cannot be read fails the job naming it, or (--reject_unreadable_files)
     becomes one rejected entry, the records read before the damage kept (unit_batches).
@@ -145,9 +145,8 @@ def read_into_cache(unit, spec: ReadSpec, folder: str, rule: HoldoutRule, keep_e
     summaries = stages.Summaries(rule, keep_embeddings)
     read = rejected = 0
     try:
-        for raw in unit_batches(unit, spec, sources.read_unit):
-            good, bad = records.validate(raw, dim)  # either is None when it has no rows
-            read += len(raw["row"])
+        for n, good, bad in checked(unit, dim):  # either of good and bad is None when it has no rows
+            read += n
             if bad is not None:
                 rejected += len(bad["row"])
                 writer.add("rejected", bad)
@@ -155,7 +154,7 @@ def read_into_cache(unit, spec: ReadSpec, folder: str, rule: HoldoutRule, keep_e
                 writer.add("good", good)
                 summaries.add(good)
     except sources.UnreadableFile as e:
-        bad = unreadable(e, unit[0], spec.reject_unreadable_files)
+        bad = unreadable(e, unit[0], checked.spec.reject_unreadable_files)
         read += 1
         rejected += 1
         writer.add("rejected", bad)
@@ -164,22 +163,21 @@ def read_into_cache(unit, spec: ReadSpec, folder: str, rule: HoldoutRule, keep_e
 
 
 class ReadIntoCache(beam.PTransform):
-    """Pass 1 for vector corpora: input files -> units -> `read_into_cache` on each (with
-    `processes`, on forked processes) -> outputs "cache" (the cache's index), "partials",
-    "ids" (stages.summaries) and "counted" (records read per unit)."""
+    """Pass 1: units -> `read_into_cache` on each (with `processes`, on forked processes) ->
+    outputs "cache" (the cache's index), "partials", "ids" (stages.Summaries) and "counted"
+    (records read per unit)."""
 
-    def __init__(self, spec: ReadSpec, staging: str, rule: HoldoutRule, keep_embeddings: bool, dim, name: str,
+    def __init__(self, checked, staging: str, rule: HoldoutRule, keep_embeddings: bool, dim, name: str,
                  processes: int):
         super().__init__()
-        self.spec, self.folder, self.rule, self.keep_embeddings, self.dim = (spec, cache_folder(staging), rule,
-                                                                             keep_embeddings, dim)
+        self.checked, self.folder, self.rule, self.keep_embeddings, self.dim = (checked, cache_folder(staging), rule,
+                                                                                keep_embeddings, dim)
         self.name, self.processes = name, processes
 
-    def expand(self, pbegin):
-        spec = self.spec
-        return units_of_files(pbegin, spec) | "ReadIntoCache" >> beam.ParDo(
-            PooledWork(self.name, spec.progress_seconds, False, read_into_cache, self.processes),
-            spec, self.folder, self.rule, self.keep_embeddings, self.dim,
+    def expand(self, units):
+        return units | "ReadIntoCache" >> beam.ParDo(
+            PooledWork(self.name, self.checked.spec.progress_seconds, False, read_into_cache, self.processes),
+            self.checked, self.folder, self.rule, self.keep_embeddings, self.dim,
         ).with_outputs("cache", "partials", "ids", "counted", main="none")
 
 

@@ -1,4 +1,4 @@
-"""transforms.cores: the process pools (decoding, k-means fits), map_ahead's order and errors, --processes."""
+"""transforms.cores: the process pools (the pass processes, the k-means fits), --processes."""
 
 from __future__ import annotations
 
@@ -20,12 +20,6 @@ def _pid_and_square(x):
     return os.getpid(), x * x
 
 
-def _square_but_three(x):
-    if x == 3:
-        raise ValueError("three")
-    return x * x
-
-
 def _noop():
     pass
 
@@ -34,48 +28,20 @@ def _die(x):
     os._exit(1)
 
 
-def _items(n, fail_at=None):
-    for i in range(n):
-        if i == fail_at:
-            raise OSError(f"damaged at {i}")
-        yield f"t{i}", i
-
-
-def test_map_ahead_keeps_order_and_runs_on_the_processes():
+def test_one_pool_per_width_and_initializer_whose_work_runs_on_its_processes():
     pool = cores.process_pool(2)
-    got = list(cores.map_ahead(pool, _pid_and_square, _items(20), depth=3))
-    assert [tag for tag, _ in got] == [f"t{i}" for i in range(20)]
-    assert [r[1] for _, r in got] == [i * i for i in range(20)]
-    pids = {r[0] for _, r in got}
+    pids = {pid for pid, _ in pool.map(_pid_and_square, range(20))}
     assert os.getpid() not in pids and 1 <= len(pids) <= 2  # the pool's own processes did the work
     assert cores.process_pool(2) is pool  # one pool per process, width and initializer
     assert cores.process_pool(2, _noop) is not pool
 
 
-@pytest.mark.parametrize("pool", [None, "processes"])
-def test_map_ahead_yields_what_came_before_an_error_then_raises_it(pool):
-    pool = cores.process_pool(2) if pool else None
-    seen = []
-    with pytest.raises(OSError, match="damaged at 5"):
-        for tag, result in cores.map_ahead(pool, _pid_and_square, _items(9, fail_at=5), depth=3):
-            seen.append((tag, result[1]))
-    assert seen == [(f"t{i}", i * i) for i in range(5)]
-
-
-def test_a_failed_call_raises_in_its_turn():
-    seen = []
-    with pytest.raises(ValueError, match="three"):
-        for tag, result in cores.map_ahead(cores.process_pool(2), _square_but_three, _items(9), depth=3):
-            seen.append((tag, result))
-    assert seen == [(f"t{i}", i * i) for i in range(3)]  # before it, in order; nothing after it
-
-
 def test_a_pool_whose_worker_died_is_dropped_and_the_next_one_works():
     pool = cores.process_pool(2)
     with pytest.raises(BrokenProcessPool):
-        list(cores.map_ahead(pool, _die, _items(4), depth=2))
+        list(pool.map(_die, range(4)))
     fresh = cores.process_pool(2)
-    assert fresh is not pool and [r for _, r in cores.map_ahead(fresh, abs, _items(3), 2)] == [0, 1, 2]
+    assert fresh is not pool and list(fresh.map(abs, [0, -1, 2])) == [0, 1, 2]
 
 
 def _alive(pid: int) -> bool:
@@ -112,10 +78,10 @@ def _decode_threads(_):
     return images.DECODE_THREADS
 
 
-def test_decode_workers_decode_on_one_thread_each():
-    from transforms import images
+def test_pass_processes_decode_on_one_thread_each():
+    from pipelines import pooled
 
-    assert set(images.decode_pool(2).map(_decode_threads, range(4))) == {1}
+    assert set(pooled.pass_pool(2).map(_decode_threads, range(4))) == {1}
 
 
 def test_an_idle_pool_whose_worker_died_is_replaced():
@@ -161,15 +127,11 @@ def test_processes_auto_is_the_cores_on_the_local_runner_only():
 
 def test_which_work_goes_to_the_processes():
     images = options.BalanceConfig(input="in", output="out", input_format="images", cluster_on="thumbnail", processes=3)
-    assert (images.decode_processes, images.fit_processes) == (3, 3)
-    embedded = replace(images, cluster_on="inception_v3")
-    assert (embedded.decode_processes, embedded.fit_processes) == (0, 3)  # large inputs, the model is the cost
     random = replace(images, strategy="oversample")
-    assert (random.decode_processes, random.fit_processes) == (3, 0)  # no k-means
     vectors = options.BalanceConfig(input="in", output="out", input_format="parquet", processes=3)
-    assert (vectors.decode_processes, vectors.fit_processes) == (0, 3)
-    for cfg in (images, embedded, random, vectors):  # passes 2 to 4 over the cache: every job
-        assert cfg.pass_processes == 3
+    assert (images.fit_processes, random.fit_processes, vectors.fit_processes) == (3, 0, 3)  # no k-means, no fits
+    for cfg in (images, replace(images, cluster_on="inception_v3"), random, vectors):
+        assert cfg.pass_processes == 3  # the read passes and the merges: every job
 
 
 def test_shutdown_pools_ends_the_workers_at_once():

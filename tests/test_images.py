@@ -232,22 +232,24 @@ def test_large_images_decode_on_threads_with_the_same_results(monkeypatch):
 
 
 def test_decoding_and_fitting_on_processes_gives_the_same_output(tmp_path, monkeypatch):
-    """Pass 1 decoding (batches ahead) and the k-means fits on forked processes write the same
+    """Pass 1 (a unit of images at a time: read, checked, decoded, cached), the later passes
+    and the merges on the pass processes, and the k-means fits on theirs, write the same
     records and rejections as in-process."""
-    from transforms import cores, kmeans
+    from pipelines import pooled
+    from transforms import kmeans
 
-    pools, real = [], cores.map_ahead
+    pools, real = [], pooled.pass_pool
     fit_pools, real_fit_pool = [], kmeans.fit_pool
 
-    def recorded(pool, *args):
-        pools.append(pool)
-        return real(pool, *args)
+    def recorded(processes):
+        pools.append(real(processes))
+        return pools[-1]
 
     def recorded_fit_pool(processes):
         fit_pools.append(real_fit_pool(processes))
         return fit_pools[-1]
 
-    monkeypatch.setattr(cores, "map_ahead", recorded)
+    monkeypatch.setattr(pooled, "pass_pool", recorded)
     monkeypatch.setattr(kmeans, "fit_pool", recorded_fit_pool)
     blobs = corpus_blobs() + [("dog", name, data) for name, data, _ in bad_images()]
     folder = write_folder(tmp_path / "imgs", blobs)
@@ -261,7 +263,7 @@ def test_decoding_and_fitting_on_processes_gives_the_same_output(tmp_path, monke
                            sorted((os.path.basename(x["source"]), x["reason"]) for x in lines),
                            sorted(zip(*(shard_images(str(out), m).column(c).to_pylist() for c in ("id", "cluster")),
                                       strict=True)))
-    assert pools and pools[0] is None and pools[-1] is images.decode_pool(2)  # in-process, then two processes
-    assert fit_pools and all(pool is real_fit_pool(2) for pool in fit_pools)  # the second run's fits only
+    assert pools and all(pool is real(2) for pool in pools)  # the second run's only
+    assert fit_pools and all(pool is real_fit_pool(2) for pool in fit_pools)
     assert runs["0"] == runs["2"]
     assert runs["2"][0]["rejected"] == sum(1 for *_, f in bad_images() if f) and runs["2"][3]

@@ -1,7 +1,7 @@
 """How many threads a worker's own parallel work uses (decoding, fits, merges), the one
-thread pool that runs the short tasks of that work (runs of images to decode), and the
-forked process pools for work whose Python would hold the GIL (decoding images, the
-k-means fits: see images.decode_pool and kmeans.fit_pool)."""
+thread pool that runs the short tasks of that work (runs of large images to decode), and
+the forked process pools for work whose Python would hold the GIL (the read passes and
+the merges: pipelines/pooled.py; the k-means fits: kmeans.fit_pool)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,7 @@ import sys
 import threading
 import time
 import warnings
-from collections import deque
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
 _POOL: ThreadPoolExecutor | None = None
 _PROCESSES: dict[tuple, ProcessPoolExecutor] = {}  # by (processes, initializer)
@@ -112,42 +111,3 @@ def _forget_pools() -> None:
 
 
 os.register_at_fork(after_in_child=_forget_pools)
-
-
-def map_ahead(pool: Executor | None, fn, items, depth: int):
-    """(tag, fn(arg)) for each (tag, arg) of `items`, in order, with up to `depth` calls
-    running on `pool` while the caller works on the results before them (`pool` None:
-    each call made here, when its result is asked for).
-
-    When `items` raises part-way, the results of the items before it are yielded first,
-    then its error is raised; a call that fails raises its error in its turn.
-    """
-    if pool is None:
-        for tag, arg in items:
-            yield tag, fn(arg)
-        return
-    pending: deque = deque()
-    items = iter(items)
-    try:
-        while True:
-            try:
-                tag, arg = next(items)
-            except StopIteration:
-                break
-            except Exception:
-                yield from _results(pending)
-                raise
-            pending.append((tag, pool.submit(fn, arg)))
-            if len(pending) > depth:
-                yield from _results(pending, 1)
-        yield from _results(pending)
-    finally:  # stopped early (an error, or the consumer closed us): what is still queued is not needed
-        for _, left in pending:
-            left.cancel()
-
-
-def _results(pending: deque, count: int | None = None):
-    """(tag, result) of the first `count` (all) pending calls, taken off `pending` in order."""
-    for _ in range(len(pending) if count is None else count):
-        tag, done = pending.popleft()
-        yield tag, done.result()

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageFile
 
-from transforms.cores import process_pool, shared_pool, worker_threads
+from transforms.cores import shared_pool, worker_threads
 
 SUPPORTED = ("PNG", "JPEG", "BMP", "GIF", "WEBP")
 DEFAULT_MAX_PIXELS = 64_000_000  # ~8000 x 8000; Pillow's own bomb limit is 89M
@@ -146,22 +146,6 @@ def batch_vectors(blobs, max_pixels: int, dim: int, to_vector, draft: tuple[int,
 # faster on two threads, 64 px PNGs 5% slower (per-image Python work holds the GIL).
 THREADED_PIXELS = 128 * 128  # mean pixels per image from which a batch is decoded on threads
 DECODE_THREADS = worker_threads()  # runs of images per batch (cores.shared_pool's width)
-
-
-def decode_pool(processes: int):
-    """The pool of forked processes that decode whole batches (`vectorize` on each).
-
-    Pillow's plugins are all loaded before the fork, so a worker imports nothing; each
-    worker decodes its batch on one thread (the processes are the parallelism: threads
-    in each would multiply the decodes, and the memory, held at once).
-    """
-    Image.init()
-    return process_pool(processes, _one_thread_per_process)
-
-
-def _one_thread_per_process() -> None:
-    global DECODE_THREADS
-    DECODE_THREADS = 1
 
 
 def thumbnail_vectors(blobs, max_pixels: int, size: int, color: bool):

@@ -82,7 +82,7 @@ def fit_pool(processes: int):
     Each worker imports scikit-learn on a thread of its own as it starts, so the import
     (~2 s) is done, on another core, by the time the job's first fit arrives, and the job's
     own process need not import it; then BLAS runs on one thread in each (the processes are
-    the parallelism). Made before the runner starts, like the decode pool (cores.process_pool).
+    the parallelism). Made before the runner starts, like the pass processes (cores.process_pool).
     """
     return process_pool(processes, _prepare_fit_worker)
 
