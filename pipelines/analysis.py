@@ -94,7 +94,7 @@ def analyze(p: beam.Pipeline, cfg: BalanceConfig, staging: str, dim, resample: b
                 dim = beam.pvalue.AsSingleton(p | "FeatureDimension" >> reading.FeatureDimension(spec))
         units = p | "Pass1Units" >> reading.Units(make_units, spec)
         summaries = units | "Pass1Read" >> record_cache.ReadIntoCache(checked, staging, rule, cfg.keep_embeddings, dim,
-                                                                      names[1], cfg.pass_processes)
+                                                                      names[1], cfg.read_processes)
         index, counted = summaries.cache, summaries.counted
     cache = beam.pvalue.AsList(index)
 

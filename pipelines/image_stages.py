@@ -34,7 +34,10 @@ from transforms.inception import inception_v3
 
 log = logging.getLogger("pipelines.balance")
 EMBED_CHUNK = 32  # images per forward pass
-UNIT_BATCHES = 4  # batches of an image folder's unit at most: units spread the work over processes and workers
+# Batches of an image folder's unit at most: a unit is a task of a pass process (or a worker)
+# and one cache file, which pass 4 spreads over every shard of its classes; 16 batches of
+# 128 images keep 20,000 images in ~10 units, a million in ~500.
+UNIT_BATCHES = 16
 
 
 def _read_unit(unit, spec: ReadSpec):

@@ -118,8 +118,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "a pool of N for the read passes (pass 1 a unit of the input each: read, checked, "
                         "images decoded, except with --cluster_on inception_v3; passes 2 to 4 a file of "
                         "the record cache each) and the shard merges, and a pool of N for the k-means "
-                        "fits (0: all in the worker's own process). Default auto: the cores, at most 4, "
-                        "when every bundle runs in this "
+                        "fits (0: all in the worker's own process). The pools are made where every "
+                        "bundle runs in this process only; elsewhere the work runs in the worker's own "
+                        "process. Default auto: the cores, at most 4, when every bundle runs in this "
                         "process (DirectRunner or FnApiRunner, in_memory or multi_threading) on Linux; "
                         "else 0 (Dataflow and Flink already run a worker per core).")
     g.add_argument("--reject_unreadable_files", action="store_true",
@@ -217,9 +218,15 @@ class BalanceConfig:
 
     @property
     def pass_processes(self) -> int:
-        """Processes running the read passes (pipelines/pooled.py): pass 1 on vector input, a unit
-        each, and passes 2 to 4 over the record cache, a file each. Every job."""
+        """Processes running the read passes (pipelines/pooled.py: pass 1 a unit each, passes 2 to 4
+        a cache file each) and the merges. Every job."""
         return self.processes
+
+    @property
+    def read_processes(self) -> int:
+        """Processes reading pass 1's units: none for TFRecord input, which TensorFlow parses
+        (a forked child of a process whose TensorFlow runtime has started can hang in it)."""
+        return 0 if self.input_format == "tfrecord" else self.pass_processes
 
     @property
     def payload(self) -> str:

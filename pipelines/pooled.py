@@ -35,9 +35,11 @@ class Result(NamedTuple):
     counters: dict  # Beam counter name -> increment
 
 
-def pass_pool(processes: int):
-    """The forked processes that run the read passes' functions, an element each at a time."""
-    return process_pool(processes, _one_thread_each)
+def pass_pool(processes: int, create: bool = True):
+    """The forked processes that run the read passes' functions, an element each at a time.
+    The driver makes them before the runner starts; the stages only look them up
+    (`create=False`: None when there are none, and the work runs in the worker)."""
+    return process_pool(processes, _one_thread_each, create)
 
 
 def _one_thread_each() -> None:
@@ -54,8 +56,9 @@ class PooledWork(ReadStage):
     """`fn(element, *side) -> Result` for each element: on `processes` forked processes (up to
     that many elements in flight, results out as the oldest is done) or, with 0, here.
 
-    A dead process (killed, out of memory) fails its elements' futures; those elements and
-    every later one run here instead, since a new pool would fork from the running runner.
+    Only a pool the driver made is used (none: everything runs here). A dead process
+    (killed, out of memory) fails its elements' futures; those elements and every later one
+    run here instead, since a new pool would fork from the running runner.
     """
 
     def __init__(self, name: str, progress_seconds: float, count: bool, fn, processes: int):
@@ -64,7 +67,7 @@ class PooledWork(ReadStage):
 
     def setup(self):
         super().setup()
-        self.pool = pass_pool(self.processes) if self.processes else None
+        self.pool = pass_pool(self.processes, create=False) if self.processes else None
 
     def start_bundle(self):
         self.pending: deque = deque()  # (element, side inputs, future), in submission order
@@ -90,8 +93,9 @@ class PooledWork(ReadStage):
         try:
             result = future.result()
         except BrokenProcessPool:
-            log.warning("a pass process died; the elements left run in this process")
-            self.pool = None
+            if self.pool is not None:
+                log.warning("a pass process died; the elements left run in this process")
+                self.pool = None
             result = self.fn(element, *side)
         return self._outputs(result)
 

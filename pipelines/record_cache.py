@@ -3,7 +3,8 @@ hashed once.
 
 Pass 1 writes the valid records (id, key, label, payload, clustering vector) and the
 rejected ones (with their reasons) as Arrow IPC files into OUT/.staging/RUN/cache/,
-per bundle in chunks of at most shards.FLUSH_BYTES, so memory stays bounded. Passes 2
+per unit of input (or bundle) in chunks of at most shards.FLUSH_BYTES, so memory stays
+bounded. Passes 2
 to 4 read those files instead of the input: for images that saves decoding (and the
 embedding model); for vectors it saves parsing, validating and hashing, which cost
 several times what reading an uncompressed Arrow file does (docs/BENCHMARKS.md). The
@@ -111,8 +112,8 @@ class _WriteCache(beam.DoFn):
 
 class WriteCache(beam.PTransform):
     """(valid batches, rejected batches) -> the cache's index: (kind, path) per file written.
-    For image corpora, whose pass 1 decodes in a stage of its own; vector corpora cache
-    each unit as they read it (`read_into_cache`)."""
+    For images embedded by InceptionV3, whose pass 1 has a RunInference stage; every other
+    corpus caches each unit as it reads it (`read_into_cache`)."""
 
     def __init__(self, staging: str):
         super().__init__()
@@ -212,7 +213,10 @@ def over_file(item, columns, work, *side) -> Result:
             seen[0] += len(good["key"])
             yield good
 
-    outputs, counters = work(batches(), *side)
+    todo = batches()
+    outputs, counters = work(todo, *side)
+    for _ in todo:  # a pass that stopped early still read (and counts) the whole file
+        pass
     return Result(seen[0], 0, outputs, counters)
 
 

@@ -39,7 +39,7 @@ log = logging.getLogger("pipelines.balance")
 
 class Summaries:
     """Pass 1's summaries of valid batches: per-class partial statistics (ClassStats) and the
-    records' id hashes by bucket; small next to the batches, merged as they come."""
+    records' id hashes (by bucket when output); small next to the batches, merged as they come."""
 
     def __init__(self, rule: HoldoutRule, keep_embeddings: bool):
         self.rule, self.keep_embeddings = rule, keep_embeddings
@@ -70,7 +70,7 @@ class _Summarise(beam.DoFn):
 
 def summarise(good, rule: HoldoutRule, keep_embeddings: bool):
     """Valid batches -> the pass-1 summaries' outputs ("partials", "ids"), batch by batch:
-    for image corpora, whose pass 1 decodes in a stage of its own."""
+    for images embedded by InceptionV3, whose pass 1 has a RunInference stage."""
     return good | "Summarise" >> beam.ParDo(_Summarise(rule, keep_embeddings)).with_outputs("partials", "ids",
                                                                                             main="none")
 
@@ -190,8 +190,9 @@ class _FitKMeans:
     each fitted here or, with `processes`, on a forked process (kmeans.fit_pool).
 
     A sample over POOL_SAMPLE_BYTES is fitted here: sending it would copy it twice (the
-    pickle, the worker's copy) for each fit in flight. When a fit worker dies, the fits
-    left are made here too: a new pool would fork from the running runner's threads.
+    pickle, the worker's copy) for each fit in flight. Only the pool the driver made is used:
+    when a fit worker dies (or there is none), the fits left are made here, since a new pool
+    would fork from the running runner's threads.
     """
 
     POOL_SAMPLE_BYTES = 128 << 20  # 100,000 rows of 320 float32 values
@@ -203,9 +204,11 @@ class _FitKMeans:
         label, sample = item
         args = (sample, self.k, hashing.seed_for(self.seed, label))
         centroids = None
-        if self.processes and np.asarray(sample).nbytes <= self.POOL_SAMPLE_BYTES:
+        small = np.asarray(sample).nbytes <= self.POOL_SAMPLE_BYTES
+        pool = kmeans.fit_pool(self.processes, create=False) if self.processes and small else None  # the driver's
+        if pool is not None:
             try:
-                centroids = kmeans.fit_pool(self.processes).submit(kmeans.fit_centroids, *args).result()
+                centroids = pool.submit(kmeans.fit_centroids, *args).result()
             except BrokenProcessPool:
                 log.warning("a k-means process died; the fits left run in this process")
                 self.processes = 0

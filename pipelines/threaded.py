@@ -19,7 +19,7 @@ from concurrent.futures.process import BrokenProcessPool
 
 import apache_beam as beam
 
-from pipelines.pooled import pass_pool
+from pipelines import pooled
 from pipelines.reading import windowed
 from transforms.cores import worker_threads
 
@@ -41,7 +41,10 @@ class ThreadedMap(beam.DoFn):
 
     def setup(self):
         self.width = self.processes or self.threads or worker_threads()
-        self.pool = pass_pool(self.processes) if self.processes else ThreadPoolExecutor(self.width)
+        self.pool = pooled.pass_pool(self.processes, create=False) if self.processes else None
+        if self.pool is None:  # threads; also where the driver made no pass processes
+            self.processes = 0
+            self.pool = ThreadPoolExecutor(self.width)
 
     def start_bundle(self):
         self.pending: deque = deque()  # (element, side inputs, future)
@@ -60,9 +63,10 @@ class ThreadedMap(beam.DoFn):
         try:
             return future.result()
         except BrokenProcessPool:
-            log.warning("a pass process died; the elements left run in this process")
-            self.pool = ThreadPoolExecutor(1)  # in order, one at a time, in this process
-            self.processes = 0
+            if self.processes:  # once: the later elements go to threads of this process
+                log.warning("a pass process died; the elements left run in this process")
+                self.processes = 0
+                self.pool = ThreadPoolExecutor(self.width)
             return self.fn(element, *side)
 
     def teardown(self):

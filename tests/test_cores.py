@@ -40,8 +40,11 @@ def test_a_pool_whose_worker_died_is_dropped_and_the_next_one_works():
     pool = cores.process_pool(2)
     with pytest.raises(BrokenProcessPool):
         list(pool.map(_die, range(4)))
+    assert cores.process_pool(2, create=False) is None  # what the job's stages ask: no fork once it runs
     fresh = cores.process_pool(2)
     assert fresh is not pool and list(fresh.map(abs, [0, -1, 2])) == [0, 1, 2]
+    assert cores.process_pool(2, create=False) is fresh
+    assert cores.process_pool(5, _noop, create=False) is None  # never made
 
 
 def _alive(pid: int) -> bool:
@@ -131,7 +134,8 @@ def test_which_work_goes_to_the_processes():
     vectors = options.BalanceConfig(input="in", output="out", input_format="parquet", processes=3)
     assert (images.fit_processes, random.fit_processes, vectors.fit_processes) == (3, 0, 3)  # no k-means, no fits
     for cfg in (images, replace(images, cluster_on="inception_v3"), random, vectors):
-        assert cfg.pass_processes == 3  # the read passes and the merges: every job
+        assert cfg.pass_processes == cfg.read_processes == 3  # the read passes and the merges: every job
+    assert replace(vectors, input_format="tfrecord").read_processes == 0  # TensorFlow parses it: no fork
 
 
 def test_shutdown_pools_ends_the_workers_at_once():

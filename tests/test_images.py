@@ -241,12 +241,12 @@ def test_decoding_and_fitting_on_processes_gives_the_same_output(tmp_path, monke
     pools, real = [], pooled.pass_pool
     fit_pools, real_fit_pool = [], kmeans.fit_pool
 
-    def recorded(processes):
-        pools.append(real(processes))
+    def recorded(processes, create=True):
+        pools.append(real(processes, create))
         return pools[-1]
 
-    def recorded_fit_pool(processes):
-        fit_pools.append(real_fit_pool(processes))
+    def recorded_fit_pool(processes, create=True):
+        fit_pools.append(real_fit_pool(processes, create))
         return fit_pools[-1]
 
     monkeypatch.setattr(pooled, "pass_pool", recorded)

@@ -106,14 +106,14 @@ def test_a_dead_fit_worker_leaves_the_fits_to_this_process(monkeypatch):
     x = blobs(2000, 3)
     counts = {"c": {"count": 2000, "train": 2000}}
     fit = _fit_kmeans_stage()
-    monkeypatch.setattr(kmeans, "fit_pool", lambda processes: DeadPool())
+    monkeypatch.setattr(kmeans, "fit_pool", lambda processes, create=True: DeadPool())
     label, centroids = fit(("c", x), counts)
     assert label == "c" and np.array_equal(centroids, _fit_kmeans_stage(0)(("c", x), counts)[1])
     assert fit.processes == 0  # no new pool is forked from the running job
 
 
 def test_a_sample_too_large_to_send_is_fitted_here(monkeypatch):
-    def no_pool(processes):
+    def no_pool(processes, create=True):
         raise AssertionError("the sample was sent to the pool")
 
     x = blobs(2000, 4)

@@ -46,9 +46,12 @@ def can_fork() -> bool:
     return sys.platform.startswith("linux")
 
 
-def process_pool(processes: int, initializer=None) -> ProcessPoolExecutor:
+def process_pool(processes: int, initializer=None, create: bool = True) -> ProcessPoolExecutor | None:
     """This process's pool of `processes` forked worker processes whose workers ran
     `initializer` first, made on first use (one pool per width and initializer).
+
+    `create=False` (the job's stages, which run among the runner's threads) only looks the
+    pool up: None when there is no healthy one, so that nothing forks once the job runs.
 
     Forked, not spawned: a spawned worker imports the main module again (the whole job,
     Beam included: seconds per worker), a forked one starts with what is loaded. The
@@ -61,8 +64,9 @@ def process_pool(processes: int, initializer=None) -> ProcessPoolExecutor:
         pool = _PROCESSES.get((processes, initializer))
         if pool is not None and not _healthy(pool):  # a worker died, in a task or while the pool sat idle
             pool.shutdown(wait=False, cancel_futures=True)
+            del _PROCESSES[processes, initializer]
             pool = None
-        if pool is None:
+        if pool is None and create:
             pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("fork"),
                                        initializer=_start_worker, initargs=(os.getpid(), initializer))
             with warnings.catch_warnings():  # Python 3.12+ warns about any fork of a process with threads

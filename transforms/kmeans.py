@@ -76,7 +76,7 @@ def _one_openmp_thread():
     return _OPENMP.limit(limits=1)
 
 
-def fit_pool(processes: int):
+def fit_pool(processes: int, create: bool = True):
     """Forked processes that run `fit_centroids`, one class each at a time.
 
     Each worker imports scikit-learn on a thread of its own as it starts, so the import
@@ -84,7 +84,7 @@ def fit_pool(processes: int):
     own process need not import it; then BLAS runs on one thread in each (the processes are
     the parallelism). Made before the runner starts, like the pass processes (cores.process_pool).
     """
-    return process_pool(processes, _prepare_fit_worker)
+    return process_pool(processes, _prepare_fit_worker, create)
 
 
 def _prepare_fit_worker() -> None:
