@@ -52,13 +52,50 @@ def _one_thread_each() -> None:
     images.DECODE_THREADS = 1
 
 
+class InFlight:
+    """Calls of `fn(element, *side)` on `pool`, at most `width` at once, results taken in the
+    order of submission; with no pool, each call is made here.
+
+    A call whose process died is made here, and so is every later one: the pool is dropped,
+    since a new one would fork from the running runner.
+    """
+
+    def __init__(self, fn, pool, width: int):
+        self.fn, self.pool, self.width = fn, pool, width
+        self.pending: deque = deque()  # (element, side inputs, future), in submission order
+
+    def add(self, element, side: tuple):
+        """Submits one call; yields the results that are ready: the oldest calls' that are
+        done, and the oldest's while more than `width` are in flight."""
+        if self.pool is None:
+            yield self.fn(element, *side)
+            return
+        self.pending.append((element, side, self.pool.submit(self.fn, element, *side)))
+        while len(self.pending) > self.width or (self.pending and self.pending[0][2].done()):
+            yield self._next()
+
+    def drain(self):
+        """The results of every call still in flight."""
+        while self.pending:
+            yield self._next()
+
+    def _next(self):
+        element, side, future = self.pending.popleft()
+        try:
+            return future.result()
+        except BrokenProcessPool:
+            if self.pool is not None:
+                log.warning("a pass process died; the elements left run in this process")
+                self.pool = None
+            return self.fn(element, *side)
+
+
 class PooledWork(ReadStage):
     """`fn(element, *side) -> Result` for each element: on `processes` forked processes (up to
     that many elements in flight, results out as the oldest is done) or, with 0, here.
 
-    Only a pool the driver made is used (none: everything runs here). A dead process
-    (killed, out of memory) fails its elements' futures; those elements and every later one
-    run here instead, since a new pool would fork from the running runner.
+    Only a pool the driver made is used (none: everything runs here); a dead process leaves
+    its elements and every later one to this process (InFlight).
     """
 
     def __init__(self, name: str, progress_seconds: float, count: bool, fn, processes: int):
@@ -67,37 +104,20 @@ class PooledWork(ReadStage):
 
     def setup(self):
         super().setup()
-        self.pool = pass_pool(self.processes, create=False) if self.processes else None
-
-    def start_bundle(self):
-        self.pending: deque = deque()  # (element, side inputs, future), in submission order
+        pool = pass_pool(self.processes, create=False) if self.processes else None
+        self.calls = InFlight(self.fn, pool, self.processes)
 
     def process(self, element, *side):
-        if self.pool is None:
-            yield from self._outputs(self.fn(element, *side))
-            return
-        self.pending.append((element, side, self.pool.submit(self.fn, element, *side)))
-        while len(self.pending) > self.processes or (self.pending and self.pending[0][2].done()):
-            yield from self._next()
+        for result in self.calls.add(element, side):
+            yield from self._outputs(result)
 
     def finish_bundle(self):
-        while self.pending:
-            for out in self._next():
+        for result in self.calls.drain():
+            for out in self._outputs(result):
                 if isinstance(out, beam.pvalue.TaggedOutput):
                     yield beam.pvalue.TaggedOutput(out.tag, windowed(out.value))
                 else:
                     yield windowed(out)
-
-    def _next(self):
-        element, side, future = self.pending.popleft()
-        try:
-            result = future.result()
-        except BrokenProcessPool:
-            if self.pool is not None:
-                log.warning("a pass process died; the elements left run in this process")
-                self.pool = None
-            result = self.fn(element, *side)
-        return self._outputs(result)
 
     def _outputs(self, result: Result):
         yield from self.account(result.read, result.rejected)

@@ -12,18 +12,13 @@ elements.
 
 from __future__ import annotations
 
-import logging
-from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 
 import apache_beam as beam
 
 from pipelines import pooled
 from pipelines.reading import windowed
 from transforms.cores import worker_threads
-
-log = logging.getLogger("pipelines.balance")
 
 
 class ThreadedMap(beam.DoFn):
@@ -32,7 +27,7 @@ class ThreadedMap(beam.DoFn):
     one output each.
 
     An exception in `fn` fails the bundle as it would in a plain Map (re-raised here). When
-    a pass process dies, its elements and every later one run here.
+    a pass process dies, its elements and every later one run here (pooled.InFlight).
     """
 
     def __init__(self, fn, threads: int | None = None, processes: int = 0):
@@ -40,35 +35,19 @@ class ThreadedMap(beam.DoFn):
         self.threads, self.processes = threads, processes
 
     def setup(self):
-        self.width = self.processes or self.threads or worker_threads()
-        self.pool = pooled.pass_pool(self.processes, create=False) if self.processes else None
-        if self.pool is None:  # threads; also where the driver made no pass processes
-            self.processes = 0
-            self.pool = ThreadPoolExecutor(self.width)
-
-    def start_bundle(self):
-        self.pending: deque = deque()  # (element, side inputs, future)
+        width = self.processes or self.threads or worker_threads()
+        pool = pooled.pass_pool(self.processes, create=False) if self.processes else None
+        # threads: this DoFn's own (also where the driver made no pass processes)
+        self.threads_pool = ThreadPoolExecutor(width) if pool is None else None
+        self.calls = pooled.InFlight(self.fn, pool or self.threads_pool, width)
 
     def process(self, element, *side):
-        self.pending.append((element, side, self.pool.submit(self.fn, element, *side)))
-        while len(self.pending) > self.width or (self.pending and self.pending[0][2].done()):
-            yield self._next()
+        yield from self.calls.add(element, side)
 
     def finish_bundle(self):
-        while self.pending:
-            yield windowed(self._next())
-
-    def _next(self):
-        element, side, future = self.pending.popleft()
-        try:
-            return future.result()
-        except BrokenProcessPool:
-            if self.processes:  # once: the later elements go to threads of this process
-                log.warning("a pass process died; the elements left run in this process")
-                self.processes = 0
-                self.pool = ThreadPoolExecutor(self.width)
-            return self.fn(element, *side)
+        for result in self.calls.drain():
+            yield windowed(result)
 
     def teardown(self):
-        if not self.processes:  # the pass processes are the job's, shut down at its end
-            self.pool.shutdown(wait=True, cancel_futures=True)
+        if self.threads_pool is not None:  # the pass processes are the job's, shut down at its end
+            self.threads_pool.shutdown(wait=True, cancel_futures=True)
