@@ -31,7 +31,7 @@ from pipelines import beam_memos, image_folders, image_stages, output_dir, poole
 from pipelines.options import BalanceConfig, BalanceOptions, check_flags, guess_format, runs_here
 from pipelines.reading import NS
 from pipelines.report import short_label
-from transforms import cores
+from transforms import cores, storage
 from transforms.kmeans import fit_pool
 
 log = logging.getLogger("pipelines.balance")
@@ -56,7 +56,7 @@ def resolve_input(path: str, fmt: str | None) -> tuple[str, str]:
                              "with one sub-folder of images per class.")
         return path.rstrip("/"), fmt
     pattern = path
-    if os.path.isdir(path) or path.endswith("/"):
+    if path.endswith("/") or storage.is_folder(path):
         fmt = fmt or _format_in_dir(path)
         suffix = {"parquet": "**.parquet", "csv": "**.csv", "tfrecord": "**.tfrecord*"}[fmt]
         pattern = FileSystems.join(path.rstrip("/"), suffix)
@@ -102,6 +102,7 @@ def configure(argv: list[str] | None, ap: argparse.ArgumentParser, demo_output: 
     known, _ = ap.parse_known_args(argv)
     check_flags(argv, ap)
     options = PipelineOptions(argv)
+    storage.configure(options)  # before the first FileSystems call: endpoints, credentials of the job's flags
     bo = options.view_as(BalanceOptions)
     if known.input is None:
         output = known.output or os.path.join(known.demo_dir, demo_output)

@@ -31,6 +31,7 @@ from apache_beam.io.filesystem import FileSystem
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines import shards
+from transforms import storage
 
 STAGING = shards.STAGING
 LOCK = ".lock"
@@ -136,28 +137,35 @@ class Lock:
 
     def __enter__(self) -> Lock:
         data = json.dumps(self.info).encode()
-        if not _local(self.path):
-            if FileSystems.exists(self.path):
-                self._held(self._read())
-            shards.write_atomic(self.path, data)
-            return self
         for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                holder = self._read()
-                if holder.get("host") == self.info["host"] and isinstance(holder.get("pid"), int) \
-                        and not _pid_alive(holder["pid"]):
-                    log.warning("taking over %s: its run (pid %s, started %s) is gone", self.path, holder["pid"],
-                                holder.get("started"))
-                    os.unlink(self.path)
-                    continue
-                self._held(holder)
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            return self
+            if self._create(data):
+                return self
+            holder = self._read()
+            if holder.get("host") == self.info["host"] and isinstance(holder.get("pid"), int) \
+                    and not _pid_alive(holder["pid"]):
+                log.warning("taking over %s: its run (pid %s, started %s) is gone", self.path, holder["pid"],
+                            holder.get("started"))
+                storage.delete([self.path])
+                continue
+            self._held(holder)
         self._held(self._read())
         return self
+
+    def _create(self, data: bytes) -> bool:
+        """The lock file, unless it exists: atomic on local disk; on object stores a check, then
+        a write (advisory: two hosts starting in the same second can both pass)."""
+        if not _local(self.path):
+            if FileSystems.exists(self.path):
+                return False
+            shards.write_atomic(self.path, data)
+            return True
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        return True
 
     def _read(self) -> dict:
         try:
@@ -215,8 +223,9 @@ def record_intent(staging: str, paths: list[str]) -> None:
 
 
 def _staged_runs(out: str) -> list[str]:
+    """The staging folders (of this and earlier runs) that hold a run's lists."""
     root = FileSystems.join(out, STAGING)
-    if not FileSystems.exists(root):
+    if not storage.is_folder(root):
         return []
     found = {m.path[len(root.rstrip("/")) + 1:].split("/")[0]
              for r in FileSystems.match([FileSystems.join(root, "*/*.json")]) for m in r.metadata_list}
@@ -268,39 +277,27 @@ def _remove_empty_folders(out: str, removed: list[str]) -> None:
 
 
 def remove_staging(out: str) -> None:
-    """This and earlier runs' staging folders (named by us), then OUT/.staging when it is empty."""
+    """This and earlier runs' staging folders (named by us), then OUT/.staging when it is empty.
+    On an object store a folder is its objects: each run's are listed and deleted."""
     root = FileSystems.join(out, STAGING)
-    if not FileSystems.exists(root):
-        return
     if _local(root):
+        if not os.path.isdir(root):
+            return
         for name in os.listdir(root):
             if RUN_ID.fullmatch(name):
-                remove_tree(os.path.join(root, name))
+                storage.delete_folder(os.path.join(root, name))
         if not os.listdir(root):
             os.rmdir(root)
         return
-    runs = {m.path[len(root.rstrip("/")) + 1:].split("/")[0]
-            for r in FileSystems.match([FileSystems.join(root, "**")]) for m in r.metadata_list}
-    for name in runs:
+    runs = {p[len(root.rstrip("/")) + 1:].split("/")[0] for p in storage.list_files(root)}
+    for name in sorted(runs):
         if RUN_ID.fullmatch(name):
-            remove_tree(FileSystems.join(root, name))
+            storage.delete_folder(FileSystems.join(root, name))
 
 
 def remove_run_staging(staging: str) -> None:
     """One run's staging folder, then OUT/.staging if nothing else (another run's lists) is in it."""
-    if FileSystems.exists(staging):
-        remove_tree(staging)
+    storage.delete_folder(staging)
     root = staging.rstrip("/").rsplit("/", 1)[0]
-    if FileSystems.exists(root) and not FileSystems.match([FileSystems.join(root, "**")])[0].metadata_list:
-        remove_tree(root)
-
-
-def remove_tree(path: str) -> None:
-    """Deletes a folder of ours and everything in it (one call on local disk)."""
-    try:
-        FileSystems.delete([path])
-        return
-    except Exception:  # noqa: BLE001 - object stores: delete the objects one by one
-        pass
-    found = [m.path for r in FileSystems.match([FileSystems.join(path, "**")]) for m in r.metadata_list]
-    shards.delete(found)
+    if _local(root) and os.path.isdir(root) and not os.listdir(root):
+        os.rmdir(root)

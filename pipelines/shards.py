@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from transforms import example_codec
+from transforms import example_codec, storage
 
 STAGING = ".staging"
 FLUSH_BYTES = 64 << 20  # buffered bytes per worker before fragments are flushed
@@ -105,9 +105,7 @@ def mkdirs(path: str) -> None:
 
 
 def delete(paths: list[str]) -> None:
-    existing = [p for p in paths if FileSystems.exists(p)]
-    if existing:
-        FileSystems.delete(existing)
+    storage.delete(paths)
 
 
 class FragmentWriter:
@@ -227,12 +225,12 @@ def write_plot_then_document(out: str, png: str, plot, name: str, doc: dict) -> 
 def write_atomic(path: str, data: bytes | Callable) -> None:
     """`data` (bytes, or a function that writes to a file) into `path`, under a temporary
     name until complete."""
+    if not callable(data):
+        storage.write_bytes(path, data)  # also an empty object on S3, which Beam's writer cannot make
+        return
     tmp = f"{path}.inprogress-{uuid.uuid4().hex}"
     with create(tmp) as f:
-        if callable(data):
-            data(f)
-        else:
-            f.write(data)
+        data(f)
     FileSystems.rename([tmp], [path])
 
 

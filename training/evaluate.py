@@ -21,13 +21,14 @@ import os
 import keras
 
 from pipelines.flag_parser import FlagParser
-from training import command, run_state
+from training import command, remote, run_state
 from training import manifest as mf
 from training import model as models
 from training.data import pick_reader
 from training.metrics import format_report
 from training.report import write_confusion_png
 from training.scoring import SPLITS, score
+from transforms import storage
 
 
 def parser() -> argparse.ArgumentParser:
@@ -37,32 +38,41 @@ def parser() -> argparse.ArgumentParser:
                                                   "other whose labels the model knows.")
     ap.add_argument("--split", default="val", choices=SPLITS)
     ap.add_argument("--batch_size", type=int, default=128)
+    ap.add_argument("--cache_dir", default=None,
+                    help="Local copies of gs:// and s3:// data and run folders (default: ~/.cache/balance-corpus).")
     return ap
 
 
 def run(argv: list[str] | None = None) -> dict:
     """Scores the run's model.keras on the split; returns the report (also written as JSON)."""
     args = parser().parse_args(argv)
-    model, labels = models.load(os.path.join(args.run, run_state.MODEL))
-    ds = mf.load(args.data)
+    folder = remote.RunFolder(args.run, args.cache_dir).pull([run_state.MODEL, run_state.STATE])
+    model, labels = models.load(folder.path(run_state.MODEL))
+    ds = mf.load(remote.local_data(args.data, args.cache_dir))
     if not set(labels) & set(ds.labels):
         raise ValueError(f"{args.data} has none of the classes the model knows: it has {ds.labels}, "
                          f"the model {labels}.")
     reader = pick_reader(ds, keras.backend.backend())
-    report = {"split": args.split, "data": os.path.abspath(args.data)} \
+    report = {"split": args.split, "data": args.data if storage.is_remote(args.data) else os.path.abspath(args.data)} \
         | score(model, labels, ds, args.split, reader, args.batch_size)
     print(format_report(report))
-    trained_on = run_state.read_json(os.path.join(args.run, run_state.STATE))["args"]["data"] \
-        if os.path.exists(os.path.join(args.run, run_state.STATE)) else None
-    same = trained_on is not None and os.path.realpath(trained_on) == os.path.realpath(args.data)
-    name = args.split if same else f"{args.split}-{os.path.basename(os.path.normpath(args.data))}"
-    path, png = (os.path.join(args.run, f"{kind}-{name}.{ext}") for kind, ext in (("eval", "json"),
-                                                                                  ("confusion", "png")))
-    with open(path, "w") as f:
+    trained_on = run_state.read_json(folder.path(run_state.STATE))["args"]["data"] \
+        if os.path.exists(folder.path(run_state.STATE)) else None
+    same = trained_on is not None and _same_place(trained_on, args.data)
+    name = args.split if same else f"{args.split}-{args.data.rstrip('/').rsplit('/', 1)[-1]}"
+    path, png = (f"{kind}-{name}.{ext}" for kind, ext in (("eval", "json"), ("confusion", "png")))
+    with open(folder.path(path), "w") as f:
         json.dump(report, f, indent=1)
-    write_confusion_png(report["confusion"], labels, png, f"{name}: macro-F1 {report['macro_f1']:.3f}")
-    print(f"wrote {path} and {png}")
+    write_confusion_png(report["confusion"], labels, folder.path(png), f"{name}: macro-F1 {report['macro_f1']:.3f}")
+    folder.push()
+    print(f"wrote {storage.join(args.run, path)} and {storage.join(args.run, png)}")
     return report
+
+
+def _same_place(a: str, b: str) -> bool:
+    if storage.is_remote(a) or storage.is_remote(b):
+        return a.rstrip("/") == b.rstrip("/")
+    return os.path.realpath(a) == os.path.realpath(b)
 
 
 def main() -> None:

@@ -23,7 +23,7 @@ import keras
 import numpy as np
 
 from pipelines.flag_parser import FlagParser
-from training import command, data, losses, run_state
+from training import command, data, losses, remote, run_state
 from training import manifest as mf
 from training import model as models
 from training.callbacks import EndOnAverage, RunProgbar, ValScores
@@ -36,8 +36,12 @@ from transforms.inception import weights_argument
 
 def parser() -> argparse.ArgumentParser:
     ap = FlagParser(prog="python -m training.fit", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", required=True, help="Output folder of pipelines.balance (holds manifest.json).")
-    ap.add_argument("--output", default="run", help="Run folder (default: run).")
+    ap.add_argument("--data", required=True, help="Output folder of pipelines.balance (holds manifest.json); "
+                                                  "local, gs:// or s3://.")
+    ap.add_argument("--output", default="run", help="Run folder (default: run); local, gs:// or s3:// (written "
+                                                    "locally under --cache_dir, uploaded after every epoch).")
+    ap.add_argument("--cache_dir", default=None,
+                    help="Local copies of gs:// and s3:// data and run folders (default: ~/.cache/balance-corpus).")
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--batch_size", type=int, default=32)
     ap.add_argument("--epoch_size", type=int, default=None,
@@ -136,7 +140,7 @@ def run(argv: list[str] | None = None) -> list[dict]:
 def train(args: argparse.Namespace) -> list[dict]:
     """The run `args` describe: checks, the model (new or resumed), the epoch loop, the test score."""
     backend = keras.backend.backend()
-    ds = mf.load(args.data)
+    ds = mf.load(remote.local_data(args.data, args.cache_dir))
     if not mf.val_records(ds):
         raise ValueError(f"{args.data} has no val records (balanced with --holdout_fraction 0?): the F1 that "
                          "drives the sampling and picks the best model needs them. Re-run pipelines.balance "
@@ -147,8 +151,10 @@ def train(args: argparse.Namespace) -> list[dict]:
         mf.check_tfrecord_counts(ds)
     if args.epochs < 1 or args.batch_size < 1:
         raise ValueError(f"--epochs and --batch_size must be at least 1. Received: {args.epochs}, {args.batch_size}")
-    os.makedirs(args.output, exist_ok=True)
-    run_state.check_folder(args.output, args.resume)
+    folder = remote.RunFolder(args.output, args.cache_dir).pull()
+    run_dir = folder.local
+    os.makedirs(run_dir, exist_ok=True)
+    run_state.check_folder(run_dir, args.resume, args.output)
     min_share = args.min_share if args.min_share is not None else min(0.02, 0.5 / ds.classes)
     prior = [n / sum(ds.output) for n in ds.output]
     keras.utils.set_random_seed(args.seed)  # the model's initial weights
@@ -158,12 +164,12 @@ def train(args: argparse.Namespace) -> list[dict]:
         keras.mixed_precision.set_global_policy("mixed_float16")
 
     if args.resume:
-        state, sampler, history = run_state.resumed(args.output, vars(args), ds.classes)  # completes args
+        state, sampler, history = run_state.resumed(run_dir, vars(args), ds.classes)  # completes args
         start = state["epoch"]
         if start >= args.epochs:
             print(f"{args.output} already has {start} epochs (--epochs {args.epochs}): nothing to do.")
-            return run_state.read_json(os.path.join(args.output, run_state.HISTORY))
-        model = keras.models.load_model(os.path.join(args.output, state["checkpoint"]), safe_mode=True)
+            return run_state.read_json(os.path.join(run_dir, run_state.HISTORY))
+        model = keras.models.load_model(os.path.join(run_dir, state["checkpoint"]), safe_mode=True)
         print(f"resuming {args.output} after epoch {start}")
     else:
         sampler = DynamicSampler(ds.classes, args.sampling, min_share, args.dynamic_mix, args.f1_smoothing, prior,
@@ -206,12 +212,12 @@ def train(args: argparse.Namespace) -> list[dict]:
     val = data.split_stream(ds, reader, inputs, 4 * args.batch_size, args.image_size)
     settings = dict(vars(args)) | {"backend": backend, "reader": reader, "inputs_used": inputs,
                                    "mixed_precision": mixed}
-    recorder = run_state.Recorder(args.output, sampler, ds.labels, history, settings)
+    recorder = run_state.Recorder(run_dir, sampler, ds.labels, history, settings)
     callbacks = [RunProgbar(args.epochs),  # first: Keras ends its epoch line before ours
                  EndOnAverage(),  # before ValScores: val scores, and model.keras keeps, the averaged weights
                  ValScores(val, data.labels_of(val), ds.labels, recorder.record)]
     if backend == "tensorflow":
-        callbacks.append(keras.callbacks.TensorBoard(os.path.join(args.output, "logs"), write_graph=False))
+        callbacks.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"), write_graph=False))
     print(f"training {'InceptionV3 final layer on images' if inputs == 'image' else 'a linear layer on vectors'}: "
           f"{ds.classes} classes, {steps} steps of {args.batch_size} per epoch, sampling {sampler.mode}, "
           f"loss {args.loss}, backend {backend} on {'GPU' if gpu else 'CPU'} ({reader} shards)"
@@ -224,11 +230,13 @@ def train(args: argparse.Namespace) -> list[dict]:
         models.reseed_augmentation(model, epoch)
         model.fit(epoch_input(epoch, sampler.shares), epochs=epoch + 1, initial_epoch=epoch,
                   steps_per_epoch=steps, callbacks=callbacks, verbose=args.verbose, shuffle=False)
-    write_history_png(history, os.path.join(args.output, "report.png"))
+        folder.push()  # an object-store run folder gets the epoch's files
+    write_history_png(history, os.path.join(run_dir, "report.png"))
     best = run_state.best_epoch(history)
     print(f"\nbest val macro-F1 {best['val_macro_f1']:.4f} at epoch {best['epoch']}")
     if mf.records_in(ds.test):
         test_score(recorder, ds, reader, 4 * args.batch_size)
+    folder.push()
     logs = "logs/ (TensorBoard), " if backend == "tensorflow" else ""
     print(f"Run folder {args.output}/: model.keras (best), history.json, report.png, {logs}"
           "checkpoint-*.keras, state.json")

@@ -24,7 +24,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipelines import image_folders, sources
 from pipelines.driver import resolve_input
-from transforms import records
+from transforms import records, storage
 
 UNLABELED = "\x00unlabeled"  # the label of a row that has none (never a real label: NUL)
 IMAGE_GROUP = 128  # image files per raw batch (the job's --image_batch_size default)
@@ -33,10 +33,15 @@ IMAGE_GROUP = 128  # image files per raw batch (the job's --image_batch_size def
 def image_files(path: str) -> list[tuple[str, str]]:
     """(label, file) of the images under `path`: a folder (class sub-folders labelled, files
     directly in it not) or a glob of image files (not labelled)."""
-    if os.path.isdir(path):
+    if storage.is_folder(path):
         files = [f for label, folder in image_folders.class_folders(path) for f in image_folders.class_images(label, folder)]
-        files += [(UNLABELED, os.path.join(path, n)) for n in sorted(os.listdir(path))
-                  if os.path.isfile(os.path.join(path, n)) and not n.startswith(".")]
+        if storage.is_remote(path):
+            top = path.rstrip("/") + "/"
+            files += [(UNLABELED, p) for p in storage.list_files(path)
+                      if "/" not in p[len(top):] and not p[len(top):].startswith(".")]
+        else:
+            files += [(UNLABELED, os.path.join(path, n)) for n in sorted(os.listdir(path))
+                      if os.path.isfile(os.path.join(path, n)) and not n.startswith(".")]
     else:
         files = [(UNLABELED, m.path) for m in FileSystems.match([path])[0].metadata_list]
     if not files:

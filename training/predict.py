@@ -28,11 +28,11 @@ import pyarrow.parquet as pq
 from pipelines import shards, sources
 from pipelines.flag_parser import FlagParser
 from pipelines.options import INPUT_FORMATS
-from training import command, inputs, run_state
+from training import command, inputs, remote, run_state
 from training import model as models
 from training.data import model_pixels
 from training.metrics import Tally, format_report
-from transforms import images, records
+from transforms import images, records, storage
 
 OUTPUT_SCHEMA = pa.schema([("id", pa.string()), ("source", pa.string()), ("row", pa.int64()),
                            ("label", pa.string()), ("predicted", pa.string()), ("probability", pa.float32()),
@@ -55,6 +55,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--top_k", type=int, default=3, help="Labels and probabilities kept per record (default 3).")
     ap.add_argument("--batch_size", type=int, default=1024, help="Records read and predicted at a time.")
     ap.add_argument("--progress_seconds", type=float, default=15.0, help="Seconds between progress lines.")
+    ap.add_argument("--cache_dir", default=None,
+                    help="Local copies of gs:// and s3:// run folders and outputs (default: ~/.cache/balance-corpus).")
     return ap
 
 
@@ -121,16 +123,23 @@ def run(argv: list[str] | None = None) -> dict:
     args = parser().parse_args(argv)
     if args.top_k < 1 or args.batch_size < 1:
         raise ValueError(f"--top_k and --batch_size must be at least 1. Received: {args.top_k}, {args.batch_size}")
-    model, labels = models.load(os.path.join(args.run, run_state.MODEL))
+    if any(storage.is_remote(p) for p in (args.run, args.input, args.output)):
+        storage.configure()  # Beam's file systems, which read the input, with the environment's settings
+    folder = remote.RunFolder(args.run, args.cache_dir).pull([run_state.MODEL])
+    model, labels = models.load(folder.path(run_state.MODEL))
     kind, size = models.input_kind(model)
     top_k = min(args.top_k, len(labels))
     stream, files = read_batches(args, kind)
-    rejected_path = os.path.splitext(args.output)[0] + ".rejected.jsonl"
-    tmp = args.output + ".tmp"
+    output = args.output  # an object-store --output is written locally, then uploaded
+    if storage.is_remote(args.output):
+        output = os.path.join(remote.cache_root(args.cache_dir), "predictions", remote._slot(args.output),
+                              args.output.rsplit("/", 1)[-1])
+    rejected_path = os.path.splitext(output)[0] + ".rejected.jsonl"
+    tmp = output + ".tmp"
     tally, reasons = Tally(labels), collections.Counter()
     done = rejected = labelled = 0
     started = last = time.time()
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     with pq.ParquetWriter(tmp, OUTPUT_SCHEMA) as out, open(rejected_path, "wb") as bad_file:
         for raw in stream:
             good, keep, bad = checked(raw, kind, size)
@@ -155,7 +164,10 @@ def run(argv: list[str] | None = None) -> dict:
                 last = time.time()
                 print(f"predict: {done:,} records predicted, {rejected:,} rejected "
                       f"({last - started:.0f} s, {files} files)", flush=True)
-    os.replace(tmp, args.output)
+    os.replace(tmp, output)
+    if output != args.output:
+        rejected_path = _upload(rejected_path, os.path.splitext(args.output)[0] + ".rejected.jsonl")
+        _upload(output, args.output)
     summary = {"records": done, "rejected": rejected, "reasons": dict(reasons.most_common()),
                "report": tally.report() if labelled else None}
     print(f"predicted {done:,} records from {files} files into {args.output} ({time.time() - started:.1f} s)")
@@ -166,6 +178,12 @@ def run(argv: list[str] | None = None) -> dict:
     if labelled:
         print(f"\n{labelled:,} records had labels:\n{format_report(summary['report'])}")
     return summary
+
+
+def _upload(local: str, url: str) -> str:
+    storage.upload(local, url)
+    os.remove(local)
+    return url
 
 
 def main() -> None:

@@ -49,13 +49,15 @@ def read_json(path: str):
         return json.load(f)
 
 
-def check_folder(run: str, resume: bool) -> None:
-    """A new run needs a folder without a run in it; a resume needs one."""
+def check_folder(run: str, resume: bool, named: str | None = None) -> None:
+    """A new run needs a folder without a run in it; a resume needs one. `named`: the folder
+    as the user gave it, when `run` is its local working copy."""
+    named = named or run
     state = os.path.join(run, STATE)
     if os.path.exists(state) and not resume:
-        raise ValueError(f"{run} holds a previous run: pass --resume to continue it, or a new --output.")
+        raise ValueError(f"{named} holds a previous run: pass --resume to continue it, or a new --output.")
     if resume and not os.path.exists(state):
-        raise ValueError(f"--resume: {state} does not exist; nothing to resume.")
+        raise ValueError(f"--resume: {named.rstrip('/')}/{STATE} does not exist; nothing to resume.")
 
 
 # Settings a run may have started before they existed, and what such a run did instead.
