@@ -29,18 +29,21 @@ from pipelines.resample import Resample, resample
 from pipelines.threaded import ThreadedMap
 
 
-def build(p: beam.Pipeline, cfg: BalanceConfig, staging: str, dim, warnings=()) -> beam.PCollection:
-    """The job's graph on pipeline `p`; returns the PCollection of the manifest."""
-    a = analyze(p, cfg, staging, dim)
+def build(p: beam.Pipeline, cfg: BalanceConfig, staging: str, dim, warnings=(), scratch: str | None = None
+          ) -> beam.PCollection:
+    """The job's graph on pipeline `p`; returns the PCollection of the manifest. `staging`
+    holds the run's lists; `scratch` (default: `staging`) its record cache and fragments."""
+    scratch = scratch or staging
+    a = analyze(p, cfg, scratch, dim)
     plan = a.histograms | "Plan" >> beam.Map(mf.make_plan, a.models, cfg, a.dim)
     # The paths this run will write go on its list before any is written (see output_dir).
     plan = beam.pvalue.AsSingleton(plan | "ListIntent" >> beam.Map(list_intent, cfg.formats, staging))
-    files, rejected, counted = a.over_cache(4, resample, cfg.holdout_rule, cfg.keep_embeddings, staging, a.models,
+    files, rejected, counted = a.over_cache(4, resample, cfg.holdout_rule, cfg.keep_embeddings, scratch, a.models,
                                             plan, count=True, tags=("boundary",))
     out, formats = cfg.output, cfg.formats
     return (
         (files.out, files.boundary, rejected)
-        | "Pass4Resample" >> Resample(cfg.seed, cfg.keep_embeddings, staging, plan)
+        | "Pass4Resample" >> Resample(cfg.seed, cfg.keep_embeddings, scratch, plan)
         | "ByShard" >> beam.Map(lambda f: (tuple(f[0]), f[1]))
         | "GroupFragments" >> beam.GroupByKey()
         | "Listed" >> beam.MapTuple(lambda dest, fragments: (dest, list(fragments)))  # to send to a process

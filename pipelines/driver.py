@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -118,6 +119,9 @@ def configure(argv: list[str] | None, ap: argparse.ArgumentParser, demo_output: 
     dry_run = str(options.view_as(TestOptions).dry_run).lower() == "true"
     output_dir.check_no_overlap(cfg.input, fmt == "images", cfg.output)
     if not dry_run:  # a dry run translates the graph and never looks at OUT
+        if not storage.bucket_exists(cfg.output):
+            raise ValueError(f"--output {cfg.output!r}: its bucket does not exist, or these credentials cannot "
+                             "see it. Create the bucket first, or check the project and credentials.")
         output_dir.check_ours(cfg.output, bo.overwrite)
     if cfg.cluster_on == "inception_v3":
         image_stages.check_embedding_weights(cfg.embedding_weights)
@@ -146,14 +150,29 @@ def execute(job: Job, build_graph: Callable, staging: str, written: str, test_pi
         # forks: no fork may happen while a thread holds an import lock).
         threading.Thread(target=report.preload, name="import-matplotlib", daemon=True).start()
     p = test_pipeline or beam.Pipeline(options=job.options)
-    build_graph(p, job.cfg, staging, job.dim, job.warnings)
-    result = p.run()
-    result.wait_until_finish()
+    scratch = scratch_folder(job, staging)
+    try:
+        build_graph(p, job.cfg, staging, job.dim, job.warnings, scratch=scratch)
+        result = p.run()
+        result.wait_until_finish()
+    finally:
+        if scratch != staging:
+            storage.delete_folder(scratch)
     if job.dry_run:
         print(f"dry run: the graph translated and the job was prepared ({type(result).__name__}); nothing ran.")
         return None
     with FileSystems.open(FileSystems.join(job.cfg.output, written)) as f:
         return json.load(f), result, time.time() - started
+
+
+def scratch_folder(job: Job, staging: str) -> str:
+    """Where the record cache and the fragments go: beside the run's lists in OUT/.staging/RUN/,
+    except when OUT is on an object store and every bundle runs in this process: then on
+    local disk (a temporary folder, removed after the run), so that about 4.7x the corpus
+    is not uploaded and read back, object by object."""
+    if storage.is_remote(staging) and runs_here(job.options) and not job.dry_run:
+        return tempfile.mkdtemp(prefix="balance-scratch-")
+    return staging
 
 
 def counters(result) -> dict[str, int]:

@@ -48,9 +48,11 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
-def build(p: beam.Pipeline, cfg: BalanceConfig, staging: str, dim, warnings=()) -> beam.PCollection:
-    """Passes 1 to 3 of pipelines.balance, then one step that writes the histogram."""
-    a = analyze(p, cfg, staging, dim, resample=False)
+def build(p: beam.Pipeline, cfg: BalanceConfig, staging: str, dim, warnings=(), scratch: str | None = None
+          ) -> beam.PCollection:
+    """Passes 1 to 3 of pipelines.balance, then one step that writes the histogram. The record
+    cache goes to `scratch` (default: `staging`)."""
+    a = analyze(p, cfg, scratch or staging, dim, resample=False)
     plan = a.histograms | "Plan" >> beam.Map(plan_or_error, a.models, cfg, a.dim)
     by_label = (
         a.rejected

@@ -223,10 +223,15 @@ def write_plot_then_document(out: str, png: str, plot, name: str, doc: dict) -> 
 
 
 def write_atomic(path: str, data: bytes | Callable) -> None:
-    """`data` (bytes, or a function that writes to a file) into `path`, under a temporary
-    name until complete."""
+    """`data` (bytes, or a function that writes to a file) into `path`, whole or not at all:
+    locally under a temporary name until complete; on an object store in one upload (see
+    transforms/storage.py), also an empty one on S3, which Beam's writer cannot make."""
+    if callable(data) and storage.is_remote(path):
+        buf = io.BytesIO()
+        data(buf)
+        data = buf.getvalue()
     if not callable(data):
-        storage.write_bytes(path, data)  # also an empty object on S3, which Beam's writer cannot make
+        storage.write_bytes(path, data)
         return
     tmp = f"{path}.inprogress-{uuid.uuid4().hex}"
     with create(tmp) as f:

@@ -9,8 +9,8 @@ Application Default Credentials).
 
 On an object store a folder is a prefix: `is_folder` asks whether any object lies under
 `path/`, `list_files` lists them, `delete_folder` deletes them one by one. An object
-appears whole when its upload completes; `write_bytes` still writes under a temporary
-name and renames, so that a writer killed mid-way leaves no object under the final name.
+appears whole when its upload completes, so `write_bytes` uploads it under its name in
+one go; on local disk it writes a temporary file and renames it.
 """
 
 from __future__ import annotations
@@ -47,6 +47,27 @@ def _fs():
     if _options is None:
         configure()
     return FileSystems
+
+
+def bucket_exists(path: str) -> bool:
+    """Whether the bucket of a gs:// or s3:// URL exists (and these credentials may see it);
+    True for local paths and other schemes."""
+    if not is_remote(path):
+        return True
+    _fs()
+    bucket = path.split("://", 1)[1].split("/", 1)[0]
+    if path.startswith("gs://"):
+        from apache_beam.io.gcp import gcsio
+
+        return gcsio.GcsIO(pipeline_options=_options).get_bucket(bucket) is not None
+    if path.startswith("s3://"):
+        from apache_beam.io.aws.clients.s3 import boto3_client
+
+        try:
+            boto3_client.Client(_options).client.head_bucket(Bucket=bucket)
+        except Exception:  # noqa: BLE001 - botocore's ClientError: 404 or 403
+            return False
+    return True
 
 
 def join(base: str, *parts: str) -> str:
@@ -104,7 +125,9 @@ def read_bytes(path: str) -> bytes:
 
 
 def write_bytes(path: str, data: bytes) -> None:
-    """`data` into `path`, under a temporary name until complete."""
+    """`data` into `path`, whole or not at all: locally under a temporary name, then renamed;
+    on an object store in one upload, since an object appears only once its upload completes
+    (a rename there is a copy and a delete: twice the requests for nothing)."""
     if not is_remote(path):
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         tmp = f"{path}.inprogress-{uuid.uuid4().hex}"
@@ -117,11 +140,8 @@ def write_bytes(path: str, data: bytes) -> None:
         return
     from apache_beam.io.filesystem import CompressionTypes
 
-    fs = _fs()
-    tmp = f"{path}.inprogress-{uuid.uuid4().hex}"
-    with fs.create(tmp, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+    with _fs().create(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
         f.write(data)
-    fs.rename([tmp], [path])
 
 
 def put_empty_s3(path: str) -> None:
