@@ -9,8 +9,8 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip 'setuptools>=77'
-	$(BIN)/pip install --quiet -e '.[test,jax,gcp]'
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test,jax,gcp,aws]'
 	touch $(STAMP)
 
 # The demo walks the whole path on 80x80 digit PNGs: balance (keeping 16x16 thumbnails as

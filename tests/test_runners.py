@@ -66,18 +66,36 @@ def test_external_worker_pool_equals_direct(corpus_and_reference):
     assert val_ids(root / "external") == val_ids(root / "direct")
 
 
-def test_dataflow_dry_run_translates_and_stages_offline(corpus_and_reference, tmp_path):
+def test_dataflow_dry_run_stages_from_a_plain_venv(corpus_and_reference, tmp_path):
+    """A Dataflow submission from a user's plain environment: a venv as `python -m venv` makes
+    it (its bundled setuptools, no upgrade), the dependencies beside it. Beam's stager builds
+    the project's sdist with that venv's Python (`python -m build --no-isolation`, else
+    `setup.py sdist`), translates the graph and stages, offline (--dry_run)."""
     pytest.importorskip("google.cloud.storage")  # the optional apache-beam[gcp] extra
+    import glob
+    import sysconfig
+
     corpus, _, _ = corpus_and_reference
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env_dir = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(env_dir)], check=True)  # ensurepip: its own setuptools
+    site = glob.glob(str(env_dir / "lib" / "python3*" / "site-packages"))[0]
+    bundled = [n for n in os.listdir(site) if n.startswith("setuptools-")]
+    with open(os.path.join(site, "dependencies.pth"), "w") as f:
+        f.write(sysconfig.get_paths()["purelib"] + "\n")  # after the venv's own packages: its setuptools wins
+    python = str(env_dir / "bin" / "python")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    used = subprocess.run([python, "-c", "import setuptools; print(setuptools.__version__, setuptools.__file__)"],
+                          env=env, capture_output=True, text=True, check=True).stdout
+    assert used.split()[1].startswith(site), used  # the venv's bundled setuptools, not the test venv's
     run = subprocess.run(
-        [sys.executable, "-m", "pipelines.balance", "--input", corpus, "--output", "gs://balance-corpus-ci/out",
+        [python, "-m", "pipelines.balance", "--input", corpus, "--output", "gs://balance-corpus-ci/out",
          "--runner=DataflowRunner", "--project=balance-corpus-ci", "--region=us-central1",
          "--temp_location=gs://balance-corpus-ci/tmp", "--dry_run=True", "--no_auth",
          "--sdk_location=container", "--setup_file=./setup.py"],
-        cwd=root, capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr[-3000:]
+        cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, f"setuptools {used} ({bundled})\n" + run.stderr[-3000:]
     assert "dry run: the graph translated" in run.stdout
-    # the stager built the package workers install: it tries `python -m build` (not installed
-    # here), then runs setup.py sdist, whose setuptools warnings (if any) land on stderr too
+    # the stager built the package workers install: `python -m build` is not installed here,
+    # so it ran `setup.py sdist` with the venv's setuptools
     assert "No module named build" in run.stderr or "setuptools" in run.stderr
