@@ -17,8 +17,6 @@ depend on how the cache files cut the records into batches.
 
 from __future__ import annotations
 
-import uuid
-
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
@@ -58,10 +56,12 @@ def good_from_table(batch: pa.RecordBatch, columns=None) -> dict:
 
 
 class CacheWriter:
-    """Batches (valid or rejected) into cache files of at most about shards.FLUSH_BYTES each."""
+    """Batches (valid or rejected) into cache files of at most about shards.FLUSH_BYTES each,
+    named by shards.stable_name (from `unit`, the file's place and its rows) and written
+    atomically: a retried or recomputed unit writes the same files."""
 
-    def __init__(self, folder: str):
-        self.folder = folder
+    def __init__(self, folder: str, unit=None):
+        self.folder, self.unit, self.flushes = folder, unit, 0
         self.tables: dict[str, list[pa.Table]] = {"good": [], "rejected": []}
         self.bytes = 0
         self.written: list[tuple[str, str]] = []  # (kind, path)
@@ -85,11 +85,12 @@ class CacheWriter:
     def _write(self) -> None:
         for kind, tables in self.tables.items():
             if tables:
-                path = f"{self.folder}/{kind}-{uuid.uuid4().hex}.arrow"
+                path = f"{self.folder}/{kind}-{shards.stable_name(self.unit, self.flushes, tables)}.arrow"
                 shards.write_ipc(path, tables)
                 self.written.append((kind, path))
                 tables.clear()
         self.bytes = 0
+        self.flushes += 1
 
 
 class _WriteCache(beam.DoFn):
@@ -142,7 +143,7 @@ def read_into_cache(unit, checked, folder: str, rule: HoldoutRule, keep_embeddin
     A file that cannot be read fails the job naming it, or (--reject_unreadable_files)
     becomes one rejected entry, the records read before the damage kept (unit_batches).
     """
-    writer = CacheWriter(folder)
+    writer = CacheWriter(folder, unit)
     summaries = stages.Summaries(rule, keep_embeddings)
     read = rejected = 0
     try:

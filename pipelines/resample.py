@@ -106,7 +106,7 @@ class _SettleBoundary(beam.DoFn):
         rule = cp["rules"][cluster]
         u = hashing.decision(batch["key"], self.seed, hashing.COPIES)
         copies = selection.settle_boundary(u, batch["id"].astype(str), rule)
-        writer = shards.FragmentWriter(self.staging)
+        writer = shards.FragmentWriter(self.staging, unit=("boundary", label, cluster))
         self.written.inc(int(copies.sum()))
         n = len(u)
         write_train(writer, batch, np.arange(n), copies, np.full(n, cluster), cp, self.seed, self.keep_embeddings)

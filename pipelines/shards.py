@@ -14,9 +14,11 @@ All paths go through Beam's FileSystems (local disk, gs://, ...).
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
+import os
 import struct
 import uuid
 import zlib
@@ -108,14 +110,35 @@ def delete(paths: list[str]) -> None:
     storage.delete(paths)
 
 
+def stable_name(unit, seq: int, tables: list[pa.Table]) -> str:
+    """A staging file's name part, from what it holds: the unit it came from (None where a
+    bundle's elements are not one unit), its place among that unit's files, and its rows'
+    identities (the columns key, order, row and source, when present: 8 bytes or so a row).
+
+    A retried or recomputed bundle writes the same rows in the same order, so the same
+    names; two files may share a name only if they hold the same rows, so one replacing
+    the other loses nothing (the index then lists that path twice, and it is read twice,
+    as the two files would have been)."""
+    h = hashlib.blake2b(repr((unit, seq)).encode(), digest_size=12)
+    for table in tables:
+        h.update(struct.pack("<q", table.num_rows))
+        for name in ("key", "order", "row"):
+            if name in table.column_names:
+                h.update(np.ascontiguousarray(table.column(name).to_numpy()).tobytes())
+        if "source" in table.column_names:
+            h.update("\x00".join(map(str, table.column("source").to_pylist())).encode())
+    return h.hexdigest()
+
+
 class FragmentWriter:
-    """Buffers rows per destination (split, class, shard); flushes them as fragment files.
+    """Buffers rows per destination (split, class, shard); flushes them as fragment files,
+    named by `stable_name` (from `unit`, the flush and the rows) and written atomically.
 
     Rows arrive as columns (numpy arrays); a table is built once per fragment.
     """
 
-    def __init__(self, staging: str, flush_bytes: int | None = None):
-        self.staging = staging
+    def __init__(self, staging: str, flush_bytes: int | None = None, unit=None):
+        self.staging, self.unit, self.flushes = staging, unit, 0
         self.flush_bytes = flush_bytes or FLUSH_BYTES
         self.buffers: dict[tuple, list[dict]] = {}
         self.buffered = 0
@@ -160,18 +183,25 @@ class FragmentWriter:
             # One record batch per buffered part: the merge reads them as one table, so
             # nothing is concatenated here.
             tables = [rejected_table(p) if dest[0] == "rejected" else rows_table(**p) for p in parts]
-            path = FileSystems.join(self.staging, f"{'-'.join(map(str, dest))}-{uuid.uuid4().hex}.arrow")
+            name = stable_name((self.unit, dest), self.flushes, tables)
+            path = FileSystems.join(self.staging, f"{'-'.join(map(str, dest))}-{name}.arrow")
             write_ipc(path, tables)
             self.written.append((dest, path, sum(t.num_rows for t in tables)))
         self.buffers.clear()
         self.buffered = 0
+        self.flushes += 1
 
 
 def write_ipc(path: str, tables: list[pa.Table]) -> None:
-    """Tables of one schema as one Arrow IPC stream (a staging file), one after another, uncopied."""
-    with create(path) as f, pa.ipc.new_stream(f, tables[0].schema) as w:
+    """Tables of one schema as one Arrow IPC stream (a staging file), one after another, uncopied;
+    never seen half-written: locally under a temporary name, then renamed; on an object store
+    the object appears when its upload completes."""
+    target = path if storage.is_remote(path) else f"{path}.inprogress-{uuid.uuid4().hex}"
+    with create(target) as f, pa.ipc.new_stream(f, tables[0].schema) as w:
         for table in tables:
             w.write_table(table)
+    if target != path:
+        os.replace(target, path)
 
 
 def read_fragments(paths: list[str]) -> pa.Table:
