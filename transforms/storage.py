@@ -10,7 +10,8 @@ Application Default Credentials).
 On an object store a folder is a prefix: `is_folder` asks whether any object lies under
 `path/`, `list_files` lists them, `delete_folder` deletes them one by one. An object
 appears whole when its upload completes, so `write_bytes` uploads it under its name in
-one go; on local disk it writes a temporary file and renames it.
+one go; on local disk it writes a temporary file and renames it. S3 calls share one
+boto3 client per process, made from Beam's S3 options (`_s3_client`).
 """
 
 from __future__ import annotations
@@ -30,12 +31,37 @@ def configure(options=None) -> None:
     """Beam's FileSystems take `options` (a PipelineOptions) for every later call in this
     process: endpoints, credentials, impersonation. Without options: Beam's defaults, which
     read the environment. Call before the first FileSystems call on a URL."""
-    global _options
+    global _options, _S3_CLIENT
     from apache_beam.io.filesystems import FileSystems
     from apache_beam.options.pipeline_options import PipelineOptions
 
     _options = options if options is not None else PipelineOptions([])
     FileSystems.set_options(_options)
+    _S3_CLIENT = (None, None)  # made again with these options
+
+
+_S3_CLIENT = (None, None)  # (pid, boto3 client): one client per process, made again after a fork
+
+
+def _s3_client():
+    """The S3 client of Beam's S3 options (endpoint, keys, region), one per process. Beam 2.77
+    makes a new boto3 client for every call (about 0.2 s of CPU each); these calls share one."""
+    global _S3_CLIENT
+    if _S3_CLIENT[0] != os.getpid():
+        from apache_beam.io.aws.clients.s3 import boto3_client
+
+        _fs()
+        _S3_CLIENT = (os.getpid(), boto3_client.Client(_options).client)
+    return _S3_CLIENT[1]
+
+
+def _s3_split(path: str) -> tuple[str, str]:
+    bucket, _, key = path[len("s3://"):].partition("/")
+    return bucket, key
+
+
+def _s3(path: str) -> bool:
+    return path.startswith("s3://")
 
 
 def _fs():
@@ -60,12 +86,12 @@ def bucket_exists(path: str) -> bool:
         from apache_beam.io.gcp import gcsio
 
         return gcsio.GcsIO(pipeline_options=_options).get_bucket(bucket) is not None
-    if path.startswith("s3://"):
-        from apache_beam.io.aws.clients.s3 import boto3_client
+    if _s3(path):
+        from botocore.exceptions import ClientError
 
         try:
-            boto3_client.Client(_options).client.head_bucket(Bucket=bucket)
-        except Exception:  # noqa: BLE001 - botocore's ClientError: 404 or 403
+            _s3_client().head_bucket(Bucket=bucket)
+        except ClientError:  # 404, or 403: not this account's to see
             return False
     return True
 
@@ -80,6 +106,8 @@ def exists(path: str) -> bool:
     """A file (an object) at `path`."""
     if not is_remote(path):
         return os.path.isfile(path)
+    if _s3(path):
+        return path in sizes([path])
     return _fs().exists(path)
 
 
@@ -95,6 +123,14 @@ def list_files(folder: str, limit: int | None = None) -> list[str]:
     if not is_remote(folder):
         found = [os.path.join(d, n) for d, _, names in os.walk(folder) for n in names]
         return sorted(found)[:limit] if limit else sorted(found)
+    if _s3(folder):
+        bucket, key = _s3_split(folder.rstrip("/") + "/")
+        found = []
+        for page in _s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key):
+            found += [f"s3://{bucket}/{o['Key']}" for o in page.get("Contents", [])]
+            if limit and len(found) >= limit:
+                break
+        return sorted(found)[:limit] if limit else sorted(found)
     fs = _fs()
     pattern = fs.join(folder.rstrip("/"), "**")
     found = fs.match([pattern], limits=[limit] if limit else None)[0].metadata_list
@@ -107,6 +143,18 @@ def sizes(paths: list[str]) -> dict[str, int]:
         return {}
     if not is_remote(paths[0]):
         return {p: os.path.getsize(p) for p in paths if os.path.isfile(p)}
+    if _s3(paths[0]):
+        from botocore.exceptions import ClientError
+
+        out = {}
+        for p in paths:
+            bucket, key = _s3_split(p)
+            try:
+                out[p] = int(_s3_client().head_object(Bucket=bucket, Key=key)["ContentLength"])
+            except ClientError as e:
+                if e.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
+                    raise
+        return out
     found = _fs().match(paths)
     return {m.path: m.size_in_bytes for r in found for m in r.metadata_list}
 
@@ -120,6 +168,9 @@ def open_read(path: str):
 
 
 def read_bytes(path: str) -> bytes:
+    if _s3(path):
+        bucket, key = _s3_split(path)
+        return _s3_client().get_object(Bucket=bucket, Key=key)["Body"].read()
     with open_read(path) as f:
         return f.read()
 
@@ -135,24 +186,15 @@ def write_bytes(path: str, data: bytes) -> None:
             f.write(data)
         os.replace(tmp, path)
         return
-    if not data and path.startswith("s3://"):
-        put_empty_s3(path)
+    if _s3(path):  # one request (up to 5 GB); Beam's writer would make a multipart upload,
+        # which S3 refuses to complete for an empty file
+        bucket, key = _s3_split(path)
+        _s3_client().put_object(Bucket=bucket, Key=key, Body=data)
         return
     from apache_beam.io.filesystem import CompressionTypes
 
     with _fs().create(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
         f.write(data)
-
-
-def put_empty_s3(path: str) -> None:
-    """An empty object on S3. Beam's S3 writer always uses a multipart upload, and S3 refuses
-    to complete one without parts (MalformedXML), so a 0-byte file is put in one request
-    with the client Beam's options configure."""
-    from apache_beam.io.aws.clients.s3 import boto3_client
-
-    _fs()  # configured
-    bucket, key = path[len("s3://"):].split("/", 1)
-    boto3_client.Client(_options).client.put_object(Bucket=bucket, Key=key, Body=b"")
 
 
 def delete(paths: list[str]) -> None:
@@ -161,7 +203,15 @@ def delete(paths: list[str]) -> None:
     for p in local:
         if os.path.isfile(p):
             os.remove(p)
-    remote = [p for p in paths if is_remote(p)]
+    on_s3 = [p for p in paths if _s3(p)]
+    for start in range(0, len(on_s3), 1000):  # S3's batch limit
+        by_bucket: dict[str, list[dict]] = {}
+        for p in on_s3[start:start + 1000]:
+            bucket, key = _s3_split(p)
+            by_bucket.setdefault(bucket, []).append({"Key": key})
+        for bucket, keys in by_bucket.items():
+            _s3_client().delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
+    remote = [p for p in paths if is_remote(p) and not _s3(p)]
     if remote:
         fs = _fs()
         existing = [p for p in remote if fs.exists(p)]
@@ -174,17 +224,18 @@ def delete_folder(path: str) -> None:
     if not is_remote(path):
         shutil.rmtree(path, ignore_errors=True)
         return
-    found = list_files(path)
-    if found:
-        _fs().delete(found)
+    delete(list_files(path))
 
 
 def download(src: str, dst: str) -> None:
     """A file (local or remote) copied to the local path `dst`, atomically."""
     os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
     tmp = f"{dst}.inprogress-{uuid.uuid4().hex}"
-    with open_read(src) as f, open(tmp, "wb") as out:
-        shutil.copyfileobj(f, out, 8 << 20)
+    if _s3(src):
+        _s3_client().download_file(*_s3_split(src), tmp)
+    else:
+        with open_read(src) as f, open(tmp, "wb") as out:
+            shutil.copyfileobj(f, out, 8 << 20)
     os.replace(tmp, dst)
 
 
@@ -193,6 +244,9 @@ def upload(src: str, dst: str) -> None:
     if not is_remote(dst):
         os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
         shutil.copyfile(src, dst)
+        return
+    if _s3(dst):
+        _s3_client().upload_file(src, *_s3_split(dst))
         return
     with open(src, "rb") as f:
         write_bytes(dst, f.read())
