@@ -71,3 +71,18 @@ def quiet_native_logs() -> None:
 
 
 quiet_native_logs()
+
+
+def _quiet_interrupt(signum, frame) -> None:
+    print("interrupted", file=sys.stderr)
+    os._exit(130)
+
+
+# `python -m pipelines.balance` (and the other commands) import this package while the
+# module is still being found, when sys.argv[0] is "-m": Ctrl-C during the imports that
+# follow (a second or two of Beam and TensorFlow) is one line and status 130, not a
+# traceback. The commands' own handlers replace this one once they start.
+if sys.argv[:1] == ["-m"]:
+    import signal
+
+    signal.signal(signal.SIGINT, _quiet_interrupt)

@@ -90,7 +90,8 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
                               test_pipeline)
     else:
         shards.mkdirs(cfg.output)
-        with output_dir.Lock(cfg.output, "pipelines.balance"):
+        with output_dir.Lock(cfg.output, "pipelines.balance") as lock, \
+                driver.on_interrupt(driver.interrupted_message(cfg.output, "manifest.json"), lock.release):
             done = driver.execute(job, build, prepare_output(cfg.output), "manifest.json", test_pipeline)
     if done is None:
         return {}

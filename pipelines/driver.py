@@ -16,11 +16,13 @@ import atexit
 import json
 import logging
 import os
+import signal
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import apache_beam as beam
@@ -36,6 +38,42 @@ from transforms import cores, storage
 from transforms.kmeans import fit_pool
 
 log = logging.getLogger("pipelines.balance")
+
+
+# Ctrl-C: what to say and undo while a run holds its output (innermost last). Beam runs
+# DoFns on the main thread and wraps what they raise, so a KeyboardInterrupt would surface
+# as a long traceback of some step, or be swallowed; the handler ends the process instead.
+_ON_INTERRUPT: list[tuple[str | None, Callable | None]] = []
+
+
+@contextmanager
+def on_interrupt(message: str | None = None, cleanup: Callable | None = None):
+    """While inside: Ctrl-C runs `cleanup`, prints `message` (the innermost one given) and
+    exits with status 130."""
+    _ON_INTERRUPT.append((message, cleanup))
+    try:
+        yield
+    finally:
+        _ON_INTERRUPT.remove((message, cleanup))
+
+
+def interrupted_message(out: str, written: str) -> str:
+    return f"interrupted: {out} is left incomplete (no {written}); re-run the same command to start again"
+
+
+def _interrupted(signum, frame) -> None:
+    message = "interrupted"
+    for said, cleanup in reversed(list(_ON_INTERRUPT)):
+        message = said if said and message == "interrupted" else message
+        if cleanup:
+            try:
+                cleanup()
+            except BaseException:  # noqa: BLE001 - the exit must happen; the next run cleans up
+                pass
+    print(message, file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(130)  # the pass processes end with this process (cores: they watch their parent)
 
 
 @dataclass
@@ -151,13 +189,15 @@ def execute(job: Job, build_graph: Callable, staging: str, written: str, test_pi
         threading.Thread(target=report.preload, name="import-matplotlib", daemon=True).start()
     p = test_pipeline or beam.Pipeline(options=job.options)
     scratch = scratch_folder(job, staging)
+    remove_scratch = (lambda: storage.delete_folder(scratch)) if scratch != staging else None
     try:
-        build_graph(p, job.cfg, staging, job.dim, job.warnings, scratch=scratch)
-        result = p.run()
-        result.wait_until_finish()
+        with on_interrupt(interrupted_message(job.cfg.output, written), remove_scratch):
+            build_graph(p, job.cfg, staging, job.dim, job.warnings, scratch=scratch)
+            result = p.run()
+            result.wait_until_finish()
     finally:
-        if scratch != staging:
-            storage.delete_folder(scratch)
+        if remove_scratch:
+            remove_scratch()
     if job.dry_run:
         print(f"dry run: the graph translated and the job was prepared ({type(result).__name__}); nothing ran.")
         return None
@@ -194,6 +234,8 @@ def main(run: Callable) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s",
                         datefmt="%H:%M:%S", force=True)
     logging.getLogger("pipelines").setLevel(logging.INFO)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, _interrupted)  # Ctrl-C: one line, exit 130
     try:
         run()
     except (ValueError, sources.UnreadableFile) as e:

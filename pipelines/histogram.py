@@ -171,7 +171,8 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         done = driver.execute(job, build, staging, "histogram.json", test_pipeline)
     else:
         shards.mkdirs(cfg.output)
-        with output_dir.Lock(cfg.output, "pipelines.histogram"):
+        with output_dir.Lock(cfg.output, "pipelines.histogram") as lock, \
+                driver.on_interrupt(driver.interrupted_message(cfg.output, "histogram.json"), lock.release):
             # a failed run must not leave an earlier run's numbers looking current
             shards.delete([FileSystems.join(cfg.output, name) for name in ("histogram.json", "histogram.png")])
             done = driver.execute(job, build, staging, "histogram.json", test_pipeline)

@@ -181,6 +181,10 @@ class Lock:
                           "use another --output, or delete the lock file if that run is gone.")
 
     def __exit__(self, *exc) -> None:
+        self.release()
+
+    def release(self) -> None:
+        """Removes the lock file if it is still this run's."""
         if self._read().get("token") == self.token:
             shards.delete([self.path])
 

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -267,3 +268,22 @@ def test_empty_class_folder_is_a_warning_in_the_summary(tmp_path, capsys):
     assert len(m["run"]["warnings"]) == 1 and "class folder 'ghost'" in m["run"]["warnings"][0]
     assert "warning: class folder 'ghost'" in capsys.readouterr().out
     shutil.rmtree(tmp_path / "out")
+
+
+def test_ctrl_c_is_one_line_exit_130_and_the_output_is_left_as_after_a_crash(tmp_path):
+    corpus = write_parquet_corpus(str(tmp_path / "corpus"), files=2, bad=False, sizes={"a": 6000, "b": 2000, "c": 300})
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "pipelines.balance", "--input", corpus, "--output", str(out),
+                             "--runner=FnApiRunner", "--output_format", "both"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = []
+    for line in proc.stderr:  # interrupt once the run holds OUT and pass 1 is done
+        seen.append(line)
+        if "pass 1/4" in line:
+            proc.send_signal(signal.SIGINT)
+            break
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=60) == 130, "".join(seen) + rest
+    assert rest.strip().splitlines() == [f"interrupted: {out} is left incomplete (no manifest.json); re-run the "
+                                         "same command to start again"], rest
+    assert sorted(os.listdir(out)) == [".staging"]  # no manifest, no lock; the next run removes the staging
