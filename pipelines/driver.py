@@ -164,6 +164,10 @@ def configure(argv: list[str] | None, ap: argparse.ArgumentParser, demo_output: 
     if cfg.cluster_on == "inception_v3":
         image_stages.check_embedding_weights(cfg.embedding_weights)
     warnings = []
+    asked = str(bo.processes).strip().lower()
+    if asked not in ("auto", "0") and not cfg.processes:
+        warnings.append(f"--processes {asked} is for runs whose every bundle runs in this process (the local "
+                        "runners); here each worker runs the passes itself, so it is not used (recorded as 0)")
     if fmt == "images":
         for label in image_folders.empty_class_folders(cfg.input):
             warnings.append(f"class folder {short_label(label)!r} of {cfg.input!r} is empty: Keras would list it as "

@@ -350,8 +350,10 @@ def runs_here(o: PipelineOptions) -> bool:
 
 
 def resolve_processes(o: PipelineOptions) -> int:
-    """--processes resolved: auto is this machine's cores (at most 4) where every bundle
-    runs in this process (`runs_here`) and fork is safe, else 0."""
+    """--processes resolved to what the job will use: auto is this machine's cores (at most 4)
+    where every bundle runs in this process (`runs_here`) and fork is safe, else 0; a number
+    is used where every bundle runs here, and is 0 elsewhere (nothing would use the pools:
+    the manifest records what ran, not what was asked)."""
     value = str(o.processes).strip().lower()
     if value == "auto":
         return worker_threads() if runs_here(o) and can_fork() else 0
@@ -363,7 +365,7 @@ def resolve_processes(o: PipelineOptions) -> int:
         raise ValueError(f"--processes must be auto or a whole number, 0 or more. Received: {o.processes!r}")
     if n and not can_fork():
         raise ValueError(f"--processes {n} forks, which is safe on Linux only: pass 0 here.")
-    return n
+    return n if runs_here(o) else 0
 
 
 def guess_format(path: str) -> str:

@@ -121,7 +121,8 @@ def test_processes_auto_is_the_cores_on_the_local_runner_only():
     assert resolved("--direct_running_mode=multi_processing", "--direct_num_workers=2") == 0
     assert resolved("--runner=DataflowRunner") == resolved("--runner=FlinkRunner") == 0
     assert resolved("--environment_type=DOCKER") == resolved("--environment_type=PROCESS") == 0
-    assert resolved("--processes", "3", "--runner=DataflowRunner") == 3
+    assert resolved("--processes", "3", "--runner=DataflowRunner") == 0  # nothing would use them there
+    assert resolved("--processes", "3", "--runner=FnApiRunner") == 3
     assert resolved("--processes", "0") == 0
     for bad in ("-1", "two", "1.5"):
         with pytest.raises(ValueError, match=f"--processes must be auto or a whole number.*{bad}"):

@@ -57,13 +57,16 @@ def test_external_worker_pool_equals_direct(corpus_and_reference):
                 if s.connect_ex(("localhost", port)) == 0:
                     break
             time.sleep(0.2)
-        run_job(corpus, root / "external", "--num_shards", "2", "--job_endpoint=embed",
-                "--environment_type=EXTERNAL", f"--environment_config=localhost:{port}", runner="PortableRunner")
+        m = run_job(corpus, root / "external", "--num_shards", "2", "--job_endpoint=embed", "--processes", "2",
+                    "--environment_type=EXTERNAL", f"--environment_config=localhost:{port}", runner="PortableRunner")
     finally:
         pool.terminate()
         pool.wait(timeout=30)
     assert train_records(root / "external") == want
     assert val_ids(root / "external") == val_ids(root / "direct")
+    # the workers ran the passes themselves: the manifest says no pools were used, and why
+    assert m["options"]["processes"] == 0
+    assert any("--processes 2" in w for w in m["run"]["warnings"])
 
 
 def test_dataflow_dry_run_stages_from_a_plain_venv(corpus_and_reference, tmp_path):
