@@ -26,8 +26,8 @@ demo: $(STAMP)
 	$(BIN)/python -m training.fit --data demo/balanced --output demo/run-embeddings --inputs vector \
 	    --epochs 6 --epoch_size 2048 --batch_size 32 --verbose 0
 	$(BIN)/python -m training.evaluate --run demo/run-embeddings --data demo/balanced --split test
-	$(BIN)/python -m training.predict --run demo/run-embeddings --input demo/balanced/parquet/test \
-	    --feature_column embedding --label_column label_text --output demo/predictions.parquet
+	$(BIN)/python -m training.predict --run demo/run-embeddings --input demo/balanced --split test \
+	    --output demo/predictions.parquet
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 --dist worksteal -m "not slow"

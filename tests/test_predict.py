@@ -126,3 +126,18 @@ def test_predict_images_as_training_decodes_them(image_run, tmp_path):
     blob = (new / "dog" / "dog-0.png").read_bytes()
     probs = np.asarray(model.predict_on_batch(decode_images([blob], 75)))[0]
     assert probs.max() == pytest.approx(preds["dog-0.png"]["probability"], rel=1e-5)
+
+
+def test_predict_on_a_balance_output_takes_its_columns_from_the_manifest(vector_run, tmp_path):
+    out = os.path.join(os.path.dirname(vector_run), "out")
+    explicit = predict("--run", vector_run, "--input", os.path.join(out, "parquet", "val"), "--output",
+                       tmp_path / "a.parquet", "--feature_column", "features", "--label_column", "label_text")
+    by_split = predict("--run", vector_run, "--input", out, "--split", "val", "--output", tmp_path / "b.parquet")
+    by_folder = predict("--run", vector_run, "--input", os.path.join(out, "parquet", "val") + "/",
+                        "--output", tmp_path / "c.parquet")
+    assert explicit["report"] is not None and explicit["records"] > 0
+    assert by_split == by_folder == explicit
+    table = pq.read_table(tmp_path / "b.parquet")
+    assert table.equals(pq.read_table(tmp_path / "a.parquet"))
+    with pytest.raises(ValueError, match="--split"):
+        predict("--run", vector_run, "--input", out, "--output", tmp_path / "d.parquet")

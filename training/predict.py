@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import argparse
 import collections
+import json
 import os
+import re
 import time
 
 import numpy as np
@@ -43,11 +45,16 @@ def parser() -> argparse.ArgumentParser:
     ap = FlagParser(prog="python -m training.predict", description=__doc__.split("\n\n")[0])
     ap.add_argument("--run", required=True, help="Run folder of training.fit (holds model.keras).")
     ap.add_argument("--input", required=True, help="Glob or folder of new files (image folder: class "
-                                                   "sub-folders are labels, files directly in it are not).")
+                                                   "sub-folders are labels, files directly in it are not), or "
+                                                   "a pipelines.balance output (with --split) or one of its "
+                                                   "split folders, whose columns its manifest names.")
+    ap.add_argument("--split", default=None, choices=("val", "test", "train"),
+                    help="With --input OUT (a pipelines.balance output): the split to predict.")
     ap.add_argument("--input_format", default=None, choices=INPUT_FORMATS,
                     help="Default: from the file names; images when the model takes images.")
     ap.add_argument("--output", required=True, help="Predictions, Parquet (e.g. preds.parquet).")
-    ap.add_argument("--label_column", default="label", help="Labels, when the input has them (default: label).")
+    ap.add_argument("--label_column", default=None,
+                    help="Labels, when the input has them (default: label; label_text in a balance output).")
     ap.add_argument("--id_column", default="id", help="Ids, used when present; else a hash of the content.")
     ap.add_argument("--feature_column", default=None, help="One column of float vectors (default: features).")
     ap.add_argument("--feature_columns", default=None, help="Comma-separated numeric columns forming the vector.")
@@ -58,6 +65,36 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--cache_dir", default=None,
                     help="Local copies of gs:// and s3:// run folders and outputs (default: ~/.cache/balance-corpus).")
     return ap
+
+
+SPLIT_FOLDER = re.compile(r"^(?P<root>.*)/(?P<fmt>parquet|tfrecord)/(?P<split>val|test|train)(/class=[^/]+)?/?$")
+
+
+def from_balance_output(args, kind: str) -> None:
+    """--input a pipelines.balance output (OUT with --split, or OUT/FORMAT/SPLIT[/class=...]):
+    the input folder and the columns (label_text; the vector the model takes, or the image)
+    from its manifest, for the flags not given. Other inputs are left as they are."""
+    path = args.input.rstrip("/")
+    hit = SPLIT_FOLDER.match(path)
+    root = hit["root"] if hit else path
+    if not storage.exists(storage.join(root, "manifest.json")):
+        if args.split:
+            raise ValueError(f"--split {args.split}: {args.input!r} is not a pipelines.balance output "
+                             "(no manifest.json); pass files or a folder of them without --split.")
+        return
+    manifest = json.loads(storage.read_bytes(storage.join(root, "manifest.json")))
+    if not hit:
+        if not args.split:
+            raise ValueError(f"--input {args.input!r} is a pipelines.balance output: name the split to predict "
+                             "with --split val, test or train (or give one of its split folders).")
+        fmt = "parquet" if "parquet" in manifest.get("formats", []) else "tfrecord"
+        args.input = storage.join(root, fmt, args.split)
+    payload = manifest.get("payload", {})
+    args.label_column = args.label_column or "label_text"
+    if kind == "vector" and not (args.feature_column or args.feature_columns):
+        args.feature_column = "features" if payload.get("kind") == "features" else "embedding"
+    if kind == "image" and not args.image_column and payload.get("kind") == "image":
+        args.image_column = "image"
 
 
 def read_batches(args, kind: str):
@@ -71,7 +108,7 @@ def read_batches(args, kind: str):
         raise ValueError("the model takes vectors (it was trained on features or embeddings), not images.")
     cols = tuple(c.strip() for c in args.feature_columns.split(",") if c.strip()) if args.feature_columns else ()
     paths, fmt = inputs.vector_files(args.input, args.input_format)
-    spec = sources.ReadSpec(input=args.input, input_format=fmt, label_column=args.label_column,
+    spec = sources.ReadSpec(input=args.input, input_format=fmt, label_column=args.label_column or "label",
                             id_column=args.id_column, feature_columns=cols, image_column=args.image_column,
                             feature_column=None if cols or args.image_column or (fmt == "csv" and not args.feature_column)
                             else args.feature_column or "features",
@@ -129,6 +166,7 @@ def run(argv: list[str] | None = None) -> dict:
     model, labels = models.load(folder.path(run_state.MODEL))
     kind, size = models.input_kind(model)
     top_k = min(args.top_k, len(labels))
+    from_balance_output(args, kind)
     stream, files = read_batches(args, kind)
     output = args.output  # an object-store --output is written locally, then uploaded
     if storage.is_remote(args.output):
