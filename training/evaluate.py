@@ -25,7 +25,7 @@ from training import command, remote, run_state
 from training import manifest as mf
 from training import model as models
 from training.data import pick_reader
-from training.metrics import format_report
+from training.metrics import SHOWN_CLASSES, format_report, full_table
 from training.report import write_confusion_png
 from training.scoring import SPLITS, score
 from transforms import storage
@@ -55,12 +55,12 @@ def run(argv: list[str] | None = None) -> dict:
     reader = pick_reader(ds, keras.backend.backend())
     report = {"split": args.split, "data": args.data if storage.is_remote(args.data) else os.path.abspath(args.data)} \
         | score(model, labels, ds, args.split, reader, args.batch_size)
-    print(format_report(report))
     trained_on = run_state.read_json(folder.path(run_state.STATE))["args"]["data"] \
         if os.path.exists(folder.path(run_state.STATE)) else None
     same = trained_on is not None and _same_place(trained_on, args.data)
     name = args.split if same else f"{args.split}-{args.data.rstrip('/').rsplit('/', 1)[-1]}"
     path, png = (f"{kind}-{name}.{ext}" for kind, ext in (("eval", "json"), ("confusion", "png")))
+    print(format_report(report, SHOWN_CLASSES, full_table(folder.local, f"eval-{name}.txt", report)))
     with open(folder.path(path), "w") as f:
         json.dump(report, f, indent=1)
     write_confusion_png(report["confusion"], labels, folder.path(png), f"{name}: macro-F1 {report['macro_f1']:.3f}")

@@ -27,7 +27,7 @@ from training import command, data, losses, remote, run_state
 from training import manifest as mf
 from training import model as models
 from training.callbacks import EndOnAverage, RunProgbar, ValScores
-from training.metrics import format_report
+from training.metrics import SHOWN_CLASSES, format_report, full_table
 from training.report import write_history_png
 from training.sampling import DynamicSampler, sample_weights
 from training.scoring import score
@@ -249,7 +249,7 @@ def test_score(recorder: run_state.Recorder, ds: mf.Dataset, reader: str, batch_
     report = score(model, labels, ds, "test", reader, batch_size)
     entry = recorder.record_test(report)
     print(f"test (scored once, model of epoch {entry['epoch']}): macro-F1 {report['macro_f1']:.4f}")
-    print(format_report(report))
+    print(format_report(report, SHOWN_CLASSES, full_table(recorder.run, "test-report.txt", report)))
     return report
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 
@@ -89,18 +91,37 @@ class Tally:
                            for name, c in sorted(self.unseen.items())}}
 
 
-def format_report(report: dict) -> str:
-    """The per-class table of a `Tally.report` (or a history's test entry), as printed."""
+SHOWN_CLASSES = 40  # past this many classes, printed reports and epoch lines summarise
+
+
+def format_report(report: dict, limit: int | None = None, full: str | None = None) -> str:
+    """The per-class table of a `Tally.report` (or a history's test entry), as printed.
+
+    With more than `limit` classes: the `limit // 2` largest classes (by support), the
+    `limit // 2` worst by F1, a line for the rest (naming `full`, where the whole table
+    was written), then the macro row."""
     labels = list(report["classes"])
-    width = max(5, *(len(x) for x in labels))
+    shown = labels
+    if limit and len(labels) > limit:
+        by_size = sorted(labels, key=lambda k: (-report["classes"][k]["support"], k))[:limit // 2]
+        scored = [k for k in labels if report["classes"][k]["f1"] is not None and k not in by_size]
+        worst = sorted(scored, key=lambda k: (report["classes"][k]["f1"], k))[:limit // 2]
+        shown = by_size + worst
+    width = max(5, *(len(x) for x in shown))
 
     def num(v, w):
         return f"{v:{w}.3f}" if v is not None else f"{'-':>{w}}"
 
     lines = [f"{'class':<{width}}  precision  recall     f1  support"]
-    for label, c in report["classes"].items():
+    for i, label in enumerate(shown):
+        if shown is not labels and i == limit // 2:
+            lines.append(f"{'...':<{width}}  (the {limit // 2} largest classes above; the worst by F1 below)")
+        c = report["classes"][label]
         lines.append(f"{label:<{width}}  {num(c['precision'], 9)}  {num(c['recall'], 6)}  {num(c['f1'], 5)}  "
                      f"{c['support']:7d}")
+    if shown is not labels:
+        where = f": all of them in {full}" if full else ""
+        lines.append(f"({len(labels) - len(shown)} more classes not shown{where})")
     mean = {k: macro([np.nan if c[k] is None else c[k] for c in report["classes"].values()])
             for k in ("precision", "recall")}
     lines.append(f"{'macro':<{width}}  {mean['precision']:9.3f}  {mean['recall']:6.3f}  "
@@ -112,3 +133,14 @@ def format_report(report: dict) -> str:
         lines.append(f"not scored: {u['records']} records labelled {name!r}, a class the model never saw "
                      f"(predicted: {top})")
     return "\n".join(lines)
+
+
+def full_table(folder: str, name: str, report: dict) -> str | None:
+    """With more than SHOWN_CLASSES classes, the whole table into folder/name (returned);
+    None otherwise (the printed table is whole)."""
+    if len(report["classes"]) <= SHOWN_CLASSES:
+        return None
+    path = os.path.join(folder, name)
+    with open(path, "w") as f:
+        f.write(format_report(report) + "\n")
+    return path

@@ -33,7 +33,7 @@ from pipelines.options import INPUT_FORMATS
 from training import command, inputs, remote, run_state
 from training import model as models
 from training.data import model_pixels
-from training.metrics import Tally, format_report
+from training.metrics import SHOWN_CLASSES, Tally, format_report
 from transforms import images, records, storage
 
 OUTPUT_SCHEMA = pa.schema([("id", pa.string()), ("source", pa.string()), ("row", pa.int64()),
@@ -214,7 +214,7 @@ def run(argv: list[str] | None = None) -> dict:
         for reason, n in reasons.most_common(5):
             print(f"  {n:7d}  {reason}")
     if labelled:
-        print(f"\n{labelled:,} records had labels:\n{format_report(summary['report'])}")
+        print(f"\n{labelled:,} records had labels:\n{format_report(summary['report'], SHOWN_CLASSES)}")
     return summary
 
 

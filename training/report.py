@@ -24,6 +24,10 @@ def write_history_png(history: list[dict], path: str) -> None:
     labels = list(history[0]["classes"])
     fig = Figure(figsize=(11, 4.2))
     a, b = fig.subplots(1, 2, sharex=True)
+    if len(labels) > MANY:
+        _summary_lines(a, b, history, epochs, labels)
+        save_png(fig, path)
+        return
     for label in labels:
         a.plot(epochs, [h["classes"][label]["f1"] if h["classes"][label]["f1"] is not None else float("nan")
                         for h in history], marker="o", ms=3, label=label)
@@ -34,6 +38,34 @@ def write_history_png(history: list[dict], path: str) -> None:
     if len(labels) <= 30:  # a legend of more classes hides the plot
         a.legend(fontsize=7, ncol=2)
     save_png(fig, path)
+
+
+MANY = 40  # past this many classes the plot shows quantiles and the worst classes, not a line per class
+
+
+def _summary_lines(a, b, history, epochs, labels) -> None:
+    """F1 and shares as the 10th / 50th / 90th percentile over classes, with the five classes
+    whose last F1 is lowest, and the macro F1."""
+    import numpy as np
+
+    def per_class(key):
+        return np.array([[np.nan if h["classes"][k][key] is None else h["classes"][k][key] for k in labels]
+                         for h in history], np.float64)
+
+    f1, share = per_class("f1"), per_class("share")
+    for ax, values in ((a, f1), (b, share)):
+        lo, mid, hi = (np.nanpercentile(values, q, axis=1) for q in (10, 50, 90))
+        ax.fill_between(epochs, lo, hi, alpha=0.25, color="tab:blue", label="10th-90th percentile")
+        ax.plot(epochs, mid, color="tab:blue", lw=2, label="median class")
+    last = np.where(np.isnan(f1[-1]), np.inf, f1[-1])
+    for i in np.argsort(last, kind="stable")[:5]:
+        if np.isfinite(last[i]):
+            a.plot(epochs, f1[:, i], lw=1, marker="o", ms=2, label=labels[i][:20])
+            b.plot(epochs, share[:, i], lw=1, marker="o", ms=2)
+    a.plot(epochs, [h["val_macro_f1"] for h in history], "k--", lw=2, label="macro")
+    a.set(title=f"val F1 over {len(labels)} classes (the 5 worst drawn)", xlabel="epoch", ylim=(0, 1))
+    b.set(title="share of the epoch's samples", xlabel="epoch", yscale="log")
+    a.legend(fontsize=7)
 
 
 def write_confusion_png(cm, labels: list[str], path: str, title: str) -> None:

@@ -49,6 +49,19 @@ def read_json(path: str):
         return json.load(f)
 
 
+def shares_line(labels: list[str], used, following, limit: int = 40) -> str:
+    """The epoch line's shares: every class's up to `limit` classes; past that min / median /
+    max, and the classes whose share the next epoch moves most."""
+    used = np.asarray(used, np.float64)
+    if len(used) <= limit:
+        return "shares used [" + " ".join(f"{s:.3f}" for s in used) + "]"
+    change = np.asarray(following, np.float64) / np.maximum(used, 1e-12)
+    moved = np.argsort(-np.abs(np.log(np.maximum(change, 1e-12))), kind="stable")[:3]
+    most = ", ".join(f"{labels[i]} {used[i]:.4f}->{following[i]:.4f}" for i in moved)
+    return (f"shares used min {used.min():.4f} median {np.median(used):.4f} max {used.max():.4f} "
+            f"({len(used)} classes); moved most: {most}")
+
+
 def check_folder(run: str, resume: bool, named: str | None = None) -> None:
     """A new run needs a folder without a run in it; a resume needs one. `named`: the folder
     as the user gave it, when `run` is its local working copy."""
@@ -129,9 +142,9 @@ class Recorder:
                                                    "sampler": self.sampler.state(), "best": self.best,
                                                    "args": self.settings})
         self.scalars(entry)
-        shares = " ".join(f"{s:.3f}" for s in used)
         print(f"epoch {epoch + 1}: loss {entry['loss']:.4f}  val_loss {entry['val_loss']:.4f}  "
-              f"val macro-F1 {entry['val_macro_f1']:.4f}  shares used [{shares}]", flush=True)
+              f"val macro-F1 {entry['val_macro_f1']:.4f}  {shares_line(self.labels, used, self.sampler.shares)}",
+              flush=True)
         return entry
 
     def record_test(self, report: dict) -> dict:
