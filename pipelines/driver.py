@@ -31,9 +31,10 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
 
 from pipelines import beam_memos, image_folders, image_stages, output_dir, pooled, report, sources
-from pipelines.options import BalanceConfig, BalanceOptions, check_flags, guess_format, runs_here
+from pipelines.options import BalanceConfig, BalanceOptions, check_flags, runs_here
 from pipelines.reading import NS
 from pipelines.report import short_label
+from pipelines.sources import resolve_input
 from transforms import cores, storage
 from transforms.kmeans import fit_pool
 
@@ -85,35 +86,6 @@ class Job:
     dim: int | None  # None: the corpus's most common vector length, found by the job
     dry_run: bool
     warnings: list[str]  # found before the run; logged at once, repeated in the summary
-
-
-def resolve_input(path: str, fmt: str | None) -> tuple[str, str]:
-    """A folder becomes a pattern of its files; checks something matches."""
-    if fmt == "images":
-        if not image_folders.class_folders(path):
-            raise ValueError(f"--input {path!r} has no class sub-folders: an image corpus is a folder "
-                             "with one sub-folder of images per class.")
-        return path.rstrip("/"), fmt
-    pattern = path
-    if path.endswith("/") or storage.is_folder(path):
-        fmt = fmt or _format_in_dir(path)
-        suffix = {"parquet": "**.parquet", "csv": "**.csv", "tfrecord": "**.tfrecord*"}[fmt]
-        pattern = FileSystems.join(path.rstrip("/"), suffix)
-    fmt = fmt or guess_format(pattern)
-    found = FileSystems.match([pattern], limits=[1])[0].metadata_list
-    if not found:
-        raise ValueError(f"--input {path!r} matches no {fmt} file (pattern {pattern!r}).")
-    return pattern, fmt
-
-
-def _format_in_dir(path: str) -> str:
-    files = [m.path for m in FileSystems.match([FileSystems.join(path.rstrip("/"), "**")], limits=[50])[0].metadata_list]
-    for f in files:
-        try:
-            return guess_format(f)
-        except ValueError:
-            continue
-    raise ValueError(f"Cannot tell the format of the files in {path!r}: pass --input_format.")
 
 
 def _demo_input(known, bo: BalanceOptions) -> str:

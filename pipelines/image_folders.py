@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 
 import numpy as np
-from apache_beam.io.filesystems import FileSystems
 
 from pipelines.sources import open_file
+from transforms import storage
 
 # What keras.utils.image_dataset_from_directory indexes (ALLOWLIST_FORMATS in
 # keras/src/utils/image_dataset_utils.py), compared in lower case. Other files in the class
@@ -36,10 +36,10 @@ def class_folders(root: str) -> list[tuple[str, str]]:
         names = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)) and not d.startswith("."))
         return [(d, os.path.join(root, d)) for d in names]
     # Object stores have no folders to list: this one listing walks every object.
-    found = FileSystems.match([FileSystems.join(root, "**")])[0].metadata_list
-    rel = (m.path[len(root) + 1 :] for m in found)
+    found = storage.match(storage.join(root, "**"))
+    rel = (p[len(root) + 1 :] for p in found)
     labels = sorted({r.split("/", 1)[0] for r in rel if "/" in r and not r.startswith(".")})
-    return [(label, FileSystems.join(root, label)) for label in labels]
+    return [(label, storage.join(root, label)) for label in labels]
 
 
 def empty_class_folders(root: str) -> list[str]:
@@ -63,7 +63,7 @@ def class_images(label: str, folder: str) -> list[tuple[str, str]]:
     if os.path.isdir(folder):
         found = [os.path.join(top, name) for top, _dirs, files in os.walk(folder) for name in files]
     else:
-        found = [m.path for m in FileSystems.match([FileSystems.join(folder, "**")])[0].metadata_list]
+        found = storage.match(storage.join(folder, "**"))
     return [(label, p) for p in sorted(found) if is_image_name(p) or not p.rsplit("/", 1)[-1].startswith(".")]
 
 

@@ -20,14 +20,13 @@ from apache_beam.options.pipeline_options import (
     StandardOptions,
 )
 
-from pipelines.sources import ReadSpec
+from pipelines.sources import INPUT_FORMATS, ReadSpec, guess_format
 from transforms import plan as planning
 from transforms.cores import can_fork, worker_threads
 from transforms.images import DEFAULT_MAX_PIXELS, ImageVectors
 from transforms.plan import STRATEGIES, parse_target
 from transforms.stats import HoldoutRule
 
-INPUT_FORMATS = ("parquet", "tfrecord", "csv", "images")
 CLUSTER_ON = ("features", "thumbnail", "inception_v3")
 OUTPUT_FORMATS = ("parquet", "tfrecord", "both")
 
@@ -366,15 +365,3 @@ def resolve_processes(o: PipelineOptions) -> int:
     if n and not can_fork():
         raise ValueError(f"--processes {n} forks, which is safe on Linux only: pass 0 here.")
     return n if runs_here(o) else 0
-
-
-def guess_format(path: str) -> str:
-    lowered = path.lower().rstrip("/*")
-    for suffix, fmt in ((".parquet", "parquet"), (".pq", "parquet"), (".csv", "csv"),
-                        (".tfrecord", "tfrecord"), (".tfrecord.gz", "tfrecord"), (".tfrecords", "tfrecord")):
-        if lowered.endswith(suffix):
-            return fmt
-    raise ValueError(
-        f"Cannot tell the format of --input {path!r} from its name: pass --input_format "
-        f"({', '.join(INPUT_FORMATS)})."
-    )

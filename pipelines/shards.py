@@ -31,6 +31,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from transforms import example_codec, storage
+from transforms.records import REJECTED_SCHEMA, jsonl_bytes, rejected_table  # noqa: F401 - shards' names too
 
 STAGING = ".staging"
 FLUSH_BYTES = 64 << 20  # buffered bytes per worker before fragments are flushed
@@ -46,15 +47,6 @@ def row_schema(payload: dict[str, int | None]) -> pa.Schema:
 
 
 PAYLOAD_TYPES = {"image": pa.binary(), "format": pa.string()}
-
-
-REJECTED_SCHEMA = pa.schema([
-    ("source", pa.string()),
-    ("row", pa.int64()),
-    ("id", pa.string()),
-    ("label", pa.string()),
-    ("reason", pa.string()),
-])
 
 
 def rows_table(id, order, label, cluster, **payload) -> pa.Table:  # noqa: A002
@@ -80,15 +72,6 @@ def rejected_by_label(table: pa.Table) -> dict[str, int]:
     """Rejected records per label, as the manifest's rejected.by_label counts them."""
     labels, counts = np.unique([str(v) for v in table.column("label").to_pylist()], return_counts=True)
     return {str(k): int(n) for k, n in zip(labels, counts, strict=True)}
-
-
-def rejected_table(batch: dict) -> pa.Table:
-    return pa.Table.from_arrays(
-        [pa.array(batch["source"], pa.string()), pa.array(batch["row"], pa.int64()),
-         pa.array(batch["id"], pa.string()), pa.array(batch["label"], pa.string()),
-         pa.array(batch["reason"], pa.string())],
-        schema=REJECTED_SCHEMA,
-    )
 
 
 def create(path: str):
@@ -351,12 +334,6 @@ def tfrecord_bytes(table: pa.Table) -> bytes:
                 ids[lo:hi], int(labels[lo]), str(texts[lo]), clusters[lo:hi],
                 blobs={k: v[lo:hi] for k, v in blobs.items()}, floats={k: v[lo:hi] for k, v in floats.items()}))
     return gzip_bytes(parts)
-
-
-def jsonl_bytes(table: pa.Table) -> bytes:
-    table = table.sort_by([("source", "ascending"), ("row", "ascending")])
-    lines = [json.dumps(r, ensure_ascii=False) for r in table.to_pylist()]
-    return ("\n".join(lines) + ("\n" if lines else "")).encode()
 
 
 def shard_name(index: int, count: int) -> str:

@@ -2,7 +2,7 @@
 
 A file is split into *units* that workers read in parallel: one per Parquet row
 group, one per CSV or TFRecord file. Each unit is read in batches of at most
-`batch_size` rows. Plain Python over Beam's FileSystems (local disk, gs://, ...),
+`batch_size` rows. Plain Python over transforms/storage.py (local disk, gs://, s3://),
 so tests run them without Beam.
 """
 
@@ -18,10 +18,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
 
-from transforms import records
+from transforms import records, storage
+
+INPUT_FORMATS = ("parquet", "tfrecord", "csv", "images")
 
 
 class UnreadableFile(Exception):
@@ -55,7 +55,49 @@ class ReadSpec:
 
 
 def open_file(path: str):
-    return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+    return storage.open_read(path)
+
+
+def guess_format(path: str) -> str:
+    lowered = path.lower().rstrip("/*")
+    for suffix, fmt in ((".parquet", "parquet"), (".pq", "parquet"), (".csv", "csv"),
+                        (".tfrecord", "tfrecord"), (".tfrecord.gz", "tfrecord"), (".tfrecords", "tfrecord")):
+        if lowered.endswith(suffix):
+            return fmt
+    raise ValueError(
+        f"Cannot tell the format of --input {path!r} from its name: pass --input_format "
+        f"({', '.join(INPUT_FORMATS)})."
+    )
+
+
+def resolve_input(path: str, fmt: str | None) -> tuple[str, str]:
+    """A folder (with or without its trailing slash, local or on an object store) becomes a
+    pattern of its files; checks something matches."""
+    if fmt == "images":
+        from pipelines import image_folders  # which reads through this module
+
+        if not image_folders.class_folders(path):
+            raise ValueError(f"--input {path!r} has no class sub-folders: an image corpus is a folder "
+                             "with one sub-folder of images per class.")
+        return path.rstrip("/"), fmt
+    pattern = path
+    if path.endswith("/") or storage.is_folder(path):
+        fmt = fmt or _format_in_dir(path)
+        suffix = {"parquet": "**.parquet", "csv": "**.csv", "tfrecord": "**.tfrecord*"}[fmt]
+        pattern = storage.join(path.rstrip("/"), suffix)
+    fmt = fmt or guess_format(pattern)
+    if not storage.match(pattern, limit=1):
+        raise ValueError(f"--input {path!r} matches no {fmt} file (pattern {pattern!r}).")
+    return pattern, fmt
+
+
+def _format_in_dir(path: str) -> str:
+    for f in storage.match(storage.join(path.rstrip("/"), "**"), limit=50):
+        try:
+            return guess_format(f)
+        except ValueError:
+            continue
+    raise ValueError(f"Cannot tell the format of the files in {path!r}: pass --input_format.")
 
 
 def list_units(path: str, fmt: str) -> list[tuple[str, int, int]]:
@@ -142,7 +184,7 @@ def schema_dim(spec: ReadSpec) -> int | None:
         return len(spec.feature_columns)
     if spec.input_format not in ("parquet", "csv"):
         return None
-    first = FileSystems.match([spec.input], limits=[1])[0].metadata_list[0].path
+    first = storage.match(spec.input, limit=1)[0]
     try:
         with open_file(first) as f:
             if spec.input_format == "parquet":

@@ -141,3 +141,24 @@ def test_predict_on_a_balance_output_takes_its_columns_from_the_manifest(vector_
     assert table.equals(pq.read_table(tmp_path / "a.parquet"))
     with pytest.raises(ValueError, match="--split"):
         predict("--run", vector_run, "--input", out, "--output", tmp_path / "d.parquet")
+
+
+def test_predict_and_evaluate_run_where_beam_cannot_be_imported(vector_run, tmp_path):
+    """They import no Beam: with apache_beam made unimportable they run, and print no warning."""
+    import subprocess
+    import sys
+
+    blocker = tmp_path / "blocked" / "apache_beam"
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text("raise ImportError('apache_beam is blocked in this test')\n")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "PIPELINES_QUIETED_TF")}
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path / "blocked"), root])  # as a user runs them
+    out = os.path.join(os.path.dirname(vector_run), "out")
+    for argv in (["training.predict", "--run", vector_run, "--input", out, "--split", "val",
+                  "--output", str(tmp_path / "p.parquet")],
+                 ["training.evaluate", "--run", vector_run, "--data", out, "--split", "val"]):
+        done = subprocess.run([sys.executable, "-m", *argv], env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert "macro" in done.stdout
+        assert not [line for line in done.stderr.splitlines() if "warn" in line.lower()], done.stderr

@@ -20,10 +20,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
-from apache_beam.io.filesystems import FileSystems
 
 from pipelines import image_folders, sources
-from pipelines.driver import resolve_input
+from pipelines.sources import resolve_input
 from transforms import records, storage
 
 UNLABELED = "\x00unlabeled"  # the label of a row that has none (never a real label: NUL)
@@ -43,7 +42,7 @@ def image_files(path: str) -> list[tuple[str, str]]:
             files += [(UNLABELED, os.path.join(path, n)) for n in sorted(os.listdir(path))
                       if os.path.isfile(os.path.join(path, n)) and not n.startswith(".")]
     else:
-        files = [(UNLABELED, m.path) for m in FileSystems.match([path])[0].metadata_list]
+        files = [(UNLABELED, p) for p in storage.match(path)]
     if not files:
         raise ValueError(f"--input {path!r} holds no image files.")
     return files
@@ -58,7 +57,7 @@ def image_batches(files: list[tuple[str, str]]) -> Iterator[dict]:
 def vector_files(path: str, fmt: str | None) -> tuple[list[str], str]:
     """The files `path` (a glob or a folder) matches, and their format."""
     pattern, fmt = resolve_input(path, fmt)
-    return sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list), fmt
+    return sorted(storage.match(pattern)), fmt
 
 
 def columns_of(path: str, fmt: str) -> list[str] | None:

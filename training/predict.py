@@ -27,9 +27,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines import shards, sources
+from pipelines import sources
 from pipelines.flag_parser import FlagParser
-from pipelines.options import INPUT_FORMATS
+from pipelines.sources import INPUT_FORMATS
 from training import command, inputs, remote, run_state
 from training import model as models
 from training.data import model_pixels
@@ -184,7 +184,7 @@ def run(argv: list[str] | None = None) -> dict:
             if bad is not None:
                 rejected += len(bad["reason"])
                 reasons.update(bad["reason"].tolist())
-                bad_file.write(shards.jsonl_bytes(shards.rejected_table(bad)))
+                bad_file.write(records.jsonl_bytes(records.rejected_table(bad)))
             if good is not None:
                 x = good["features"] if kind == "vector" else good["features"].reshape(-1, size, size, 3)
                 p = predictions(model, x, labels, top_k, args.batch_size)

@@ -22,6 +22,8 @@ rejected batch
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -244,3 +246,29 @@ def rejected_file(source: str, reason: str) -> dict:
         "label": np.array([None], dtype=object),
         "reason": np.array([reason], dtype=object),
     }
+
+
+# ---------------------------------------------------------------- rejected records as files
+
+REJECTED_SCHEMA = pa.schema([
+    ("source", pa.string()),
+    ("row", pa.int64()),
+    ("id", pa.string()),
+    ("label", pa.string()),
+    ("reason", pa.string()),
+])
+
+
+def rejected_table(batch: dict) -> pa.Table:
+    return pa.Table.from_arrays(
+        [pa.array(batch["source"], pa.string()), pa.array(batch["row"], pa.int64()),
+         pa.array(batch["id"], pa.string()), pa.array(batch["label"], pa.string()),
+         pa.array(batch["reason"], pa.string())],
+        schema=REJECTED_SCHEMA,
+    )
+
+
+def jsonl_bytes(table: pa.Table) -> bytes:
+    table = table.sort_by([("source", "ascending"), ("row", "ascending")])
+    lines = [json.dumps(r, ensure_ascii=False) for r in table.to_pylist()]
+    return ("\n".join(lines) + ("\n" if lines else "")).encode()

@@ -17,6 +17,7 @@ boto3 client per process, made from Beam's S3 options (`_s3_client`).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import uuid
 
@@ -135,6 +136,71 @@ def list_files(folder: str, limit: int | None = None) -> list[str]:
     pattern = fs.join(folder.rstrip("/"), "**")
     found = fs.match([pattern], limits=[limit] if limit else None)[0].metadata_list
     return sorted(m.path for m in found)
+
+
+def match(pattern: str, limit: int | None = None) -> list[str]:
+    """The files a Beam file pattern matches (`*` within a folder, `**` across folders, `?`,
+    `[...]`; a trailing `/` lists the folder's files), as Beam's FileSystems.match finds them:
+    on local disk the same paths in the same order, without importing Beam."""
+    if is_remote(pattern):
+        found = _fs().match([pattern], limits=[limit] if limit else None)[0].metadata_list
+        return [m.path for m in found]
+    if pattern.endswith(("/", "\\")):
+        pattern += "*"
+    prefix = re.match(r"^[^[*?]*", pattern).group(0)
+    if prefix == pattern:
+        return [pattern] if os.path.exists(pattern) else []
+    folder = os.path.dirname(prefix)  # Beam's too: posixpath.dirname of the part before the wildcard
+    if not os.path.exists(folder):
+        return []
+    regex = re.compile(translate_pattern(pattern))
+    found = []
+    for d, _, names in os.walk(folder):
+        for n in names:
+            path = os.path.join(d, n)
+            if regex.match(path):
+                found.append(path)
+                if limit is not None and len(found) >= limit:
+                    return found
+    return found
+
+
+def translate_pattern(pattern: str) -> str:
+    """A file pattern as a regular expression, as Beam's FileSystem.translate_pattern makes it
+    (fnmatch's rules, except that `*` stops at a folder and `**` does not)."""
+    i, n, res = 0, len(pattern), ""
+    while i < n:
+        c = pattern[i]
+        i += 1
+        if c == "*":
+            if i < n and pattern[i] == "*":
+                res += ".*"
+                i += 1
+            else:
+                res += r"[^/\\]*"
+        elif c == "?":
+            res += "."
+        elif c == "[":
+            j = i
+            if j < n and pattern[j] == "!":
+                j += 1
+            if j < n and pattern[j] == "]":
+                j += 1
+            while j < n and pattern[j] != "]":
+                j += 1
+            if j >= n:
+                res += r"\["
+            else:
+                stuff = pattern[i:j].replace("\\", "\\\\")
+                i = j + 1
+                if stuff[0] == "!":
+                    stuff = "^" + stuff[1:]
+                elif stuff[0] == "^":
+                    stuff = "\\" + stuff
+                res = f"{res}[{stuff}]"
+        else:
+            res += re.escape(c)
+    return r"(?ms)" + res + r"\Z"
 
 
 def sizes(paths: list[str]) -> dict[str, int]:
