@@ -4,8 +4,9 @@ TFRecord encoding is Python per record).
 
 In-process runners hand a stage's elements to one thread; the k-means fit of each class
 and the merge of each shard are independent and long (seconds), so running two or more
-at once uses the other cores. Results come out as they complete, in any order (their
-consumers are keyed: a side-input dict, a list finalize indexes by destination). At most
+at once uses the other cores. Results come out in the order the elements came in
+(pooled.InFlight), each once it and every earlier one are done; their consumers are keyed
+anyway (a side-input dict, a list finalize indexes by destination). At most
 `threads` (or `processes`) elements are in flight, so memory stays that of that many
 elements.
 """
