@@ -22,11 +22,11 @@ from apache_beam.io.filesystems import FileSystems
 from pipelines import driver, output_dir, shards
 from pipelines import manifest as mf
 from pipelines.analysis import analyze
-from pipelines.flag_parser import FlagParser
 from pipelines.options import BalanceConfig, add_arguments
 from pipelines.report import ids_note, summary_table
 from pipelines.resample import Resample, resample
 from pipelines.threaded import ThreadedMap
+from transforms.flag_parser import FlagParser
 
 
 def build(p: beam.Pipeline, cfg: BalanceConfig, staging: str, dim, warnings=(), scratch: str | None = None

@@ -30,13 +30,13 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
 
-from pipelines import beam_memos, image_folders, image_stages, output_dir, pooled, report, sources
+from pipelines import beam_memos, image_stages, output_dir, pooled, report
 from pipelines.options import BalanceConfig, BalanceOptions, check_flags, runs_here
 from pipelines.reading import NS
 from pipelines.report import short_label
-from pipelines.sources import resolve_input
-from transforms import cores, storage
+from transforms import cores, image_folders, sources, storage
 from transforms.kmeans import fit_pool
+from transforms.sources import resolve_input
 
 log = logging.getLogger("pipelines.balance")
 

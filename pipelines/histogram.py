@@ -22,10 +22,10 @@ from apache_beam.io.filesystems import FileSystems
 from pipelines import driver, output_dir, shards
 from pipelines import manifest as mf
 from pipelines.analysis import analyze
-from pipelines.flag_parser import FlagParser
 from pipelines.options import BalanceConfig, add_arguments
 from pipelines.report import histogram_table, ids_note, write_histogram_png
 from transforms import plan as planning
+from transforms.flag_parser import FlagParser
 
 SCHEMA_VERSION = 1
 ALTERNATIVES = ("oversample", "undersample", "hybrid")  # K = 1: the class histogram decides them

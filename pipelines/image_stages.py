@@ -25,12 +25,11 @@ import numpy as np
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
 
-from pipelines import image_folders, sources
 from pipelines.reading import ReadStage, unit_batches, units_of_files
-from pipelines.sources import ReadSpec
-from transforms import records
+from transforms import image_folders, records, sources
 from transforms.images import ImageVectors
 from transforms.inception import inception_v3
+from transforms.sources import ReadSpec
 
 log = logging.getLogger("pipelines.balance")
 EMBED_CHUNK = 32  # images per forward pass

@@ -20,11 +20,11 @@ from apache_beam.options.pipeline_options import (
     StandardOptions,
 )
 
-from pipelines.sources import INPUT_FORMATS, ReadSpec, guess_format
 from transforms import plan as planning
 from transforms.cores import can_fork, worker_threads
 from transforms.images import DEFAULT_MAX_PIXELS, ImageVectors
 from transforms.plan import STRATEGIES, parse_target
+from transforms.sources import INPUT_FORMATS, ReadSpec, guess_format
 from transforms.stats import HoldoutRule
 
 CLUSTER_ON = ("features", "thumbnail", "inception_v3")

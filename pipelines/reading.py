@@ -23,10 +23,9 @@ from apache_beam.io import fileio
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import GlobalWindows
 
-from pipelines import sources
 from pipelines.errors import JobError
-from pipelines.sources import ReadSpec
-from transforms import records
+from transforms import records, sources
+from transforms.sources import ReadSpec
 
 NS = "balance"  # the Beam counters' namespace
 log = logging.getLogger("pipelines.balance")

@@ -21,9 +21,10 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 
-from pipelines import shards, sources, stages
+from pipelines import shards, stages
 from pipelines.pooled import PooledWork, Result
 from pipelines.reading import unreadable, windowed
+from transforms import sources
 from transforms.stats import HoldoutRule
 
 # The good batch's columns other than the vector, in this order (image corpora add image, format).

@@ -3,7 +3,7 @@ pipelines.histogram (histogram.png)."""
 
 from __future__ import annotations
 
-import io
+from transforms.plots import MAX_TICK_LABELS, label_classes, png_bytes
 
 
 def held_out(c: dict, test: bool) -> tuple:
@@ -120,7 +120,6 @@ def _live(c: dict) -> int:
     return sum(1 for x in c["clusters"] if x["input"] > 0)
 
 
-MAX_TICK_LABELS = 60  # class names written along an axis; with more classes, every k-th
 
 
 def preload() -> None:
@@ -139,20 +138,6 @@ def class_figure(n_classes: int, panels: int):
 
     fig = Figure(figsize=(max(8, 0.5 * min(n_classes, MAX_TICK_LABELS) + 6), 4.5))
     return fig, fig.subplots(1, panels, squeeze=False)[0]
-
-
-def label_classes(ax, labels: list[str], axis: str = "x") -> None:
-    """Class names as tick labels: each one up to MAX_TICK_LABELS classes, else every k-th
-    (a thousand names cannot be read, and drawing them costs seconds)."""
-    import numpy as np
-
-    step = -(-len(labels) // MAX_TICK_LABELS) if labels else 1
-    ticks = np.arange(0, len(labels), step)
-    names = [labels[i] for i in ticks]
-    if axis == "x":
-        ax.set_xticks(ticks, names, rotation=90 if len(labels) > 12 else 0)
-    else:
-        ax.set_yticks(ticks, names)
 
 
 def scatter_per_class(ax, values: list[list], offset: float = 0.0, **style) -> None:
@@ -177,14 +162,6 @@ def bars_per_class(ax, values: list, offset: float = 0.0, width: float = 0.7, bo
     values = np.asarray(values, float)
     base = np.zeros(n) if bottom is None else np.asarray(bottom, float)
     ax.stairs(base + values, np.arange(n + 1) - 0.5, baseline=base, fill=False, linewidth=1.2, **style)
-
-
-def png_bytes(fig) -> bytes:
-    """The figure, laid out, as PNG bytes (no Beam here: the trainer draws with it too)."""
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    return buf.getvalue()
 
 
 def save_png(fig, path: str) -> None:

@@ -191,7 +191,7 @@ def test_unreadable_file_fails_naming_it_or_is_rejected(tmp_path):
     folder = tmp_path / "mixed"
     write_parquet_corpus(str(folder), files=1, bad=False)
     (folder / "broken.parquet").write_bytes(b"PAR1 this is not parquet")
-    from pipelines.sources import UnreadableFile
+    from transforms.sources import UnreadableFile
 
     with pytest.raises(Exception, match="broken.parquet"):
         run_job(str(folder), tmp_path / "o1")

@@ -8,9 +8,10 @@ import os
 import numpy as np
 from conftest import write_parquet_corpus
 
-from pipelines import record_cache, shards, sources
+from pipelines import record_cache, shards
 from pipelines.options import BalanceConfig
 from pipelines.reading import CheckedVectors
+from transforms import sources
 
 
 def files(folder) -> dict[str, bytes]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from pipelines import quiet_native_logs
+from transforms.native_logs import quiet_native_logs
 
 quiet_native_logs()  # before any module of the package imports TensorFlow (through Keras)
 

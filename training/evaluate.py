@@ -20,7 +20,6 @@ import os
 
 import keras
 
-from pipelines.flag_parser import FlagParser
 from training import command, remote, run_state
 from training import manifest as mf
 from training import model as models
@@ -29,6 +28,7 @@ from training.metrics import SHOWN_CLASSES, format_report, full_table
 from training.report import write_confusion_png
 from training.scoring import SPLITS, score
 from transforms import storage
+from transforms.flag_parser import FlagParser
 
 
 def parser() -> argparse.ArgumentParser:

@@ -22,7 +22,6 @@ import os
 import keras
 import numpy as np
 
-from pipelines.flag_parser import FlagParser
 from training import command, data, losses, remote, run_state
 from training import manifest as mf
 from training import model as models
@@ -31,6 +30,7 @@ from training.metrics import SHOWN_CLASSES, format_report, full_table
 from training.report import write_history_png
 from training.sampling import DynamicSampler, sample_weights
 from training.scoring import score
+from transforms.flag_parser import FlagParser
 from transforms.inception import weights_argument
 
 

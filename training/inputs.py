@@ -1,8 +1,8 @@
 """New files for training.predict, read into raw batches by the job's own readers.
 
-Parquet, CSV and TFRecord files go through pipelines.sources (`list_units`, `read_unit`:
+Parquet, CSV and TFRecord files go through transforms.sources (`list_units`, `read_unit`:
 row groups or whole files, in batches of at most `batch_size` rows); image folders
-through pipelines.image_folders (`class_folders` / `class_images` / `read_image_files`). Labels are optional:
+through transforms.image_folders (`class_folders` / `class_images` / `read_image_files`). Labels are optional:
 an image folder with one sub-folder per class is labelled by the folders (as the job
 reads it), image files directly in the folder or matched by a glob are not; a Parquet
 or CSV file without the label column is read here (`unlabeled_batches`, with the same
@@ -21,9 +21,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from pipelines import image_folders, sources
-from pipelines.sources import resolve_input
-from transforms import records, storage
+from transforms import image_folders, records, sources, storage
+from transforms.sources import resolve_input
 
 UNLABELED = "\x00unlabeled"  # the label of a row that has none (never a real label: NUL)
 IMAGE_GROUP = 128  # image files per raw batch (the job's --image_batch_size default)

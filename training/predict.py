@@ -27,14 +27,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines import sources
-from pipelines.flag_parser import FlagParser
-from pipelines.sources import INPUT_FORMATS
 from training import command, inputs, remote, run_state
 from training import model as models
 from training.data import model_pixels
 from training.metrics import SHOWN_CLASSES, Tally, format_report
-from transforms import images, records, storage
+from transforms import images, records, sources, storage
+from transforms.flag_parser import FlagParser
+from transforms.sources import INPUT_FORMATS
 
 OUTPUT_SCHEMA = pa.schema([("id", pa.string()), ("source", pa.string()), ("row", pa.int64()),
                            ("label", pa.string()), ("predicted", pa.string()), ("probability", pa.float32()),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from pipelines.report import MAX_TICK_LABELS, label_classes, png_bytes
+from transforms.plots import MAX_TICK_LABELS, label_classes, png_bytes
 
 
 def save_png(fig, path: str) -> None:

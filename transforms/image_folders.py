@@ -11,8 +11,8 @@ import os
 
 import numpy as np
 
-from pipelines.sources import open_file
 from transforms import storage
+from transforms.sources import open_file
 
 # What keras.utils.image_dataset_from_directory indexes (ALLOWLIST_FORMATS in
 # keras/src/utils/image_dataset_utils.py), compared in lower case. Other files in the class

@@ -74,7 +74,7 @@ def resolve_input(path: str, fmt: str | None) -> tuple[str, str]:
     """A folder (with or without its trailing slash, local or on an object store) becomes a
     pattern of its files; checks something matches."""
     if fmt == "images":
-        from pipelines import image_folders  # which reads through this module
+        from transforms import image_folders  # which reads through this module
 
         if not image_folders.class_folders(path):
             raise ValueError(f"--input {path!r} has no class sub-folders: an image corpus is a folder "
@@ -142,7 +142,7 @@ def _naming(path: str):
 
 def read_unit(unit: tuple[str, int, int], spec) -> Iterator[dict]:
     """Raw batches (vectors or images) of one unit; raises UnreadableFile naming the file."""
-    from pipelines import tfrecord_source  # imports this module
+    from transforms import tfrecord_source  # imports this module
 
     path, rg, first = unit
     with _naming(path):

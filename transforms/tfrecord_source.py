@@ -14,8 +14,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from pipelines.sources import UnreadableFile, blobs, open_file, require
 from transforms.example_codec import DamagedRecord, read_tfrecords
+from transforms.sources import UnreadableFile, blobs, open_file, require
 
 
 def _tfrecord_batches(path: str, batch_size: int):
