@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import glob
 import json
 import logging
 import os
@@ -63,17 +64,23 @@ def interrupted_message(out: str, written: str) -> str:
 
 
 def _interrupted(signum, frame) -> None:
-    message = "interrupted"
-    for said, cleanup in reversed(list(_ON_INTERRUPT)):
-        message = said if said and message == "interrupted" else message
-        if cleanup:
+    """Ctrl-C: the registered cleanups (on a thread, at most 15 s: they may reach an object
+    store), one line, exit 130. A second Ctrl-C ends the process at once."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    message = next((said for said, _ in reversed(list(_ON_INTERRUPT)) if said), "interrupted")
+    cleanups = [c for _, c in reversed(list(_ON_INTERRUPT)) if c]
+
+    def clean():
+        for cleanup in cleanups:
             try:
                 cleanup()
-            except BaseException:  # noqa: BLE001 - the exit must happen; the next run cleans up
+            except Exception:  # noqa: BLE001 - the exit must happen; the next run cleans up
                 pass
-    print(message, file=sys.stderr)
-    sys.stdout.flush()
-    sys.stderr.flush()
+
+    worker = threading.Thread(target=clean, name="interrupted-cleanup", daemon=True)
+    worker.start()
+    worker.join(15)
+    os.write(2, (message + "\n").encode())
     os._exit(130)  # the pass processes end with this process (cores: they watch their parent)
 
 
@@ -187,7 +194,11 @@ def scratch_folder(job: Job, staging: str) -> str:
     local disk (a temporary folder, removed after the run), so that about 4.7x the corpus
     is not uploaded and read back, object by object."""
     if storage.is_remote(staging) and runs_here(job.options) and not job.dry_run:
-        return tempfile.mkdtemp(prefix="balance-scratch-")
+        for old in glob.glob(os.path.join(tempfile.gettempdir(), "balance-scratch-*-*")):
+            pid = os.path.basename(old).split("-")[2]
+            if pid.isdigit() and not output_dir.pid_alive(int(pid)):  # a killed run's (kill -9, OOM)
+                storage.delete_folder(old)
+        return tempfile.mkdtemp(prefix=f"balance-scratch-{os.getpid()}-")
     return staging
 
 

@@ -116,7 +116,7 @@ def check_ours(out: str, overwrite: bool) -> None:
                      "files are ever replaced or removed).")
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -142,7 +142,7 @@ class Lock:
                 return self
             holder = self._read()
             if holder.get("host") == self.info["host"] and isinstance(holder.get("pid"), int) \
-                    and not _pid_alive(holder["pid"]):
+                    and not pid_alive(holder["pid"]):
                 log.warning("taking over %s: its run (pid %s, started %s) is gone", self.path, holder["pid"],
                             holder.get("started"))
                 storage.delete([self.path])

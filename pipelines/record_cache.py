@@ -200,8 +200,9 @@ def rejected_batches(path: str):
 
 
 def over_file(item, columns, work, *side) -> Result:
-    """A pass after the first over one cache file: `work(batches, *side)` -> (outputs,
-    counters) on a file of valid records; a file of rejected ones is passed on as
+    """A pass after the first over one cache file: `work(batches, *side, unit=NAME)` ->
+    (outputs, counters) on a file of valid records (NAME: the cache file's, from which the
+    files the pass writes are named); a file of rejected ones is passed on as
     "rejected" batches."""
     kind, path = item
     if kind != "good":
@@ -216,7 +217,7 @@ def over_file(item, columns, work, *side) -> Result:
             yield good
 
     todo = batches()
-    outputs, counters = work(todo, *side)
+    outputs, counters = work(todo, *side, unit=path.rsplit("/", 1)[-1])
     for _ in todo:  # a pass that stopped early still read (and counts) the whole file
         pass
     return Result(seen[0], 0, outputs, counters)

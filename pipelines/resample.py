@@ -21,13 +21,15 @@ from transforms import hashing, records, selection
 from transforms.stats import TEST, VAL, HoldoutRule
 
 
-def resample(batches, rule: HoldoutRule, keep_embeddings: bool, staging: str, models: dict, plan: dict):
+def resample(batches, rule: HoldoutRule, keep_embeddings: bool, staging: str, models: dict, plan: dict,
+             unit: str | None = None):
     """Pass 4 over some valid batches (a cache file): copies of each train row by its group's
     rule, val and test rows as they are, into fragments. Returns (outputs, counters), as a
     CachePass's work does: the fragments written, and ("boundary", ((label, cluster), rows))
-    for the rows of boundary buckets, which are settled per group."""
+    for the rows of boundary buckets, which are settled per group. `unit`: the cache file's
+    name, from which the fragments are named."""
     seed = rule.seed
-    writer = shards.FragmentWriter(staging)
+    writer = shards.FragmentWriter(staging, unit=unit)
     boundary = []
     counts = {"records_holdout": 0, "records_train_input": 0, "records_written": 0}
     for good in batches:

@@ -99,9 +99,11 @@ def stable_name(unit, seq: int, tables: list[pa.Table]) -> str:
     identities (the columns key, order, row and source, when present: 8 bytes or so a row).
 
     A retried or recomputed bundle writes the same rows in the same order, so the same
-    names; two files may share a name only if they hold the same rows, so one replacing
-    the other loses nothing (the index then lists that path twice, and it is read twice,
-    as the two files would have been)."""
+    names. The job's writers name their unit (a cache file's name, an input unit, a
+    boundary group) wherever the work has one; only the rejected records of a bundle go
+    without (their source and row identify each record). `key` and `order` hash a
+    record's id with its content, so two files of one unit and flush share a name only if
+    they hold the same records."""
     h = hashlib.blake2b(repr((unit, seq)).encode(), digest_size=12)
     for table in tables:
         h.update(struct.pack("<q", table.num_rows))

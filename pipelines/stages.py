@@ -160,7 +160,7 @@ def sample_fraction(m: int, train: int) -> float:
     return min(1.0, (m + 10 * (m + 25) ** 0.5 + 50) / max(train, 1))
 
 
-def sample_candidates(batches, rule: HoldoutRule, m: int, counts: dict, dim: int):
+def sample_candidates(batches, rule: HoldoutRule, m: int, counts: dict, dim: int, unit=None):
     """Pass 2 over some valid batches (a cache file): per class, a BottomM of the train rows
     whose sample hash is under the class's threshold (~m per class over all files).
     Returns (outputs, counters), as a CachePass's work does."""
@@ -260,7 +260,7 @@ def split_and_assign(good: dict, models: dict, rule: HoldoutRule):
         yield label, model, {VAL: rows[split == VAL], TEST: rows[split == TEST]}, train, clusters
 
 
-def bucket_histograms(batches, rule: HoldoutRule, models: dict):
+def bucket_histograms(batches, rule: HoldoutRule, models: dict, unit=None):
     """Pass 3 over some valid batches (a cache file): ((label, cluster), hash-bucket histogram
     of its train rows), summed over the batches. Returns (outputs, counters), as a
     CachePass's work does."""

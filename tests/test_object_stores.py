@@ -156,3 +156,8 @@ def test_fit_evaluate_predict_on_an_object_store(tmp_path, store):
     h3 = fit.run(["--data", f"{bucket}/out", "--output", f"{bucket}/run", *common[:0], "--epochs", "3",
                   "--verbose", "0", "--batch_size", "16", "--cache_dir", str(tmp_path / "cache2"), "--resume"])
     assert len(h3) == 3 and len(json.loads(storage.read_bytes(f"{bucket}/run/history.json"))) == 3
+    # evaluate from the first cache (which still holds the 2-epoch run) uploads only what it wrote
+    evaluate.run(["--run", f"{bucket}/run", "--data", f"{bucket}/out", "--split", "val",
+                  "--cache_dir", str(tmp_path / "cache")])
+    assert len(json.loads(storage.read_bytes(f"{bucket}/run/history.json"))) == 3
+    assert json.loads(storage.read_bytes(f"{bucket}/run/state.json"))["epoch"] == 3

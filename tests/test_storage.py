@@ -26,3 +26,22 @@ def test_match_equals_beams(tmp_path, monkeypatch, relative):
         beam = [m.path for m in FileSystems.match([pattern])[0].metadata_list]
         assert storage.match(pattern) == beam, pattern
         assert storage.match(pattern, limit=1) == beam[:1], pattern
+
+
+def test_a_beam_workers_filesystem_options_are_kept():
+    """On a worker, Beam's harness sets FileSystems' options; the first storage call keeps them
+    (and this is the Beam attribute it reads: the test fails if Beam renames it)."""
+    from apache_beam.io.filesystems import FileSystems
+    from apache_beam.options.pipeline_options import PipelineOptions, S3Options
+
+    saved = storage._options, getattr(FileSystems, "_pipeline_options", None)
+    try:
+        job = PipelineOptions(["--s3_endpoint_url=http://127.0.0.1:1"])
+        FileSystems.set_options(job)
+        storage._options = None
+        storage._fs()
+        assert FileSystems._pipeline_options is job and storage._options is job
+        assert storage._options.view_as(S3Options).s3_endpoint_url == "http://127.0.0.1:1"
+    finally:
+        storage._options = saved[0]
+        FileSystems.set_options(saved[1])

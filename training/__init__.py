@@ -16,3 +16,6 @@ def command(run) -> None:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:  # after the finally blocks: temporary files removed
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)

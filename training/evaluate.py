@@ -64,7 +64,7 @@ def run(argv: list[str] | None = None) -> dict:
     with open(folder.path(path), "w") as f:
         json.dump(report, f, indent=1)
     write_confusion_png(report["confusion"], labels, folder.path(png), f"{name}: macro-F1 {report['macro_f1']:.3f}")
-    folder.push()
+    folder.push([path, png, f"eval-{name}.txt"])
     print(f"wrote {storage.join(args.run, path)} and {storage.join(args.run, png)}")
     return report
 

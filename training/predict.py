@@ -81,6 +81,9 @@ def from_balance_output(args, kind: str) -> None:
             raise ValueError(f"--split {args.split}: {args.input!r} is not a pipelines.balance output "
                              "(no manifest.json); pass files or a folder of them without --split.")
         return
+    if hit and args.split and args.split != hit["split"]:
+        raise ValueError(f"--split {args.split} and --input {args.input!r} (a {hit['split']} folder) disagree: "
+                         "give the output folder with --split, or the split folder alone.")
     manifest = json.loads(storage.read_bytes(storage.join(root, "manifest.json")))
     if not hit:
         if not args.split:

@@ -57,6 +57,9 @@ def local_data(data: str, cache_dir: str | None = None) -> str:
     raw = storage.read_bytes(source)
     rel = [p for p in manifest_files(json.loads(raw)) if not p.startswith("/") and ".." not in p.split("/")]
     root = os.path.join(cache_root(cache_dir), "data", _slot(data))
+    old = os.path.join(root, "manifest.json")
+    if os.path.isfile(old) and open(old, "rb").read() != raw:
+        storage.delete_folder(root)  # another run's output: same names, maybe the same sizes
     remote = storage.sizes([storage.join(data, p) for p in rel])
     fetched = fetched_bytes = 0
     for p in rel:
@@ -67,8 +70,7 @@ def local_data(data: str, cache_dir: str | None = None) -> str:
             continue
         storage.download(url, here)
         fetched, fetched_bytes = fetched + 1, fetched_bytes + remote[url]
-    old = os.path.join(root, "manifest.json")
-    if not os.path.isfile(old) or open(old, "rb").read() != raw:
+    if not os.path.isfile(old):
         storage.write_bytes(old, raw)
     print(f"{data}: {len(rel)} shards in the local copy {root} ({fetched} fetched, "
           f"{fetched_bytes / 2**20:.1f} MiB)", flush=True)
@@ -89,8 +91,8 @@ class RunFolder:
         local folder, replacing what is there."""
         if not self.remote:
             return self
+        storage.delete_folder(self.local)  # never a file of an earlier copy: only what is there now
         if names is None:
-            storage.delete_folder(self.local)
             found = storage.list_files(self.run)
             prefix = self.run.rstrip("/") + "/"
             rel = [p[len(prefix):] for p in found]
@@ -103,12 +105,15 @@ class RunFolder:
         os.makedirs(self.local, exist_ok=True)
         return self
 
-    def push(self) -> None:
-        """Uploads the files that changed since the last push (history and state last)."""
+    def push(self, names: list[str] | None = None) -> None:
+        """Uploads the files that changed since the last push (history and state last), or only
+        `names` (relative paths): what a command that pulled a few files wrote."""
         if not self.remote:
             return
         rel = sorted(os.path.relpath(os.path.join(d, n), self.local)
-                     for d, _, names in os.walk(self.local) for n in names if ".inprogress-" not in n)
+                     for d, _, names_ in os.walk(self.local) for n in names_ if ".inprogress-" not in n)
+        if names is not None:
+            rel = [p for p in rel if p in names]
         rel = [p for p in rel if p not in LAST] + [p for p in LAST if p in rel]
         for p in rel:
             here = os.path.join(self.local, p)

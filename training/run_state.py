@@ -92,7 +92,10 @@ def resumed(run: str, settings: dict, classes: int) -> tuple[dict, DynamicSample
                if k in state["args"] and state["args"][k] != settings[k]]
     if changed:
         raise ValueError("--resume continues a run as it was started: " + "; ".join(changed) + ".")
-    history = [{k: v for k, v in h.items() if k != "test"} for h in read_json(os.path.join(run, HISTORY))]
+    # state.json is written last: a history longer than its epoch (a push or a kill between
+    # the two) holds an epoch the resume runs again
+    history = [{k: v for k, v in h.items() if k != "test"}
+               for h in read_json(os.path.join(run, HISTORY))[:state["epoch"]]]
     return state, DynamicSampler.from_state(classes, state["sampler"]), history
 
 

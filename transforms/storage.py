@@ -66,13 +66,22 @@ def _s3(path: str) -> bool:
 
 
 def _fs():
+    global _options
     try:
         from apache_beam.io.filesystems import FileSystems
     except ImportError as e:  # a trainer-only machine
         raise ValueError("object-store paths (gs://, s3://) need Apache Beam's file systems: "
                          "pip install 'balance-corpus[gcp]' (gs://) or 'balance-corpus[aws]' (s3://)") from e
     if _options is None:
-        configure()
+        # On a Beam worker its SDK harness has set FileSystems' options (the job's): they are
+        # kept, and this module's own S3 client takes them too. Elsewhere (the trainer's
+        # commands): the environment's defaults. Beam offers no getter; tests/test_storage.py
+        # fails if the attribute goes.
+        beams = getattr(FileSystems, "_pipeline_options", None)
+        if beams is not None:
+            _options = beams
+        else:
+            configure()
     return FileSystems
 
 
@@ -276,7 +285,11 @@ def delete(paths: list[str]) -> None:
             bucket, key = _s3_split(p)
             by_bucket.setdefault(bucket, []).append({"Key": key})
         for bucket, keys in by_bucket.items():
-            _s3_client().delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
+            answer = _s3_client().delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
+            if answer.get("Errors"):
+                e = answer["Errors"][0]
+                raise OSError(f"s3://{bucket}/{e.get('Key')} could not be deleted: {e.get('Code')} "
+                              f"{e.get('Message')} ({len(answer['Errors'])} such objects)")
     remote = [p for p in paths if is_remote(p) and not _s3(p)]
     if remote:
         fs = _fs()
