@@ -155,9 +155,9 @@ class Lock:
         """The lock file, unless it exists: atomic on local disk; on object stores a check, then
         a write (advisory: two hosts starting in the same second can both pass)."""
         if not _local(self.path):
-            if FileSystems.exists(self.path):
+            if storage.exists(self.path):
                 return False
-            shards.write_atomic(self.path, data)
+            storage.write_bytes(self.path, data)
             return True
         try:
             fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -169,8 +169,7 @@ class Lock:
 
     def _read(self) -> dict:
         try:
-            with FileSystems.open(self.path) as f:
-                return json.loads(f.read().decode() or "{}")
+            return json.loads(storage.read_bytes(self.path).decode() or "{}")
         except Exception:  # noqa: BLE001 - a lock being written, or damaged: still a lock
             return {}
 
@@ -186,7 +185,7 @@ class Lock:
     def release(self) -> None:
         """Removes the lock file if it is still this run's."""
         if self._read().get("token") == self.token:
-            shards.delete([self.path])
+            storage.delete([self.path])
 
 
 # ---------------------------------------------------------------- what a run may delete

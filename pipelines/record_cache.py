@@ -24,7 +24,7 @@ import pyarrow as pa
 from pipelines import shards, stages
 from pipelines.pooled import PooledWork, Result
 from pipelines.reading import unreadable, windowed
-from transforms import sources
+from transforms import sources, storage
 from transforms.stats import HoldoutRule
 
 # The good batch's columns other than the vector, in this order (image corpora add image, format).
@@ -186,14 +186,14 @@ class ReadIntoCache(beam.PTransform):
 
 def good_batches(path: str, columns=None):
     """The valid records of one cache file, batch by batch (see good_from_table)."""
-    with shards.open_read(path) as f:
+    with storage.open_read(path) as f:
         for batch in pa.ipc.open_stream(f):
             yield good_from_table(batch, columns)
 
 
 def rejected_batches(path: str):
     """The rejected records of one cache file, batch by batch."""
-    with shards.open_read(path) as f:
+    with storage.open_read(path) as f:
         for batch in pa.ipc.open_stream(f):
             cols = {k: batch.column(k).to_numpy(zero_copy_only=False) for k in batch.schema.names}
             yield {k: (v.astype(object) if k != "row" else v) for k, v in cols.items()}

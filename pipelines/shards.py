@@ -18,16 +18,13 @@ import hashlib
 import io
 import json
 import logging
-import os
 import struct
-import uuid
 import zlib
 from collections.abc import Callable
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from transforms import example_codec, storage
@@ -72,14 +69,6 @@ def rejected_by_label(table: pa.Table) -> dict[str, int]:
     """Rejected records per label, as the manifest's rejected.by_label counts them."""
     labels, counts = np.unique([str(v) for v in table.column("label").to_pylist()], return_counts=True)
     return {str(k): int(n) for k, n in zip(labels, counts, strict=True)}
-
-
-def create(path: str):
-    return FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED)
-
-
-def open_read(path: str):
-    return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
 
 
 def mkdirs(path: str) -> None:
@@ -179,20 +168,16 @@ class FragmentWriter:
 
 def write_ipc(path: str, tables: list[pa.Table]) -> None:
     """Tables of one schema as one Arrow IPC stream (a staging file), one after another, uncopied;
-    never seen half-written: locally under a temporary name, then renamed; on an object store
-    the object appears when its upload completes."""
-    target = path if storage.is_remote(path) else f"{path}.inprogress-{uuid.uuid4().hex}"
-    with create(target) as f, pa.ipc.new_stream(f, tables[0].schema) as w:
+    never seen half-written (`storage.writing`)."""
+    with storage.writing(path) as f, pa.ipc.new_stream(f, tables[0].schema) as w:
         for table in tables:
             w.write_table(table)
-    if target != path:
-        os.replace(target, path)
 
 
 def read_fragments(paths: list[str]) -> pa.Table:
     tables = []
     for path in sorted(paths):
-        with open_read(path) as f:
+        with storage.open_read(path) as f:
             tables.append(pa.ipc.open_stream(f).read_all())
     return pa.concat_tables(tables)
 
@@ -238,20 +223,13 @@ def write_plot_then_document(out: str, png: str, plot, name: str, doc: dict) -> 
 
 
 def write_atomic(path: str, data: bytes | Callable) -> None:
-    """`data` (bytes, or a function that writes to a file) into `path`, whole or not at all:
-    locally under a temporary name until complete; on an object store in one upload (see
-    transforms/storage.py), also an empty one on S3, which Beam's writer cannot make."""
-    if callable(data) and storage.is_remote(path):
-        buf = io.BytesIO()
-        data(buf)
-        data = buf.getvalue()
+    """`data` (bytes, or a function that writes to a file) into `path`, whole or not at all
+    (transforms/storage.py: `write_bytes`, `writing`)."""
     if not callable(data):
         storage.write_bytes(path, data)
         return
-    tmp = f"{path}.inprogress-{uuid.uuid4().hex}"
-    with create(tmp) as f:
+    with storage.writing(path) as f:
         data(f)
-    FileSystems.rename([tmp], [path])
 
 
 RAW_COLUMNS = ("features", "embedding", "image")  # float vectors, encoded images: compression gains ~1%

@@ -28,7 +28,8 @@ from dataclasses import dataclass
 BIN = os.path.dirname(sys.executable)
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A port nothing listens on now, on 127.0.0.1."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -83,7 +84,7 @@ def _start(argv: list[str], port: int, what: str) -> None:
 
 def gcs() -> Store:
     if "gs" not in _started:
-        port = _free_port()
+        port = free_port()
         _start([os.path.join(BIN, "gcp-storage-emulator"), "start", "-H", "127.0.0.1", "--port", str(port), "-q",
                 "--in-memory"], port, "gcp-storage-emulator")
         adc = os.path.join(tempfile.mkdtemp(), "adc.json")
@@ -99,7 +100,7 @@ def gcs() -> Store:
 
 def s3() -> Store:
     if "s3" not in _started:
-        port = _free_port()
+        port = free_port()
         _start([os.path.join(BIN, "moto_server"), "-H", "127.0.0.1", "-p", str(port)], port, "moto_server")
         endpoint = f"http://127.0.0.1:{port}"
         env = {"AWS_ENDPOINT_URL_S3": endpoint, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",

@@ -10,6 +10,7 @@ import time
 
 import pytest
 from conftest import run_job, train_records, write_parquet_corpus
+from object_stores import free_port
 
 
 @pytest.fixture(scope="module")
@@ -34,14 +35,6 @@ def test_portable_runner_loopback_equals_direct(corpus_and_reference):
             "--environment_type=LOOPBACK", runner="PortableRunner")
     assert train_records(root / "loopback") == want
     assert val_ids(root / "loopback") == val_ids(root / "direct")
-
-
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("localhost", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def test_external_worker_pool_equals_direct(corpus_and_reference):

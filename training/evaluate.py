@@ -15,7 +15,6 @@ run's). The model loads with Keras' safe mode.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 
 import keras
@@ -38,8 +37,7 @@ def parser() -> argparse.ArgumentParser:
                                                   "other whose labels the model knows.")
     ap.add_argument("--split", default="val", choices=SPLITS)
     ap.add_argument("--batch_size", type=int, default=128)
-    ap.add_argument("--cache_dir", default=None,
-                    help="Local copies of gs:// and s3:// data and run folders (default: ~/.cache/balance-corpus).")
+    remote.add_cache_dir(ap)
     return ap
 
 
@@ -61,8 +59,7 @@ def run(argv: list[str] | None = None) -> dict:
     name = args.split if same else f"{args.split}-{args.data.rstrip('/').rsplit('/', 1)[-1]}"
     path, png = (f"{kind}-{name}.{ext}" for kind, ext in (("eval", "json"), ("confusion", "png")))
     print(format_report(report, SHOWN_CLASSES, full_table(folder.local, f"eval-{name}.txt", report)))
-    with open(folder.path(path), "w") as f:
-        json.dump(report, f, indent=1)
+    run_state.write_json(folder.path(path), report)
     write_confusion_png(report["confusion"], labels, folder.path(png), f"{name}: macro-F1 {report['macro_f1']:.3f}")
     folder.push([path, png, f"eval-{name}.txt"])
     print(f"wrote {storage.join(args.run, path)} and {storage.join(args.run, png)}")

@@ -40,8 +40,7 @@ def parser() -> argparse.ArgumentParser:
                                                   "local, gs:// or s3://.")
     ap.add_argument("--output", default="run", help="Run folder (default: run); local, gs:// or s3:// (written "
                                                     "locally under --cache_dir, uploaded after every epoch).")
-    ap.add_argument("--cache_dir", default=None,
-                    help="Local copies of gs:// and s3:// data and run folders (default: ~/.cache/balance-corpus).")
+    remote.add_cache_dir(ap)
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--batch_size", type=int, default=32)
     ap.add_argument("--epoch_size", type=int, default=None,

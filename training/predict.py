@@ -61,8 +61,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--top_k", type=int, default=3, help="Labels and probabilities kept per record (default 3).")
     ap.add_argument("--batch_size", type=int, default=1024, help="Records read and predicted at a time.")
     ap.add_argument("--progress_seconds", type=float, default=15.0, help="Seconds between progress lines.")
-    ap.add_argument("--cache_dir", default=None,
-                    help="Local copies of gs:// and s3:// run folders and outputs (default: ~/.cache/balance-corpus).")
+    remote.add_cache_dir(ap)
     return ap
 
 
@@ -170,10 +169,7 @@ def run(argv: list[str] | None = None) -> dict:
     top_k = min(args.top_k, len(labels))
     from_balance_output(args, kind)
     stream, files = read_batches(args, kind)
-    output = args.output  # an object-store --output is written locally, then uploaded
-    if storage.is_remote(args.output):
-        output = os.path.join(remote.cache_root(args.cache_dir), "predictions", remote._slot(args.output),
-                              args.output.rsplit("/", 1)[-1])
+    output = remote.local_output(args.output, args.cache_dir)  # an object-store --output: uploaded at the end
     rejected_path = os.path.splitext(output)[0] + ".rejected.jsonl"
     tmp = output + ".tmp"
     tally, reasons = Tally(labels), collections.Counter()

@@ -25,6 +25,13 @@ from transforms import storage
 LAST = ("history.json", "state.json")  # uploaded after everything they refer to
 
 
+def add_cache_dir(ap) -> None:
+    """The commands' --cache_dir flag."""
+    ap.add_argument("--cache_dir", default=None,
+                    help="Local copies of gs:// and s3:// data, run folders and outputs "
+                         "(default: ~/.cache/balance-corpus).")
+
+
 def cache_root(cache_dir: str | None) -> str:
     if cache_dir:
         return cache_dir
@@ -132,10 +139,9 @@ def _stamp(path: str) -> tuple[int, int]:
     return st.st_size, st.st_mtime_ns
 
 
-def fetch_file(path: str, cache_dir: str | None = None) -> str:
-    """A single file: `path` when local, else a fresh local copy."""
+def local_output(path: str, cache_dir: str | None = None) -> str:
+    """Where a command writes a single output file before it is uploaded: `path` when local,
+    else a place in the cache folder."""
     if not storage.is_remote(path):
         return path
-    here = os.path.join(cache_root(cache_dir), "files", _slot(path), path.rsplit("/", 1)[-1])
-    storage.download(path, here)
-    return here
+    return os.path.join(cache_root(cache_dir), "outputs", _slot(path), path.rsplit("/", 1)[-1])

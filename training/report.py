@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import os
-
+from transforms import storage
 from transforms.plots import MAX_TICK_LABELS, label_classes, png_bytes
 
 
 def save_png(fig, path: str) -> None:
     """The figure as PNG into the run folder (local), under a temporary name until complete."""
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(png_bytes(fig))
-    os.replace(tmp, path)
+    storage.write_bytes(path, png_bytes(fig))
 
 
 def write_history_png(history: list[dict], path: str) -> None:

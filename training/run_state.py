@@ -25,6 +25,7 @@ import numpy as np
 
 from training.model import save_with_labels
 from training.sampling import DynamicSampler
+from transforms import storage
 
 HISTORY, STATE, MODEL = "history.json", "state.json", "model.keras"
 # Settings a resumed run must share with its start: they decide each epoch's batches, or
@@ -38,10 +39,7 @@ FIXED = ("sampling", "min_share", "dynamic_mix", "f1_smoothing", "prior_correcti
 
 def write_json(path: str, obj) -> None:
     """Writes JSON atomically (a temporary file, then a rename)."""
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-    os.replace(tmp, path)
+    storage.write_bytes(path, json.dumps(obj, indent=1).encode())
 
 
 def read_json(path: str):

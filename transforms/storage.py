@@ -20,6 +20,7 @@ import os
 import re
 import shutil
 import uuid
+from contextlib import contextmanager
 
 _options = None  # the PipelineOptions given to Beam's FileSystems; None: not yet configured
 
@@ -250,25 +251,37 @@ def read_bytes(path: str) -> bytes:
         return f.read()
 
 
-def write_bytes(path: str, data: bytes) -> None:
-    """`data` into `path`, whole or not at all: locally under a temporary name, then renamed;
-    on an object store in one upload, since an object appears only once its upload completes
-    (a rename there is a copy and a delete: twice the requests for nothing)."""
-    if not is_remote(path):
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        tmp = f"{path}.inprogress-{uuid.uuid4().hex}"
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
+@contextmanager
+def writing(path: str):
+    """A file to write `path` through, there whole or not at all: locally a temporary file
+    (`PATH.inprogress-<hex>`) renamed into place when the block ends without error, and
+    removed when it raises; on an object store a streaming upload, whose object appears
+    only once it completes."""
+    if is_remote(path):
+        from apache_beam.io.filesystem import CompressionTypes
+
+        with _fs().create(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+            yield f
         return
-    if _s3(path):  # one request (up to 5 GB); Beam's writer would make a multipart upload,
-        # which S3 refuses to complete for an empty file
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.inprogress-{uuid.uuid4().hex}"
+    try:
+        with open(tmp, "wb") as f:
+            yield f
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_bytes(path: str, data: bytes) -> None:
+    """`data` into `path`, whole or not at all (`writing`). On S3 one request: Beam's writer
+    always makes a multipart upload, which S3 refuses to complete for an empty file."""
+    if _s3(path):
         bucket, key = _s3_split(path)
         _s3_client().put_object(Bucket=bucket, Key=key, Body=data)
         return
-    from apache_beam.io.filesystem import CompressionTypes
-
-    with _fs().create(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+    with writing(path) as f:
         f.write(data)
 
 
@@ -308,14 +321,12 @@ def delete_folder(path: str) -> None:
 
 def download(src: str, dst: str) -> None:
     """A file (local or remote) copied to the local path `dst`, atomically."""
-    os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
-    tmp = f"{dst}.inprogress-{uuid.uuid4().hex}"
-    if _s3(src):
-        _s3_client().download_file(*_s3_split(src), tmp)
-    else:
-        with open_read(src) as f, open(tmp, "wb") as out:
-            shutil.copyfileobj(f, out, 8 << 20)
-    os.replace(tmp, dst)
+    with writing(dst) as out:
+        if _s3(src):
+            _s3_client().download_fileobj(*_s3_split(src), out)
+        else:
+            with open_read(src) as f:
+                shutil.copyfileobj(f, out, 8 << 20)
 
 
 def upload(src: str, dst: str) -> None:
