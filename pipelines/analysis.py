@@ -94,7 +94,7 @@ def analyze(p: beam.Pipeline, cfg: BalanceConfig, staging: str, dim, resample: b
                 dim = beam.pvalue.AsSingleton(p | "FeatureDimension" >> reading.FeatureDimension(spec))
         units = p | "Pass1Units" >> reading.Units(make_units, spec)
         summaries = units | "Pass1Read" >> record_cache.ReadIntoCache(checked, staging, rule, cfg.keep_embeddings, dim,
-                                                                      names[1], cfg.read_processes)
+                                                                      names[1], cfg.reads_in_processes)
         index, counted = summaries.cache, summaries.counted
     cache = beam.pvalue.AsList(index)
 
@@ -103,7 +103,7 @@ def analyze(p: beam.Pipeline, cfg: BalanceConfig, staging: str, dim, resample: b
         columns = record_cache.ANALYSIS_COLUMNS if n in (2, 3) else None  # pass 4 writes every column
         out = p | f"Pass{n}Read" >> record_cache.CachePass(
             names[n], spec.progress_seconds, cache, work, *side, count=count, columns=columns,
-            processes=cfg.pass_processes, tags=tags)
+            tags=tags)
         return out, out.rejected, out.counted | f"Pass{n}Done" >> reading.PassDone(names[n])
 
     _ = counted | "Pass1Done" >> reading.PassDone(names[1])
@@ -116,7 +116,7 @@ def analyze(p: beam.Pipeline, cfg: BalanceConfig, staging: str, dim, resample: b
     if cfg.clusters > 1:  # the random strategies resample each class as one group
         out, _, _ = over_cache(2, stages.sample_candidates, rule, cfg.kmeans_sample, beam.pvalue.AsDict(counts), dim)
         centroids = beam.pvalue.AsDict(out.out | "Pass2Centroids" >> stages.ClassCentroids(
-            cfg.clusters, rule.seed, beam.pvalue.AsDict(counts), cfg.fit_processes))
+            cfg.clusters, rule.seed))
     models = beam.pvalue.AsDict(counts | "ClassModels" >> beam.Map(stages.with_centroids, centroids))
 
     out, rejected, read_total = over_cache(3, stages.bucket_histograms, rule, models, count=not resample)

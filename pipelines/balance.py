@@ -23,9 +23,9 @@ from pipelines import driver, output_dir, shards
 from pipelines import manifest as mf
 from pipelines.analysis import analyze
 from pipelines.options import BalanceConfig, add_arguments
+from pipelines.parallel import ParallelMap
 from pipelines.report import ids_note, summary_table
 from pipelines.resample import Resample, resample
-from pipelines.threaded import ThreadedMap
 from transforms.flag_parser import FlagParser
 
 
@@ -47,7 +47,7 @@ def build(p: beam.Pipeline, cfg: BalanceConfig, staging: str, dim, warnings=(), 
         | "ByShard" >> beam.Map(lambda f: (tuple(f[0]), f[1]))
         | "GroupFragments" >> beam.GroupByKey()
         | "Listed" >> beam.MapTuple(lambda dest, fragments: (dest, list(fragments)))  # to send to a process
-        | "MergeShards" >> beam.ParDo(ThreadedMap(mf.merge_group, processes=cfg.pass_processes), plan, out, formats)
+        | "MergeShards" >> beam.ParDo(ParallelMap(mf.merge_group), plan, out, formats)
         | "CollectShards" >> beam.combiners.ToList()
         | "Finalize" >> beam.Map(mf.finalize, plan, cfg, {"beam": beam.__version__, "warnings": list(warnings)},
                                  beam.pvalue.AsSingleton(counted), beam.pvalue.AsSingleton(a.duplicate_ids))

@@ -31,12 +31,11 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
 
-from pipelines import beam_memos, image_stages, output_dir, pooled, report
+from pipelines import beam_memos, image_stages, output_dir, parallel, report
 from pipelines.options import BalanceConfig, BalanceOptions, check_flags, runs_here
 from pipelines.reading import NS
 from pipelines.report import short_label
-from transforms import cores, image_folders, sources, storage
-from transforms.kmeans import fit_pool
+from transforms import image_folders, sources, storage
 from transforms.sources import resolve_input
 
 log = logging.getLogger("pipelines.balance")
@@ -81,7 +80,7 @@ def _interrupted(signum, frame) -> None:
     worker.start()
     worker.join(15)
     os.write(2, (message + "\n").encode())
-    os._exit(130)  # the pass processes end with this process (cores: they watch their parent)
+    os._exit(130)  # the job processes end with this process (parallel: they watch their parent)
 
 
 @dataclass
@@ -163,10 +162,8 @@ def execute(job: Job, build_graph: Callable, staging: str, written: str, test_pi
     started = time.time()
     beam_memos.install()
     if runs_here(job.options):  # the pools forked now, before the runner's own threads
-        if job.cfg.pass_processes:
-            pooled.pass_pool(job.cfg.pass_processes)
-        if job.cfg.fit_processes:
-            fit_pool(job.cfg.fit_processes)  # its workers import scikit-learn while pass 1 runs
+        # with the cluster strategy, they import scikit-learn while pass 1 runs; none with 0
+        parallel.start(job.cfg.processes, fits=job.cfg.clusters > 1)
         # The end-of-run figures need matplotlib: imported now, beside the passes (after the
         # forks: no fork may happen while a thread holds an import lock).
         threading.Thread(target=report.preload, name="import-matplotlib", daemon=True).start()
@@ -232,7 +229,7 @@ def main(run: Callable) -> None:
     # would take another ~0.5 s and change nothing, so the job ends here, once its process
     # pools are shut down, the exit handlers have run (Beam's stop a job server it started;
     # logging's flush) and its streams are flushed.
-    cores.shutdown_pools()
+    parallel.shutdown()
     atexit._run_exitfuncs()
     sys.stdout.flush()
     sys.stderr.flush()

@@ -25,6 +25,7 @@ import numpy as np
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
 
+from pipelines import parallel
 from pipelines.reading import ReadStage, unit_batches, units_of_files
 from transforms import image_folders, records, sources
 from transforms.images import ImageVectors
@@ -59,8 +60,9 @@ class CheckedImages:
         self.spec, self.vectors = spec, vectors
 
     def __call__(self, unit, dim=None):
+        threads = parallel.decode_threads()  # none on the job's processes
         for raw in unit_batches(unit, self.spec, _read_unit):
-            yield (len(raw["row"]), *records.validate_images(raw, self.vectors.vectorize(raw["image"])))
+            yield (len(raw["row"]), *records.validate_images(raw, self.vectors.vectorize(raw["image"], threads)))
 
 
 def image_units(pbegin, spec: ReadSpec):

@@ -20,8 +20,8 @@ from apache_beam.options.pipeline_options import (
     StandardOptions,
 )
 
+from pipelines.parallel import can_fork, local_cores
 from transforms import plan as planning
-from transforms.cores import can_fork, worker_threads
 from transforms.images import DEFAULT_MAX_PIXELS, ImageVectors
 from transforms.plan import STRATEGIES, parse_target
 from transforms.sources import INPUT_FORMATS, ReadSpec, guess_format
@@ -211,21 +211,11 @@ class BalanceConfig:
     processes: int = 0
 
     @property
-    def fit_processes(self) -> int:
-        """Processes fitting the k-means models: the cluster strategy only."""
-        return self.processes if self.clusters > 1 else 0
-
-    @property
-    def pass_processes(self) -> int:
-        """Processes running the read passes (pipelines/pooled.py: pass 1 a unit each, passes 2 to 4
-        a cache file each) and the merges. Every job."""
-        return self.processes
-
-    @property
-    def read_processes(self) -> int:
-        """Processes reading pass 1's units: none for TFRecord input, which TensorFlow parses
-        (a forked child of a process whose TensorFlow runtime has started can hang in it)."""
-        return 0 if self.input_format == "tfrecord" else self.pass_processes
+    def reads_in_processes(self) -> bool:
+        """Whether pass 1's units go to the job's processes (pipelines/parallel.py): not for
+        TFRecord input, which TensorFlow parses (a forked child of a process whose
+        TensorFlow runtime has started can hang in it)."""
+        return self.input_format != "tfrecord"
 
     @property
     def payload(self) -> str:
@@ -355,7 +345,7 @@ def resolve_processes(o: PipelineOptions) -> int:
     the manifest records what ran, not what was asked)."""
     value = str(o.processes).strip().lower()
     if value == "auto":
-        return worker_threads() if runs_here(o) and can_fork() else 0
+        return local_cores() if runs_here(o) and can_fork() else 0
     try:
         n = int(value)
     except ValueError:

@@ -1,7 +1,7 @@
 """Reading the corpus in Beam: files -> units -> valid and rejected batches, with progress.
 
 Every read stage (image files; vector files and the record cache through
-pipelines/pooled.py) has the same bookkeeping, written once here in `ReadStage`:
+pipelines/parallel.py) has the same bookkeeping, written once here in `ReadStage`:
 - the outputs "rejected": rejected batches with reasons, and "counted": the records
   each batch (or unit, or file) held (a pass's total is logged when it is done, and the
   last pass's is checked against the files);

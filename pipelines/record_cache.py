@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipelines import shards, stages
-from pipelines.pooled import PooledWork, Result
+from pipelines.parallel import PassWork, Result
 from pipelines.reading import unreadable, windowed
 from transforms import sources, storage
 from transforms.stats import HoldoutRule
@@ -166,20 +166,21 @@ def read_into_cache(unit, checked, folder: str, rule: HoldoutRule, keep_embeddin
 
 
 class ReadIntoCache(beam.PTransform):
-    """Pass 1: units -> `read_into_cache` on each (with `processes`, on forked processes) ->
+    """Pass 1: units -> `read_into_cache` on each (on the job's processes, unless not
+    `use_processes`) ->
     outputs "cache" (the cache's index), "partials", "ids" (stages.Summaries) and "counted"
     (records read per unit)."""
 
     def __init__(self, checked, staging: str, rule: HoldoutRule, keep_embeddings: bool, dim, name: str,
-                 processes: int):
+                 use_processes: bool = True):
         super().__init__()
         self.checked, self.folder, self.rule, self.keep_embeddings, self.dim = (checked, cache_folder(staging), rule,
                                                                                 keep_embeddings, dim)
-        self.name, self.processes = name, processes
+        self.name, self.use_processes = name, use_processes
 
     def expand(self, units):
         return units | "ReadIntoCache" >> beam.ParDo(
-            PooledWork(self.name, self.checked.spec.progress_seconds, False, read_into_cache, self.processes),
+            PassWork(self.name, self.checked.spec.progress_seconds, False, read_into_cache, self.use_processes),
             self.checked, self.folder, self.rule, self.keep_embeddings, self.dim,
         ).with_outputs("cache", "partials", "ids", "counted", main="none")
 
@@ -229,17 +230,17 @@ class CachePass(beam.PTransform):
     Beam counter increments. -> outputs "out", `tags`, "rejected" (the rejected records'
     batches) and "counted" (records read per file).
 
-    With `processes` (the local runners, see --processes) the files go to forked processes
-    (pipelines/pooled.py), so the pass's Python runs on every core; else `work` runs in
+    Where the job has processes (the local runners, see --processes) the files go to them
+    (pipelines/parallel.py), so the pass's Python runs on every core; else `work` runs in
     the worker. `columns`: the valid records' columns the pass uses (None: all of them).
     """
 
     def __init__(self, name: str, progress_seconds: float, index, work, *side, count: bool = False, columns=None,
-                 processes: int = 0, tags=()):
+                 tags=()):
         super().__init__()
         self.name, self.progress_seconds, self.index, self.count, self.columns = (name, progress_seconds, index,
                                                                                  count, columns)
-        self.work, self.side, self.processes, self.tags = work, side, processes, tuple(tags)
+        self.work, self.side, self.tags = work, side, tuple(tags)
 
     def expand(self, pbegin):
         return (
@@ -247,7 +248,7 @@ class CachePass(beam.PTransform):
             | "Start" >> beam.Create([None])
             | "CacheFiles" >> beam.FlatMap(lambda _, idx: sorted(idx), self.index)
             | "Spread" >> beam.Reshuffle()
-            | "Work" >> beam.ParDo(PooledWork(self.name, self.progress_seconds, self.count, over_file, self.processes),
+            | "Work" >> beam.ParDo(PassWork(self.name, self.progress_seconds, self.count, over_file),
                                    self.columns, self.work, *self.side)
             .with_outputs("rejected", "counted", *self.tags, main="out")
         )

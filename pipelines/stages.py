@@ -20,14 +20,13 @@ pipelines/resample.py.
 from __future__ import annotations
 
 import logging
-from concurrent.futures.process import BrokenProcessPool
 
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 
+from pipelines.parallel import ParallelMap
 from pipelines.report import short_label
-from pipelines.threaded import ThreadedMap
 from transforms import hashing, kmeans, records, selection
 from transforms.sampling import BottomM
 from transforms.stats import TEST, TRAIN, VAL, ClassStats, HoldoutRule
@@ -185,39 +184,26 @@ class _BottomMFn(MergeableFn):
         return acc.extract()[1]
 
 
-class _FitKMeans:
-    """(label, sample) -> (label, centroids); run by ThreadedMap, several classes at once,
-    each fitted here or, with `processes`, on a forked process (kmeans.fit_pool).
-
-    A sample over POOL_SAMPLE_BYTES is fitted here: sending it would copy it twice (the
-    pickle, the worker's copy) for each fit in flight. Only the pool the driver made is used:
-    when a fit worker dies (or there is none), the fits left are made here, since a new pool
-    would fork from the running runner's threads.
-    """
+class FitKMeans:
+    """(label, sample) -> (label, centroids), by ParallelMap: several classes at once, on the
+    job's processes where there are some (a small object: it pickles with each call)."""
 
     POOL_SAMPLE_BYTES = 128 << 20  # 100,000 rows of 320 float32 values
 
-    def __init__(self, k: int, seed: int, processes: int = 0):
-        self.k, self.seed, self.processes = k, seed, processes
+    def __init__(self, k: int, seed: int):
+        self.k, self.seed = k, seed
 
-    def __call__(self, item, counts):
+    def __call__(self, item):
         label, sample = item
-        args = (sample, self.k, hashing.seed_for(self.seed, label))
-        centroids = None
-        small = np.asarray(sample).nbytes <= self.POOL_SAMPLE_BYTES
-        pool = kmeans.fit_pool(self.processes, create=False) if self.processes and small else None  # the driver's
-        if pool is not None:
-            try:
-                centroids = pool.submit(kmeans.fit_centroids, *args).result()
-            except BrokenProcessPool:
-                log.warning("a k-means process died; the fits left run in this process")
-                self.processes = 0
-        if centroids is None:
-            centroids = kmeans.fit_centroids(*args)
-        c = counts[label]
-        log.info("class %r: %d records, %d in train, %d clusters fitted on %d rows", short_label(label), c["count"],
-                 c["train"], len(centroids), len(sample))
+        centroids = kmeans.fit_centroids(sample, self.k, hashing.seed_for(self.seed, label))
+        log.info("class %r: %d clusters fitted on %d sampled rows", short_label(label), len(centroids), len(sample))
         return label, centroids
+
+    @classmethod
+    def fit_here(cls, item) -> bool:
+        """A sample over POOL_SAMPLE_BYTES is fitted in the worker: sending it would copy it
+        twice (the pickle, the process's copy) for each fit in flight."""
+        return np.asarray(item[1]).nbytes > cls.POOL_SAMPLE_BYTES
 
 
 class ClassCentroids(beam.PTransform):
@@ -229,16 +215,15 @@ class ClassCentroids(beam.PTransform):
     whatever the corpus size or the bundling, instead of up to m per bundle and class.
     """
 
-    def __init__(self, k: int, seed: int, counts, processes: int = 0):
+    def __init__(self, k: int, seed: int):
         super().__init__()
-        self.k, self.seed, self.counts, self.processes = k, seed, counts, processes
+        self.k, self.seed = k, seed
 
     def expand(self, candidates):
         return (
             candidates
             | "BottomM" >> beam.CombinePerKey(_BottomMFn())
-            | "FitKMeans" >> beam.ParDo(ThreadedMap(_FitKMeans(self.k, self.seed, self.processes),
-                                                    self.processes or None), self.counts)
+            | "FitKMeans" >> beam.ParDo(ParallelMap(FitKMeans(self.k, self.seed), here=FitKMeans.fit_here))
         )
 
 

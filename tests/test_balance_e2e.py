@@ -336,26 +336,26 @@ def test_passes_over_the_cache_on_processes_write_the_same_files(balanced, tmp_p
     processes (--processes 2), several at once, or in the job's process (0): the same bytes
     in every shard of both formats. Pass 1 is made to write many small cache files, so
     several are in flight at once."""
-    from pipelines import pooled, shards
+    from pipelines import parallel, shards
 
-    submitted, real = [], pooled.pass_pool
+    submitted, real = [], parallel.processes
 
     class Recorded:  # the driver's pool, its submissions recorded
         def __init__(self, pool):
             self.pool = pool
 
         def submit(self, fn, *args):
-            submitted.append(fn.__name__)
+            submitted.append(getattr(fn, "__name__", type(fn).__name__))
             return self.pool.submit(fn, *args)
 
         def __getattr__(self, name):
             return getattr(self.pool, name)
 
-    def recorded(n, create=True):
-        pool = real(n, create)
-        return Recorded(pool) if pool is not None else None
+    def recorded():
+        pool, width = real()
+        return (Recorded(pool) if pool is not None else None), width
 
-    monkeypatch.setattr(pooled, "pass_pool", recorded)
+    monkeypatch.setattr(parallel, "processes", recorded)
     monkeypatch.setattr(shards, "FLUSH_BYTES", 2000)
     runs = {}
     for processes in ("0", "2"):
@@ -365,8 +365,8 @@ def test_passes_over_the_cache_on_processes_write_the_same_files(balanced, tmp_p
         runs[processes] = (_shard_bytes(out), m["classes"], m["totals"])
         if processes == "0":
             assert submitted == []
-    # the second run's units, cache files and merges went to the processes, several cache files each pass
-    assert {"read_into_cache", "over_file", "merge_group"} <= set(submitted) and submitted.count("over_file") > 6
+    # the second run's units, cache files, fits and merges went to the processes, several cache files each pass
+    assert {"read_into_cache", "over_file", "FitKMeans", "merge_group"} <= set(submitted) and submitted.count("over_file") > 6
     assert runs["0"] == runs["2"] and sum(f.endswith(".gz") for f in runs["2"][0]) > 4
     assert runs["2"][2]["read"] == N_INPUT
 
@@ -375,19 +375,19 @@ def test_a_dead_pass_process_leaves_the_files_to_this_process(balanced, tmp_path
     from concurrent.futures import Future
     from concurrent.futures.process import BrokenProcessPool
 
-    from pipelines import pooled
+    from pipelines import parallel
 
     class DeadPool:
         def submit(self, *args):
             dead = Future()
-            dead.set_exception(BrokenProcessPool("a pass process died"))
+            dead.set_exception(BrokenProcessPool("a job process died"))
             return dead
 
-    monkeypatch.setattr(pooled, "pass_pool", lambda n, create=True: DeadPool())
+    monkeypatch.setattr(parallel, "processes", lambda: (DeadPool(), 2))
     out = tmp_path / "dead"
     m = run_job(balanced[0], out, "--num_shards", "2", "--clusters_per_class", "3", "--processes", "2",
                 "--output_format", "parquet")
-    assert "a pass process died; the elements left run in this process" in caplog.text
+    assert "a job process died; the elements left run in this process" in caplog.text
     want = run_job(balanced[0], tmp_path / "none", "--num_shards", "2", "--clusters_per_class", "3",
                    "--processes", "0", "--output_format", "parquet")
     assert _shard_bytes(out) == _shard_bytes(tmp_path / "none") and m["totals"] == want["totals"]

@@ -8,6 +8,7 @@ import io
 import json
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pyarrow as pa
@@ -213,9 +214,7 @@ def test_large_images_decode_on_threads_with_the_same_results(monkeypatch):
         blobs.append(buf.getvalue())
     blobs[3] = blobs[3][: len(blobs[3]) // 2]  # truncated: rejected with its reason on either path
     blobs.append(b"")
-    monkeypatch.setattr(images, "DECODE_THREADS", 1)
     one = images.thumbnail_vectors(blobs, images.DEFAULT_MAX_PIXELS, 16, True)
-    monkeypatch.setattr(images, "DECODE_THREADS", 3)
     calls, real = [], images.load_rgb
 
     def recorded(*args):
@@ -223,8 +222,9 @@ def test_large_images_decode_on_threads_with_the_same_results(monkeypatch):
         return real(*args)
 
     monkeypatch.setattr(images, "load_rgb", recorded)
-    many = images.thumbnail_vectors(blobs, images.DEFAULT_MAX_PIXELS, 16, True)
-    assert any(name.startswith("worker") for name in calls)  # the threaded path ran (cores.shared_pool)
+    with ThreadPoolExecutor(3, thread_name_prefix="decode") as threads:
+        many = images.thumbnail_vectors(blobs, images.DEFAULT_MAX_PIXELS, 16, True, threads)
+    assert any(name.startswith("decode") for name in calls)  # the threaded path ran
     np.testing.assert_array_equal(one[0], many[0])
     assert list(one[1]) == list(many[1]) and list(one[2]) == list(many[2])
     assert one[2][3].startswith("truncated") and one[2][7] == "empty file (0 bytes)"
@@ -233,24 +233,17 @@ def test_large_images_decode_on_threads_with_the_same_results(monkeypatch):
 
 def test_decoding_and_fitting_on_processes_gives_the_same_output(tmp_path, monkeypatch):
     """Pass 1 (a unit of images at a time: read, checked, decoded, cached), the later passes
-    and the merges on the pass processes, and the k-means fits on theirs, write the same
+    the merges and the k-means fits on the job's processes write the same
     records and rejections as in-process."""
-    from pipelines import pooled
-    from transforms import kmeans
+    from pipelines import parallel
 
-    pools, real = [], pooled.pass_pool
-    fit_pools, real_fit_pool = [], kmeans.fit_pool
+    started, real = [], parallel.start
 
-    def recorded(processes, create=True):
-        pools.append(real(processes, create))
-        return pools[-1]
+    def recorded(processes, fits=False):
+        started.append((processes, fits))
+        real(processes, fits)
 
-    def recorded_fit_pool(processes, create=True):
-        fit_pools.append(real_fit_pool(processes, create))
-        return fit_pools[-1]
-
-    monkeypatch.setattr(pooled, "pass_pool", recorded)
-    monkeypatch.setattr(kmeans, "fit_pool", recorded_fit_pool)
+    monkeypatch.setattr(parallel, "start", recorded)
     blobs = corpus_blobs() + [("dog", name, data) for name, data, _ in bad_images()]
     folder = write_folder(tmp_path / "imgs", blobs)
     runs = {}
@@ -263,7 +256,6 @@ def test_decoding_and_fitting_on_processes_gives_the_same_output(tmp_path, monke
                            sorted((os.path.basename(x["source"]), x["reason"]) for x in lines),
                            sorted(zip(*(shard_images(str(out), m).column(c).to_pylist() for c in ("id", "cluster")),
                                       strict=True)))
-    assert pools and all(pool is real(2) for pool in pools)  # the second run's only
-    assert fit_pools and all(pool is real_fit_pool(2) for pool in fit_pools)
+    assert started == [(0, True), (2, True)]  # none for the first run, two for the second
     assert runs["0"] == runs["2"]
     assert runs["2"][0]["rejected"] == sum(1 for *_, f in bad_images() if f) and runs["2"][3]

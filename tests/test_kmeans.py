@@ -61,8 +61,8 @@ def test_distinct_rows_counts_past_a_repetitive_head():
 
 
 def test_fits_on_forked_processes_equal_fits_here_before_and_after_openmp_ran_here():
-    """As in the job, the pool forks before this process imports scikit-learn, and the first
-    fits arrive while the workers still import it; a second pool forks after OpenMP ran here
+    """As in the job, the processes fork before this process imports scikit-learn, and the first
+    fits arrive while they still import it; a second pool forks after OpenMP ran here
     on several threads (GNU OpenMP's threads do not survive a fork). Neither hangs, and both
     fit what this process fits."""
     script = textwrap.dedent("""
@@ -73,7 +73,9 @@ def test_fits_on_forked_processes_equal_fits_here_before_and_after_openmp_ran_he
         rng = np.random.default_rng(0)
         samples = [rng.normal(size=(n, d)).astype(np.float32) for n, d in ((50000, 256), (3000, 8), (40, 8))]
         args = [(s, 4, i) for i, s in enumerate(samples)]
-        pool = kmeans.fit_pool(2)
+        from pipelines import parallel
+        parallel.start(2, fits=True)
+        pool = parallel.processes()[0]
         assert "sklearn" not in sys.modules
         first = [pool.submit(kmeans.fit_centroids, *a) for a in args]  # while the workers import
         first = [f.result(timeout=120) for f in first]
@@ -82,7 +84,8 @@ def test_fits_on_forked_processes_equal_fits_here_before_and_after_openmp_ran_he
         with threadpool_limits(2):
             KMeans(4, n_init=1, random_state=0).fit(samples[0])  # OpenMP's and BLAS's threads started here
         here = [kmeans.fit_centroids(*a) for a in args]
-        later = [kmeans.fit_pool(3).submit(kmeans.fit_centroids, *a).result(timeout=120) for a in args]
+        parallel.start(3, fits=True)
+        later = [parallel.processes()[0].submit(kmeans.fit_centroids, *a).result(timeout=120) for a in args]
         assert all(np.array_equal(a, b) and np.array_equal(a, c) for a, b, c in zip(here, first, later, strict=True))
         print("same")
     """)
@@ -90,34 +93,11 @@ def test_fits_on_forked_processes_equal_fits_here_before_and_after_openmp_ran_he
     assert done.returncode == 0 and done.stdout.strip() == "same", done.stderr[-2000:]
 
 
-def _fit_kmeans_stage(processes=2):
-    from pipelines import stages
-
-    return stages._FitKMeans(4, seed=7, processes=processes)
-
-
-def test_a_dead_fit_worker_leaves_the_fits_to_this_process(monkeypatch):
-    from concurrent.futures.process import BrokenProcessPool
-
-    class DeadPool:
-        def submit(self, *args):
-            raise BrokenProcessPool("a worker died")
-
-    x = blobs(2000, 3)
-    counts = {"c": {"count": 2000, "train": 2000}}
-    fit = _fit_kmeans_stage()
-    monkeypatch.setattr(kmeans, "fit_pool", lambda processes, create=True: DeadPool())
-    label, centroids = fit(("c", x), counts)
-    assert label == "c" and np.array_equal(centroids, _fit_kmeans_stage(0)(("c", x), counts)[1])
-    assert fit.processes == 0  # no new pool is forked from the running job
-
-
 def test_a_sample_too_large_to_send_is_fitted_here(monkeypatch):
-    def no_pool(processes, create=True):
-        raise AssertionError("the sample was sent to the pool")
+    from pipelines.stages import FitKMeans
 
     x = blobs(2000, 4)
-    fit = _fit_kmeans_stage()
-    monkeypatch.setattr(kmeans, "fit_pool", no_pool)
-    monkeypatch.setattr(type(fit), "POOL_SAMPLE_BYTES", x.nbytes - 1)
-    assert len(fit(("c", x), {"c": {"count": 2000, "train": 2000}})[1]) == 4
+    monkeypatch.setattr(FitKMeans, "POOL_SAMPLE_BYTES", x.nbytes - 1)
+    assert FitKMeans.fit_here(("c", x)) and not FitKMeans.fit_here(("c", x[:-1]))
+    label, centroids = FitKMeans(4, seed=7)(("c", x))
+    assert label == "c" and len(centroids) == 4

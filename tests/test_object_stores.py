@@ -16,7 +16,8 @@ import object_stores
 import pytest
 from conftest import run_job, write_parquet_corpus
 
-from transforms import cores, storage
+from pipelines import parallel
+from transforms import storage
 
 STORES = ("gs", "s3")
 
@@ -27,11 +28,11 @@ def store(request, monkeypatch):
     for k, v in s.env.items():
         monkeypatch.setenv(k, v)
     storage.configure()  # this process's FileSystems: the environment just set
-    # The job's process pools outlive a job in this test process; forked before the store's
+    # The job's processes outlive a job in this test process; forked before the store's
     # environment was set, their workers would not reach it (a command line forks them anew).
-    cores.shutdown_pools()
+    parallel.shutdown()
     yield s
-    cores.shutdown_pools()
+    parallel.shutdown()
 
 
 def local_tree(folder: str) -> dict[str, bytes]:

@@ -20,8 +20,6 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageFile
 
-from transforms.cores import shared_pool, worker_threads
-
 SUPPORTED = ("PNG", "JPEG", "BMP", "GIF", "WEBP")
 DEFAULT_MAX_PIXELS = 64_000_000  # ~8000 x 8000; Pillow's own bomb limit is 89M
 FORMAT_NAMES = {"JPEG": "jpeg", "PNG": "png", "BMP": "bmp", "GIF": "gif", "WEBP": "webp"}
@@ -103,14 +101,15 @@ def thumbnail_dim(size: int, color: bool) -> int:
     return size * size * (3 if color else 1)
 
 
-def batch_vectors(blobs, max_pixels: int, dim: int, to_vector, draft: tuple[int, int] | None = None):
+def batch_vectors(blobs, max_pixels: int, dim: int, to_vector, draft: tuple[int, int] | None = None,
+                  threads=None):
     """Per batch: (vectors float32[n, dim] (zeros where rejected), formats, reasons).
 
     Each image is checked and decoded once; `to_vector(rgb_image)` gives its vector.
-    Batches of images larger than THREADED_PIXELS on average are cut into one run of
-    images per thread: Pillow releases the GIL while it decodes and resizes, so the
-    threads use every core the worker has. Results do not depend on the threads (each
-    image's vector is computed alone).
+    With `threads` (an Executor), batches of images larger than THREADED_PIXELS on
+    average are cut into DECODE_RUNS runs decoded on it: Pillow releases the GIL while
+    it decodes and resizes. Results do not depend on the threads (each image's vector is
+    computed alone).
     """
     n = len(blobs)
     out = np.zeros((n, dim), np.float32)
@@ -134,24 +133,24 @@ def batch_vectors(blobs, max_pixels: int, dim: int, to_vector, draft: tuple[int,
             opened[i] = None  # the decoded image is not needed any more
 
     pixels = sum(img.size[0] * img.size[1] for img, _, reason in opened if not reason)
-    cuts = np.linspace(0, n, min(n, DECODE_THREADS) + 1).astype(int) if n else [0, 0]
-    if len(cuts) <= 2 or pixels < THREADED_PIXELS * n:
+    cuts = np.linspace(0, n, min(n, DECODE_RUNS) + 1).astype(int) if n else [0, 0]
+    if threads is None or len(cuts) <= 2 or pixels < THREADED_PIXELS * n:
         run(0, n)
     else:
-        list(shared_pool().map(run, cuts[:-1], cuts[1:]))  # list(): re-raises a thread's error
+        list(threads.map(run, cuts[:-1], cuts[1:]))  # list(): re-raises a thread's error
     return out, formats, reasons
 
 
 # Threads pay off where decoding dominates: 384 px images (half PNG, half JPEG) ran 1.55x
 # faster on two threads, 64 px PNGs 5% slower (per-image Python work holds the GIL).
 THREADED_PIXELS = 128 * 128  # mean pixels per image from which a batch is decoded on threads
-DECODE_THREADS = worker_threads()  # runs of images per batch (cores.shared_pool's width)
+DECODE_RUNS = 4  # runs of images per batch decoded on threads (as many as a worker's threads, at most)
 
 
-def thumbnail_vectors(blobs, max_pixels: int, size: int, color: bool):
+def thumbnail_vectors(blobs, max_pixels: int, size: int, color: bool, threads=None):
     """Thumbnails of a batch; JPEGs decode at reduced scale (draft mode)."""
     return batch_vectors(blobs, max_pixels, thumbnail_dim(size, color), lambda img: thumbnail(img, size, color),
-                         draft=(4 * size, 4 * size))
+                         draft=(4 * size, 4 * size), threads=threads)
 
 
 def model_input(img: Image.Image, size: int) -> np.ndarray:
@@ -181,9 +180,11 @@ class ImageVectors:
             return EMBEDDING_DIM
         return thumbnail_dim(self.thumbnail_size, self.thumbnail_color)
 
-    def vectorize(self, blobs):
-        """blobs -> (vectors, formats, reasons): thumbnails, or model inputs for the embedding."""
+    def vectorize(self, blobs, threads=None):
+        """blobs -> (vectors, formats, reasons): thumbnails, or model inputs for the embedding
+        (large images decoded on `threads`, an Executor, where given)."""
         if self.cluster_on == "thumbnail":
-            return thumbnail_vectors(blobs, self.max_pixels, self.thumbnail_size, self.thumbnail_color)
+            return thumbnail_vectors(blobs, self.max_pixels, self.thumbnail_size, self.thumbnail_color, threads)
         size = self.embedding_image_size
-        return batch_vectors(blobs, self.max_pixels, size * size * 3, lambda img: model_input(img, size).ravel())
+        return batch_vectors(blobs, self.max_pixels, size * size * 3, lambda img: model_input(img, size).ravel(),
+                             threads=threads)

@@ -2,7 +2,7 @@
 
 Fitting uses scikit-learn's MiniBatchKMeans with large mini-batches, seeded from
 (seed, class), on one OpenMP thread (its sums over threads would depend on the cores);
-classes fit side by side instead (on threads, or on forked processes: `fit_pool`).
+classes fit side by side instead (the job's processes: pipelines/parallel.py).
 Assignment is the nearest centroid by squared Euclidean distance, computed with one
 matrix product per batch; rows whose two nearest centroids are too close to call in
 floating point are re-decided exactly, so the cluster of a row never depends on the
@@ -11,12 +11,9 @@ batch it arrived in.
 
 from __future__ import annotations
 
-import threading
 import warnings
 
 import numpy as np
-
-from transforms.cores import process_pool
 
 FIT_BATCH = 32768  # mini-batch rows; large batches match full KMeans at a fraction of the time
 TIE_TOLERANCE = 1e-6
@@ -74,28 +71,6 @@ def _one_openmp_thread():
 
         _OPENMP = ThreadpoolController().select(user_api="openmp")
     return _OPENMP.limit(limits=1)
-
-
-def fit_pool(processes: int, create: bool = True):
-    """Forked processes that run `fit_centroids`, one class each at a time.
-
-    Each worker imports scikit-learn on a thread of its own as it starts, so the import
-    (~2 s) is done, on another core, by the time the job's first fit arrives, and the job's
-    own process need not import it; then BLAS runs on one thread in each (the processes are
-    the parallelism). Made before the runner starts, like the pass processes (cores.process_pool).
-    """
-    return process_pool(processes, _prepare_fit_worker, create)
-
-
-def _prepare_fit_worker() -> None:
-    threading.Thread(target=_import_for_fits, name="import-scikit-learn", daemon=True).start()
-
-
-def _import_for_fits() -> None:
-    import sklearn.cluster  # noqa: F401 - the first fit waits on this import, not on a second one
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(1, user_api="blas")  # process-wide, every BLAS loaded by now (numpy's, scipy's)
 
 
 def assign(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
