@@ -41,7 +41,7 @@ Rows (`--rows`, default all):
                    training.manifest.load: Pillow decoding and resizing are in the figure
   decode           transforms.images.ImageVectors(cluster_on="inception_v3").vectorize, the
                    job's check + decode + resize + scale, one thread (as one DoFn call)
-  embed            the job's RunInference handler's inner loop (pipelines/image_stages.py
+  embed            the job's RunInference handler's inner loop (pipelines/inputs/image_reading.py
                    InceptionEmbedder.run_inference): transforms.inception.inception_v3 and
                    predict_on_batch over chunks of EMBED_CHUNK images of a host batch
   decode_embed     decode then embed, per batch, one after the other as the job's worker does
@@ -90,8 +90,8 @@ class Absent:
 
 
 def embed_chunk() -> int:
-    """pipelines/image_stages.py's EMBED_CHUNK, read from its source: that module imports apache_beam."""
-    path = os.path.join(ROOT, "pipelines", "image_stages.py")
+    """pipelines/inputs/image_reading.py's EMBED_CHUNK, read from its source: that module imports apache_beam."""
+    path = os.path.join(ROOT, "pipelines", "inputs", "image_reading.py")
     with open(path) as f:
         tree = ast.parse(f.read(), path)
     for node in tree.body:

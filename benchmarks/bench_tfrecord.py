@@ -2,14 +2,14 @@
 
     python -m benchmarks.bench_tfrecord --rows 1000000 --dim 64
 
-Builds a table shaped like pipelines.shards.output_table's (id: 16-hex string,
+Builds a table shaped like pipelines.outputs.formats.output_table's (id: 16-hex string,
 label int64, label_text, cluster int32 in 0..7, features fixed_size_list<float32>[D];
 one class, as a train shard) and times, on it:
 
   encode    transforms.example_codec.encode_tfrecords (Examples + TFRecord framing)
-  gzip      shards.gzip_bytes of the encoded bytes (stored deflate blocks)
-  tfrecord  pipelines.shards.tfrecord_bytes, the job's whole TFRecord writer
-  parquet   pipelines.shards.parquet_bytes, the job's Parquet writer
+  gzip      gzip_bytes of the encoded bytes (stored deflate blocks)
+  tfrecord  pipelines.outputs.formats.tfrecord_bytes, the job's whole TFRecord writer
+  parquet   pipelines.outputs.formats.parquet_bytes, the job's Parquet writer
 
 and prints rows/s and MB/s of each (best of --repeat runs).
 """
@@ -22,12 +22,12 @@ import time
 import numpy as np
 import pyarrow as pa
 
-from pipelines import shards
+from pipelines.outputs.formats import gzip_bytes, parquet_bytes, tfrecord_bytes
 from transforms import example_codec, hashing
 
 
 def shard_table(rows: int, dim: int, seed: int = 0) -> pa.Table:
-    """A train shard as shards.output_table returns it."""
+    """A train shard as output_table returns it."""
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((rows, dim), dtype=np.float32)
     ids = hashing.hex_ids(rng.integers(0, 2**63, rows, dtype=np.uint64))
@@ -63,9 +63,9 @@ def run(rows: int, dim: int, repeat: int = 1) -> list[dict]:
     encoded = encode()
     steps = [
         ("encode", encode),
-        ("gzip", lambda: shards.gzip_bytes([encoded])),
-        ("tfrecord_bytes", lambda: shards.tfrecord_bytes(table)),
-        ("parquet_bytes", lambda: shards.parquet_bytes(table)),
+        ("gzip", lambda: gzip_bytes([encoded])),
+        ("tfrecord_bytes", lambda: tfrecord_bytes(table)),
+        ("parquet_bytes", lambda: parquet_bytes(table)),
     ]
     results = []
     for step, fn in steps:

@@ -23,7 +23,7 @@ same test set.
 - digits50: scikit-learn's real 8x8 handwritten digits as 64 pixel values; 100 test
   digits per class (balanced: the rare classes have 1-4 train records, a test set drawn
   like the corpus would hold none of them), the rest made long-tailed with ratio 50.
-- thumbs25: the same digits as 80x80 PNG class folders (as pipelines/demo.py builds
+- thumbs25: the same digits as 80x80 PNG class folders (as pipelines/inputs/demo.py builds
   them), ratio 25, through the job with `--input_format images --keep_embeddings`; the
   head trains on the kept 16x16 thumbnail embeddings, and the test PNGs are embedded
   with the job's own function (transforms.images.thumbnail_vectors).
@@ -132,7 +132,7 @@ def png(pixels8x8: np.ndarray, size: int = 80) -> bytes:
 
     img = Image.fromarray((pixels8x8 * (255.0 / 16.0)).astype(np.uint8), "L")
     buf = io.BytesIO()
-    img.resize((size, size), Image.Resampling.BILINEAR).save(buf, "PNG")  # as pipelines/demo.py
+    img.resize((size, size), Image.Resampling.BILINEAR).save(buf, "PNG")  # as pipelines/inputs/demo.py
     return buf.getvalue()
 
 
@@ -310,7 +310,7 @@ def throughput() -> None:
 
     img_out = os.path.join(os.path.dirname(DATA), "throughput_images")
     if not os.path.exists(os.path.join(img_out, "manifest.json")):
-        from pipelines import demo
+        from pipelines.inputs import demo
 
         folder = demo.build_demo_images(os.path.join(os.path.dirname(DATA), "throughput_pngs"))
         subprocess.run([sys.executable, "-m", "pipelines.balance", "--input", folder, "--input_format", "images",

@@ -58,7 +58,7 @@ class Clock:
 
 
 def sort_labels(labels) -> list[str]:
-    """Integer labels in numeric order, others in text order (as pipelines.manifest)."""
+    """Integer labels in numeric order, others in text order (as pipelines.outputs.layout)."""
     labels = list(labels)
     if labels and all(re.fullmatch(r"-?\d+", x) for x in labels):
         return sorted(labels, key=int)

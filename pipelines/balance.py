@@ -19,13 +19,19 @@ import uuid
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines import driver, output_dir, shards
-from pipelines import manifest as mf
-from pipelines.analysis import analyze
-from pipelines.options import BalanceConfig, add_arguments
+from pipelines.config import BalanceConfig
+from pipelines.job import driver
+from pipelines.job.flags import add_arguments
+from pipelines.outputs import output_dir
+from pipelines.outputs.fragments import delete, mkdirs
+from pipelines.outputs.layout import STAGING, planned_paths
+from pipelines.outputs.manifest import finalize
+from pipelines.outputs.merge import merge_group
 from pipelines.parallel import ParallelMap
+from pipelines.passes.analysis import analyze
+from pipelines.passes.plan import make_plan
+from pipelines.passes.resample import Resample, resample
 from pipelines.report import ids_note, summary_table
-from pipelines.resample import Resample, resample
 from transforms.flag_parser import FlagParser
 
 
@@ -35,7 +41,7 @@ def build(p: beam.Pipeline, cfg: BalanceConfig, staging: str, dim, warnings=(), 
     holds the run's lists; `scratch` (default: `staging`) its record cache and fragments."""
     scratch = scratch or staging
     a = analyze(p, cfg, scratch, dim)
-    plan = a.histograms | "Plan" >> beam.Map(mf.make_plan, a.models, cfg, a.dim)
+    plan = a.histograms | "Plan" >> beam.Map(make_plan, a.models, cfg, a.dim)
     # The paths this run will write go on its list before any is written (see output_dir).
     plan = beam.pvalue.AsSingleton(plan | "ListIntent" >> beam.Map(list_intent, cfg.formats, staging))
     files, rejected, counted = a.over_cache(4, resample, cfg.holdout_rule, cfg.keep_embeddings, scratch, a.models,
@@ -47,15 +53,15 @@ def build(p: beam.Pipeline, cfg: BalanceConfig, staging: str, dim, warnings=(), 
         | "ByShard" >> beam.Map(lambda f: (tuple(f[0]), f[1]))
         | "GroupFragments" >> beam.GroupByKey()
         | "Listed" >> beam.MapTuple(lambda dest, fragments: (dest, list(fragments)))  # to send to a process
-        | "MergeShards" >> beam.ParDo(ParallelMap(mf.merge_group), plan, out, formats)
+        | "MergeShards" >> beam.ParDo(ParallelMap(merge_group), plan, out, formats)
         | "CollectShards" >> beam.combiners.ToList()
-        | "Finalize" >> beam.Map(mf.finalize, plan, cfg, {"beam": beam.__version__, "warnings": list(warnings)},
+        | "Finalize" >> beam.Map(finalize, plan, cfg, {"beam": beam.__version__, "warnings": list(warnings)},
                                  beam.pvalue.AsSingleton(counted), beam.pvalue.AsSingleton(a.duplicate_ids))
     )
 
 
 def list_intent(plan: dict, formats, staging: str) -> dict:
-    output_dir.record_intent(staging, mf.planned_paths(plan, formats))
+    output_dir.record_intent(staging, planned_paths(plan, formats))
     return plan
 
 
@@ -75,9 +81,9 @@ def parser() -> argparse.ArgumentParser:
 def prepare_output(out: str) -> str:
     """Lists the files of the manifest this run replaces (they are ours to remove later), marks
     OUT incomplete (no manifest.json), and returns this run's fresh staging folder."""
-    staging = FileSystems.join(out, shards.STAGING, uuid.uuid4().hex)
+    staging = FileSystems.join(out, STAGING, uuid.uuid4().hex)
     output_dir.record_previous(out, staging)
-    shards.delete([FileSystems.join(out, "manifest.json")])
+    delete([FileSystems.join(out, "manifest.json")])
     return staging
 
 
@@ -86,10 +92,10 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     job = driver.configure(argv, parser(), "balanced")
     cfg = job.cfg
     if job.dry_run:  # DataflowRunner --dry_run=True translates and stages without touching OUT
-        done = driver.execute(job, build, FileSystems.join(cfg.output, shards.STAGING, "dry-run"), "manifest.json",
+        done = driver.execute(job, build, FileSystems.join(cfg.output, STAGING, "dry-run"), "manifest.json",
                               test_pipeline)
     else:
-        shards.mkdirs(cfg.output)
+        mkdirs(cfg.output)
         with output_dir.Lock(cfg.output, "pipelines.balance") as lock, \
                 driver.on_interrupt(driver.interrupted_message(cfg.output, "manifest.json"), lock.release):
             done = driver.execute(job, build, prepare_output(cfg.output), "manifest.json", test_pipeline)

@@ -19,13 +19,20 @@ import uuid
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines import driver, output_dir, shards
-from pipelines import manifest as mf
-from pipelines.analysis import analyze
-from pipelines.options import BalanceConfig, add_arguments
+from pipelines.config import BalanceConfig
+from pipelines.job import driver
+from pipelines.job.flags import add_arguments
+from pipelines.outputs import output_dir
+from pipelines.outputs.formats import rejected_by_label, write_plot_then_document
+from pipelines.outputs.fragments import delete, mkdirs
+from pipelines.outputs.layout import STAGING, sort_labels
+from pipelines.outputs.manifest import ids_info
+from pipelines.passes.analysis import analyze
+from pipelines.passes.plan import make_plan, payload_info
 from pipelines.report import histogram_table, ids_note, write_histogram_png
 from transforms import plan as planning
 from transforms.flag_parser import FlagParser
+from transforms.records import rejected_table
 
 SCHEMA_VERSION = 1
 ALTERNATIVES = ("oversample", "undersample", "hybrid")  # K = 1: the class histogram decides them
@@ -71,14 +78,14 @@ def plan_or_error(histograms, models, cfg, dim) -> dict:
     The balance job fails on such a spec; the histogram is still worth writing.
     """
     try:
-        return mf.make_plan(histograms, models, cfg, dim)
+        return make_plan(histograms, models, cfg, dim)
     except ValueError as e:
         return {"error": str(e)}
 
 
 def rejected_labels(bad: dict):
     """Rejected batch -> (label as the manifest's rejected.by_label writes it, count)."""
-    return shards.rejected_by_label(shards.rejected_table(bad)).items()
+    return rejected_by_label(rejected_table(bad)).items()
 
 
 def histogram_doc(histograms, models: dict, plan: dict, by_label: dict, read_total: int, duplicate_ids: int,
@@ -87,7 +94,7 @@ def histogram_doc(histograms, models: dict, plan: dict, by_label: dict, read_tot
     sizes: dict[str, dict[int, int]] = {label: {} for label in models}
     for (label, cluster), h in histograms:
         sizes[label][cluster] = int(h.sum())
-    labels = mf.sort_labels(models)
+    labels = sort_labels(models)
     planned = plan.get("classes", {})
     classes = []
     for index, label in enumerate(labels):
@@ -114,13 +121,13 @@ def histogram_doc(histograms, models: dict, plan: dict, by_label: dict, read_tot
         "input": {"path": cfg.input, "format": cfg.input_format},
         "seed": cfg.seed,
         "options": cfg.to_json(),
-        "payload": mf.payload_info(cfg, dim),
+        "payload": payload_info(cfg, dim),
         "totals": {"read": read_total, "rejected": rejected, "holdout": holdout,
                    "val": sum(c["val"] for c in classes), "test": sum(c["test"] for c in classes),
                    "train_input": train_input},
         "imbalance_ratio": round(max(inputs) / min(inputs), 4) if inputs else None,
         "classes": classes,
-        "ids": mf.ids_info(cfg, duplicate_ids),
+        "ids": ids_info(cfg, duplicate_ids),
         "rejected": {"records": rejected, "by_label": dict(sorted(by_label.items()))},
         "plan": plan_summary(plan, cfg, classes),
         "alternatives": alternatives({c["label"]: c["train_input"] for c in classes}),
@@ -157,7 +164,7 @@ def alternatives(train: dict[str, int]) -> dict:
 def finalize(histograms, models, plan, by_label, read_total, duplicate_ids, cfg, dim, staging) -> dict:
     """Writes histogram.png, then histogram.json (atomically); removes this run's staging files."""
     doc = histogram_doc(histograms, models, plan, by_label, read_total, duplicate_ids, cfg, dim)
-    shards.write_plot_then_document(cfg.output, "histogram.png", write_histogram_png, "histogram.json", doc)
+    write_plot_then_document(cfg.output, "histogram.png", write_histogram_png, "histogram.json", doc)
     output_dir.remove_run_staging(staging)  # this run's record cache; a balance run's staging stays
     return doc
 
@@ -166,15 +173,15 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     """Runs the job; returns the histogram document. `test_pipeline` lets tests inject a pipeline."""
     job = driver.configure(argv, parser(), "histogram")
     cfg = job.cfg
-    staging = FileSystems.join(cfg.output, shards.STAGING, "dry-run" if job.dry_run else uuid.uuid4().hex)
+    staging = FileSystems.join(cfg.output, STAGING, "dry-run" if job.dry_run else uuid.uuid4().hex)
     if job.dry_run:
         done = driver.execute(job, build, staging, "histogram.json", test_pipeline)
     else:
-        shards.mkdirs(cfg.output)
+        mkdirs(cfg.output)
         with output_dir.Lock(cfg.output, "pipelines.histogram") as lock, \
                 driver.on_interrupt(driver.interrupted_message(cfg.output, "histogram.json"), lock.release):
             # a failed run must not leave an earlier run's numbers looking current
-            shards.delete([FileSystems.join(cfg.output, name) for name in ("histogram.json", "histogram.png")])
+            delete([FileSystems.join(cfg.output, name) for name in ("histogram.json", "histogram.png")])
             done = driver.execute(job, build, staging, "histogram.json", test_pipeline)
     if done is None:
         return {}

@@ -3,7 +3,7 @@ and one parallel map over elements that both Beam stages below use.
 
 In-process runners (the DirectRunner, FnApiRunner) hand a stage's elements to one thread,
 and the passes' per-batch Python holds the GIL, so a job would use one core. Where every
-bundle runs in the launching process (`options.runs_here`), the driver forks `start(n)`
+bundle runs in the launching process (`job.flags.runs_here`), the driver forks `start(n)`
 processes before the runner starts, while it has no other threads; the stages send them
 whole elements (an input unit, a cache file, a class's k-means sample, a shard's
 fragments), a few at once, and take the results back in submission order (`InFlight`).
@@ -36,7 +36,7 @@ from typing import NamedTuple
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from pipelines.reading import NS, ReadStage, windowed
+from pipelines.inputs.reading import NS, ReadStage, windowed
 
 log = logging.getLogger("pipelines.balance")
 

@@ -3,6 +3,7 @@ pipelines.histogram (histogram.png)."""
 
 from __future__ import annotations
 
+from pipelines.outputs.formats import write_atomic
 from transforms.plots import MAX_TICK_LABELS, label_classes, png_bytes
 
 
@@ -166,9 +167,8 @@ def bars_per_class(ax, values: list, offset: float = 0.0, width: float = 0.7, bo
 
 def save_png(fig, path: str) -> None:
     """The figure as PNG into `path` in OUT (any Beam filesystem), under a temporary name until complete."""
-    from pipelines import shards
 
-    shards.write_atomic(path, png_bytes(fig))
+    write_atomic(path, png_bytes(fig))
 
 
 def write_histogram_png(doc: dict, path: str) -> None:

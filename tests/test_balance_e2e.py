@@ -240,9 +240,9 @@ def test_vector_demo(tmp_path):
 
 
 def test_output_is_complete_when_writers_flush_mid_bundle(tmp_path, parquet_corpus, monkeypatch):
-    from pipelines import shards
+    from pipelines.outputs import fragments
 
-    monkeypatch.setattr(shards, "FLUSH_BYTES", 4096)  # in-process runner: every few rows
+    monkeypatch.setattr(fragments, "FLUSH_BYTES", 4096)  # in-process runner: every few rows
     m = run_job(parquet_corpus, tmp_path / "o", "--output_format", "parquet", "--num_shards", "3")
     counts = collections.Counter(r[1] for r in train_records(tmp_path / "o"))
     assert counts == {c["label"]: c["target"] for c in m["classes"]}
@@ -336,7 +336,8 @@ def test_passes_over_the_cache_on_processes_write_the_same_files(balanced, tmp_p
     processes (--processes 2), several at once, or in the job's process (0): the same bytes
     in every shard of both formats. Pass 1 is made to write many small cache files, so
     several are in flight at once."""
-    from pipelines import parallel, shards
+    from pipelines import parallel
+    from pipelines.outputs import fragments
 
     submitted, real = [], parallel.processes
 
@@ -356,7 +357,7 @@ def test_passes_over_the_cache_on_processes_write_the_same_files(balanced, tmp_p
         return (Recorded(pool) if pool is not None else None), width
 
     monkeypatch.setattr(parallel, "processes", recorded)
-    monkeypatch.setattr(shards, "FLUSH_BYTES", 2000)
+    monkeypatch.setattr(fragments, "FLUSH_BYTES", 2000)
     runs = {}
     for processes in ("0", "2"):
         out = tmp_path / f"p{processes}"

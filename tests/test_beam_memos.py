@@ -1,4 +1,4 @@
-"""pipelines/beam_memos.py: Beam's state/timer check answered once per DoFn and options views made
+"""pipelines/job/beam_memos.py: Beam's state/timer check answered once per DoFn and options views made
 once per class, with Beam's own answers."""
 
 import apache_beam as beam
@@ -8,7 +8,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.transforms import userstate
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 
-from pipelines import beam_memos
+from pipelines.job import beam_memos
 
 
 class _Stateful(beam.DoFn):

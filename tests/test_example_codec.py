@@ -6,7 +6,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from pipelines import shards
+from pipelines.outputs import formats as shard_formats
+from pipelines.outputs.formats import tfrecord_bytes
 from transforms import example_codec
 
 tf = pytest.importorskip("tensorflow")
@@ -56,7 +57,7 @@ def test_encoder_matches_tensorflow():
 
 @pytest.mark.parametrize("encode_rows", [16384, 7])  # one encoded part, or many
 def test_tfrecord_shard_reads_back_with_tf_data(tmp_path, monkeypatch, encode_rows):
-    monkeypatch.setattr(shards, "ENCODE_ROWS", encode_rows)
+    monkeypatch.setattr(shard_formats, "ENCODE_ROWS", encode_rows)
     rng = np.random.default_rng(1)
     x = rng.normal(size=(300, 5)).astype(np.float32)
     table = pa.table({
@@ -67,7 +68,7 @@ def test_tfrecord_shard_reads_back_with_tf_data(tmp_path, monkeypatch, encode_ro
         "features": pa.FixedSizeListArray.from_arrays(pa.array(x.ravel()), 5),
     })
     path = tmp_path / "part.tfrecord.gz"
-    path.write_bytes(shards.tfrecord_bytes(table))
+    path.write_bytes(tfrecord_bytes(table))
     assert gzip.decompress(path.read_bytes())  # a valid gzip stream
     ds = tf.data.TFRecordDataset(str(path), compression_type="GZIP").batch(1000)
     parsed = tf.io.parse_example(next(iter(ds)), SPEC)

@@ -17,6 +17,7 @@ import pytest
 from conftest import read_manifest, run_job
 from PIL import Image
 
+from pipelines.inputs import image_reading
 from transforms import images
 
 SIZES = {"cat": 40, "dog": 12, "eel": 5}
@@ -191,16 +192,15 @@ def test_inception_v3_embeddings_with_random_weights(tmp_path):
 def test_imagenet_weights_offline_is_a_clear_error(tmp_path, monkeypatch):
     pytest.importorskip("keras")
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))  # no cached weights
-    from pipelines import image_stages
 
     try:
-        image_stages.check_embedding_weights("imagenet")
+        image_reading.check_embedding_weights("imagenet")
     except ValueError as e:
         assert "--embedding_weights /path/to/" in str(e)
     else:
         pytest.skip("this machine reached the network and fetched the weights")
     with pytest.raises(ValueError, match="no such file"):
-        image_stages.check_embedding_weights(str(tmp_path / "missing.h5"))
+        image_reading.check_embedding_weights(str(tmp_path / "missing.h5"))
 
 
 def test_large_images_decode_on_threads_with_the_same_results(monkeypatch):

@@ -94,7 +94,7 @@ def test_fits_on_forked_processes_equal_fits_here_before_and_after_openmp_ran_he
 
 
 def test_a_sample_too_large_to_send_is_fitted_here(monkeypatch):
-    from pipelines.stages import FitKMeans
+    from pipelines.passes.clustering import FitKMeans
 
     x = blobs(2000, 4)
     monkeypatch.setattr(FitKMeans, "POOL_SAMPLE_BYTES", x.nbytes - 1)

@@ -46,7 +46,7 @@ def remote_tree(url: str) -> dict[str, bytes]:
 
 
 def listed(manifest: dict) -> set[str]:
-    from pipelines import output_dir
+    from pipelines.outputs import output_dir
 
     return set(output_dir.listed_files(manifest)) | {"manifest.json"}
 

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import read_manifest, run_job, train_records, write_parquet_corpus
 
-from pipelines import output_dir
+from pipelines.outputs import output_dir
 
 
 def digest(path) -> str:
@@ -210,7 +210,7 @@ def test_labels_of_any_length_fit_the_filesystem(tmp_path, capsys):
 
 
 def output_dir_max() -> int:
-    from pipelines.manifest import MAX_DIR_BYTES
+    from pipelines.outputs.layout import MAX_DIR_BYTES
 
     return MAX_DIR_BYTES
 

@@ -16,7 +16,9 @@ import apache_beam as beam
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipelines import options, parallel
+from pipelines import parallel
+from pipelines.config import BalanceConfig
+from pipelines.job import flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -202,7 +204,7 @@ def _boom(x):
 
 
 def resolved(*argv):
-    return options.resolve_processes(options.BalanceOptions(list(argv)))
+    return flags.resolve_processes(flags.BalanceOptions(list(argv)))
 
 
 def test_processes_auto_is_the_cores_on_the_local_runner_only():
@@ -221,7 +223,7 @@ def test_processes_auto_is_the_cores_on_the_local_runner_only():
 
 
 def test_pass_1_reads_on_the_processes_except_tfrecord_input():
-    vectors = options.BalanceConfig(input="in", output="out", input_format="parquet", processes=3)
+    vectors = BalanceConfig(input="in", output="out", input_format="parquet", processes=3)
     assert vectors.reads_in_processes
     assert not replace(vectors, input_format="tfrecord").reads_in_processes  # TensorFlow parses it: no fork
 

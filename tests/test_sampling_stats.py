@@ -70,7 +70,7 @@ def test_single_record_class_stays_in_train(val, test):
 
 
 def test_class_size_aware_threshold_keeps_the_exact_bottom_m():
-    from pipelines.stages import sample_fraction
+    from pipelines.passes.clustering import sample_fraction
 
     n, m = 50_000, 1_000
     keys = hashing.hash_strings([f"k{i}" for i in range(n)])

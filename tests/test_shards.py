@@ -3,7 +3,8 @@
 import numpy as np
 import pyarrow as pa
 
-from pipelines import shards
+from pipelines.outputs.formats import output_table
+from pipelines.outputs.fragments import FragmentWriter, read_fragments
 
 
 def columns(n, dim=4, start=0):
@@ -17,7 +18,7 @@ def columns(n, dim=4, start=0):
 
 
 def test_every_row_reaches_a_reported_fragment(tmp_path):
-    w = shards.FragmentWriter(str(tmp_path), flush_bytes=2000)  # flushes many times
+    w = FragmentWriter(str(tmp_path), flush_bytes=2000)  # flushes many times
     reported = []
     for b in range(20):
         shard = np.arange(50) % 3
@@ -30,15 +31,15 @@ def test_every_row_reaches_a_reported_fragment(tmp_path):
     for dest, path, _ in reported:
         by_dest.setdefault(dest, []).append(path)
     assert set(by_dest) == {("train", 0, 0), ("train", 0, 1), ("train", 0, 2)}
-    table = shards.read_fragments(by_dest[("train", 0, 1)])
+    table = read_fragments(by_dest[("train", 0, 1)])
     assert table.num_rows == sum(1 for b in range(20) for i in range(50) if i % 3 == 1)
 
 
 def test_output_table_sorts_by_order_and_keeps_rows_whole(tmp_path):
-    w = shards.FragmentWriter(str(tmp_path))
+    w = FragmentWriter(str(tmp_path))
     w.add(("train", 0, 0), columns(10))
     (dest, path, n), = w.flush()
-    out = shards.output_table(shards.read_fragments([path]), ["a"])
+    out = output_table(read_fragments([path]), ["a"])
     assert out.column("id").to_pylist() == [f"r{i}" for i in range(9, -1, -1)]
     x = np.asarray(out.column("features").to_pylist())
     assert x[0].tolist() == [36.0, 37.0, 38.0, 39.0]  # r9's features travelled with it

@@ -8,9 +8,10 @@ import os
 import numpy as np
 from conftest import write_parquet_corpus
 
-from pipelines import record_cache, shards
-from pipelines.options import BalanceConfig
-from pipelines.reading import CheckedVectors
+from pipelines.config import BalanceConfig
+from pipelines.inputs.reading import CheckedVectors
+from pipelines.outputs.fragments import FragmentWriter
+from pipelines.passes import record_cache
 from transforms import sources
 
 
@@ -50,7 +51,7 @@ def test_fragments_are_named_by_unit_flush_and_rows(tmp_path):
 
     def write(folder, unit, rows):
         os.makedirs(folder, exist_ok=True)
-        w = shards.FragmentWriter(str(folder), flush_bytes=1, unit=unit)  # a flush per add
+        w = FragmentWriter(str(folder), flush_bytes=1, unit=unit)  # a flush per add
         w.add(("train", 0, 0), {k: v[rows] for k, v in cols.items()})
         w.add(("train", 0, 0), {k: v[rows][::-1] for k, v in cols.items()})
         return [os.path.basename(p) for _, p, _ in w.flush()]

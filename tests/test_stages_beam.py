@@ -6,8 +6,10 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipelines import stages
-from pipelines.options import BalanceConfig
+from pipelines.config import BalanceConfig
+from pipelines.passes.clustering import ClassCentroids, sample_candidates, with_centroids
+from pipelines.passes.counting import ClassCounts, Summaries
+from pipelines.passes.histograms import ClusterHistograms, bucket_histograms
 from transforms import hashing, kmeans, records
 from transforms.sampling import BottomM
 from transforms.stats import TRAIN, ClassStats
@@ -33,15 +35,15 @@ def pipeline():
 def class_models(p, data):
     """Passes 1 and 2 as the job chains them: counts, then centroids from the samples."""
     counts = (p | "Data1" >> beam.Create(data)
-              | "Summarise" >> beam.FlatMap(lambda b: [o.value for o in stages.Summaries(CFG.holdout_rule, False)
+              | "Summarise" >> beam.FlatMap(lambda b: [o.value for o in Summaries(CFG.holdout_rule, False)
                                                        .add(b).outputs() if o.tag == "partials"])
-              | "Counts" >> stages.ClassCounts())
+              | "Counts" >> ClassCounts())
     cents = beam.pvalue.AsDict(
         p | "Data2" >> beam.Create(data)  # each batch stands for a cache file
-        | beam.FlatMap(lambda b, c: stages.sample_candidates([b], CFG.holdout_rule, CFG.kmeans_sample, c, 3)[0],
+        | beam.FlatMap(lambda b, c: sample_candidates([b], CFG.holdout_rule, CFG.kmeans_sample, c, 3)[0],
                        beam.pvalue.AsDict(counts))
-        | stages.ClassCentroids(2, CFG.seed, beam.pvalue.AsDict(counts)))
-    return counts | beam.Map(stages.with_centroids, cents)
+        | ClassCentroids(2, CFG.seed))
+    return counts | beam.Map(with_centroids, cents)
 
 
 def test_class_models_count_and_fit_per_class():
@@ -82,9 +84,9 @@ def test_cluster_histograms_add_up_to_the_train_rows():
     models = pure_models(data)
     with pipeline() as p:
         hist = (p | beam.Create(data)
-                | beam.FlatMap(lambda b, m: stages.bucket_histograms([b], CFG.holdout_rule, m)[0],
+                | beam.FlatMap(lambda b, m: bucket_histograms([b], CFG.holdout_rule, m)[0],
                                beam.pvalue.AsDict(p | "M" >> beam.Create(list(models.items()))))
-                | stages.ClusterHistograms()
+                | ClusterHistograms()
                 | beam.Map(lambda kv: (kv[0][0], int(kv[1].sum())))
                 | beam.CombinePerKey(sum))
         assert_that(hist, equal_to([("a", models["a"]["train"]), ("b", models["b"]["train"])]))

@@ -10,7 +10,7 @@ out, so every class keeps at least one training record.
 by that rule, the largest hold-out hash, and the payload bytes (to size the shards).
 It follows the create / add / merge / extract shape, so the Beam CombineFn around it
 is a few lines and the logic is tested without Beam. The k-means sample is drawn in
-the next pass, once these counts are known (pipelines/stages.py, ClassCentroids).
+the next pass, once these counts are known (pipelines/passes/clustering.py, ClassCentroids).
 """
 
 from __future__ import annotations

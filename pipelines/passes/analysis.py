@@ -8,7 +8,7 @@
 balance job plans and resamples (pipelines/balance.py), the histogram job reports
 (pipelines/histogram.py). Pass 1 reads, checks and hashes each record once (decodes
 each image once) and caches the result; the later passes read that cache
-(pipelines/record_cache.py).
+(pipelines/passes/record_cache.py).
 """
 
 from __future__ import annotations
@@ -19,10 +19,14 @@ from typing import Any
 
 import apache_beam as beam
 
-from pipelines import image_stages, reading, record_cache, stages
+from pipelines.config import BalanceConfig, as_flags
 from pipelines.errors import JobError
-from pipelines.manifest import sort_labels
-from pipelines.options import BalanceConfig, as_flags
+from pipelines.inputs import image_reading, reading
+from pipelines.outputs.layout import sort_labels
+from pipelines.passes import record_cache
+from pipelines.passes.clustering import ClassCentroids, sample_candidates, with_centroids
+from pipelines.passes.counting import ClassCounts, DuplicateIds, summarise
+from pipelines.passes.histograms import ClusterHistograms, bucket_histograms
 from transforms import plan as planning
 
 
@@ -80,14 +84,14 @@ def analyze(p: beam.Pipeline, cfg: BalanceConfig, staging: str, dim, resample: b
     names = pass_names(cfg.clusters, resample)
     spec, rule = cfg.read_spec, cfg.holdout_rule
     # Pass 1 reads the input (decodes images), checks and hashes every record once and
-    # caches the result; passes 2 to 4 read the cache (pipelines/record_cache.py).
+    # caches the result; passes 2 to 4 read the cache (pipelines/passes/record_cache.py).
     if cfg.payload == "image" and cfg.cluster_on == "inception_v3":  # embedded by RunInference, then cached
-        good, rejected, counted = p | "Pass1Read" >> image_stages.EmbedImageCorpus(spec, cfg.image_vectors, names[1])
+        good, rejected, counted = p | "Pass1Read" >> image_reading.EmbedImageCorpus(spec, cfg.image_vectors, names[1])
         index = (good, rejected) | "Pass1Cache" >> record_cache.WriteCache(staging)
-        summaries = stages.summarise(good, rule, cfg.keep_embeddings)
+        summaries = summarise(good, rule, cfg.keep_embeddings)
     else:  # a unit at a time: read, checked (decoded), cached and summarised
         if cfg.payload == "image":
-            make_units, checked = image_stages.image_units, image_stages.CheckedImages(spec, cfg.image_vectors)
+            make_units, checked = image_reading.image_units, image_reading.CheckedImages(spec, cfg.image_vectors)
         else:
             make_units, checked = reading.units_of_files, reading.CheckedVectors(spec)
             if dim is None:
@@ -107,22 +111,22 @@ def analyze(p: beam.Pipeline, cfg: BalanceConfig, staging: str, dim, resample: b
         return out, out.rejected, out.counted | f"Pass{n}Done" >> reading.PassDone(names[n])
 
     _ = counted | "Pass1Done" >> reading.PassDone(names[1])
-    counts = summaries.partials | "Pass1ClassCounts" >> stages.ClassCounts()
+    counts = summaries.partials | "Pass1ClassCounts" >> ClassCounts()
     if resample:  # the balance job stops here on a spec the class counts refute
         counts = (counts | "AllClasses" >> beam.combiners.ToList()
                   | "CheckTargets" >> beam.FlatMap(check_targets, cfg.strategy, cfg.target, cfg.target_counts))
-    duplicate_ids = summaries.ids | "Pass1DuplicateIds" >> stages.DuplicateIds()
+    duplicate_ids = summaries.ids | "Pass1DuplicateIds" >> DuplicateIds()
     centroids = None
     if cfg.clusters > 1:  # the random strategies resample each class as one group
-        out, _, _ = over_cache(2, stages.sample_candidates, rule, cfg.kmeans_sample, beam.pvalue.AsDict(counts), dim)
-        centroids = beam.pvalue.AsDict(out.out | "Pass2Centroids" >> stages.ClassCentroids(
+        out, _, _ = over_cache(2, sample_candidates, rule, cfg.kmeans_sample, beam.pvalue.AsDict(counts), dim)
+        centroids = beam.pvalue.AsDict(out.out | "Pass2Centroids" >> ClassCentroids(
             cfg.clusters, rule.seed))
-    models = beam.pvalue.AsDict(counts | "ClassModels" >> beam.Map(stages.with_centroids, centroids))
+    models = beam.pvalue.AsDict(counts | "ClassModels" >> beam.Map(with_centroids, centroids))
 
-    out, rejected, read_total = over_cache(3, stages.bucket_histograms, rule, models, count=not resample)
+    out, rejected, read_total = over_cache(3, bucket_histograms, rule, models, count=not resample)
     histograms = (
         out.out
-        | "Pass3ClusterHistograms" >> stages.ClusterHistograms()
+        | "Pass3ClusterHistograms" >> ClusterHistograms()
         | "CollectHistograms" >> beam.combiners.ToList()
     )
     return Analysis(over_cache, dim, counts, models, histograms, rejected, read_total, duplicate_ids)

@@ -30,14 +30,16 @@ import uuid
 from apache_beam.io.filesystem import FileSystem
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines import shards
+from pipelines.outputs.formats import write_atomic
+from pipelines.outputs.fragments import delete, mkdirs
+from pipelines.outputs.layout import STAGING, shard_name
 from transforms import storage
 
-STAGING = shards.STAGING
+STAGING = STAGING
 LOCK = ".lock"
 OURS = ("manifest.json", "histogram.json", STAGING, LOCK)  # any of these makes OUT an earlier output of ours
 RUN_ID = re.compile(r"[0-9a-f]{32}|dry-run")
-TEMPORARY = re.compile(r"^(.*)\.inprogress-[0-9a-f]{32}$")  # shards.write_atomic's names
+TEMPORARY = re.compile(r"^(.*)\.inprogress-[0-9a-f]{32}$")  # write_atomic's names
 log = logging.getLogger("pipelines.balance")
 
 
@@ -198,13 +200,13 @@ def listed_files(manifest: dict) -> list[str]:
     for split in ("val", "test"):
         paths += [s["path"] for shards_ in manifest.get(split, {}).get("shards", {}).values() for s in shards_]
     rejected = manifest.get("rejected", {}).get("path", "rejected/")
-    paths.append(f"{rejected.rstrip('/')}/{shards.shard_name(0, 1)}.jsonl")
+    paths.append(f"{rejected.rstrip('/')}/{shard_name(0, 1)}.jsonl")
     return sorted(set(paths))
 
 
 def _write_list(staging: str, name: str, paths: list[str]) -> None:
-    shards.mkdirs(staging)
-    shards.write_atomic(FileSystems.join(staging, name), json.dumps(sorted(set(paths))).encode())
+    mkdirs(staging)
+    write_atomic(FileSystems.join(staging, name), json.dumps(sorted(set(paths))).encode())
 
 
 def record_previous(out: str, staging: str) -> None:
@@ -262,7 +264,7 @@ def remove_stale(out: str, keep: set[str]) -> int:
     gone = [p for p in stale if FileSystems.exists(p)] + temporary
     if gone:
         log.info("removing %d files of earlier runs that this output no longer lists", len(gone))
-        shards.delete(gone)
+        delete(gone)
         _remove_empty_folders(out, gone)
     return len(gone)
 

@@ -1,17 +1,15 @@
-"""Options of pipelines.balance: the flags, and the validated configuration they make.
-
-`BalanceOptions` declares the job's own flags on Beam's PipelineOptions, so every
-standard Beam flag (--runner, --direct_running_mode, --project, ...) passes through
-untouched. `BalanceConfig.from_options` checks every value before anything runs and
-names the bad one.
-"""
+"""The jobs' flags: `add_arguments` (declared on Beam's PipelineOptions as `BalanceOptions`,
+so every standard Beam flag passes through untouched), `check_flags` (every argument is
+ours or an installed Beam runner's, with "did you mean"), `to_config` (every value checked
+and resolved before anything runs, the bad one named), and where the work runs
+(`runs_here`, `resolve_processes`)."""
 
 from __future__ import annotations
 
 import argparse
 import difflib
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import fields
 
 from apache_beam.options.pipeline_options import (
     DirectOptions,
@@ -20,23 +18,12 @@ from apache_beam.options.pipeline_options import (
     StandardOptions,
 )
 
+from pipelines.config import CLUSTER_ON, OUTPUT_FORMATS, BalanceConfig, as_flags
 from pipelines.parallel import can_fork, local_cores
 from transforms import plan as planning
-from transforms.images import DEFAULT_MAX_PIXELS, ImageVectors
+from transforms.images import DEFAULT_MAX_PIXELS
 from transforms.plan import STRATEGIES, parse_target
-from transforms.sources import INPUT_FORMATS, ReadSpec, guess_format
-from transforms.stats import HoldoutRule
-
-CLUSTER_ON = ("features", "thumbnail", "inception_v3")
-OUTPUT_FORMATS = ("parquet", "tfrecord", "both")
-
-
-FLAGS = {p: f"--{p}" for p in planning.PARAMETERS}  # transforms/plan.py's parameters are these flags
-
-
-def as_flags(e: planning.SpecError) -> str:
-    """A planning error in the command line's words."""
-    return e.named(FLAGS)
+from transforms.sources import INPUT_FORMATS, guess_format
 
 
 def beam_option_parser() -> argparse.ArgumentParser:
@@ -175,154 +162,76 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="Demo corpus kind without --input: PNG image folders (default) or Parquet vectors.")
 
 
-@dataclass(frozen=True)
-class BalanceConfig:
-    input: str
-    output: str
-    input_format: str
-    label_column: str = "label"
-    id_column: str = "id"
-    feature_column: str | None = "features"
-    feature_columns: tuple[str, ...] = ()
-    feature_dim: int | None = None
-    reject_unreadable_files: bool = False
-    strategy: str = "cluster"
-    target: str | int | float | None = None
-    target_counts: dict = field(default_factory=dict)
-    clusters_per_class: int = 8
-    kmeans_sample: int = 100_000
-    holdout_fraction: float = 0.1
-    test_fraction: float = 0.0
-    seed: int = 0
-    output_format: str = "both"
-    num_shards: int | None = None
-    shard_mb: int = 128
-    batch_size: int = 8192
-    image_column: str | None = None
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    cluster_on: str = "features"
-    thumbnail_size: int = 16
-    thumbnail_color: bool = False
-    embedding_weights: str = "imagenet"
-    embedding_image_size: int = 299
-    keep_embeddings: bool = False
-    image_batch_size: int = 128
-    progress_seconds: float = 15.0
-    processes: int = 0
-
-    @property
-    def reads_in_processes(self) -> bool:
-        """Whether pass 1's units go to the job's processes (pipelines/parallel.py): not for
-        TFRecord input, which TensorFlow parses (a forked child of a process whose
-        TensorFlow runtime has started can hang in it)."""
-        return self.input_format != "tfrecord"
-
-    @property
-    def payload(self) -> str:
-        """What the records carry: encoded images, or feature vectors (the read contract decides)."""
-        return self.read_spec.payload
-
-    @property
-    def formats(self) -> tuple[str, ...]:
-        return ("parquet", "tfrecord") if self.output_format == "both" else (self.output_format,)
-
-    @property
-    def read_spec(self) -> ReadSpec:
-        """What the readers need of the flags."""
-        return ReadSpec(self.input, self.input_format, self.label_column, self.id_column, self.feature_column,
-                        self.feature_columns, self.image_column, self.batch_size, self.image_batch_size,
-                        self.reject_unreadable_files, self.progress_seconds)
-
-    @property
-    def image_vectors(self) -> ImageVectors:
-        """What an image's clustering vector is (image corpora)."""
-        return ImageVectors(self.cluster_on, self.max_pixels, self.thumbnail_size, self.thumbnail_color,
-                            self.embedding_image_size, self.embedding_weights)
-
-    @property
-    def holdout_rule(self) -> HoldoutRule:
-        return HoldoutRule(self.seed, self.holdout_fraction, self.test_fraction)
-
-    @property
-    def clusters(self) -> int:
-        """k used: 1 for the random strategies and none, which resample a class as a whole."""
-        return self.clusters_per_class if self.strategy == "cluster" else 1
-
-    def to_json(self) -> dict:
-        d = asdict(self)
-        d["feature_columns"] = list(self.feature_columns)
-        return d
-
-    @classmethod
-    def from_options(cls, o: BalanceOptions, input_path: str, output: str) -> BalanceConfig:
-        fmt = o.input_format or guess_format(input_path)
-        if o.feature_column and o.feature_columns:
-            raise ValueError("Pass either --feature_column or --feature_columns, not both.")
-        cols = tuple(c.strip() for c in o.feature_columns.split(",") if c.strip()) if o.feature_columns else ()
-        if o.feature_columns is not None and not cols:
-            raise ValueError(f"--feature_columns names no column. Received: {o.feature_columns!r}")
-        if fmt == "tfrecord" and cols:
-            raise ValueError("TFRecord input takes --feature_column (one float-list feature), not --feature_columns.")
-        images = fmt == "images" or bool(o.image_column)
-        if images and fmt == "csv":
-            raise ValueError("CSV cannot hold images: use --input_format images, parquet or tfrecord.")
-        if images and (o.feature_column or cols):
-            raise ValueError("Pass --image_column or --feature_column(s), not both: a record carries one payload.")
-        feature_column = None if cols or images else (o.feature_column or ("features" if fmt != "csv" else None))
-        cluster_on = o.cluster_on or ("thumbnail" if images else "features")
-        if images and cluster_on == "features":
-            raise ValueError("Image corpora cluster on --cluster_on thumbnail or inception_v3, not features.")
-        if not images and cluster_on != "features":
-            raise ValueError(f"--cluster_on {cluster_on} needs images (--input_format images or --image_column).")
-        checks = [
-            (o.clusters_per_class >= 1, f"--clusters_per_class must be at least 1. Received: {o.clusters_per_class}"),
-            (o.kmeans_sample >= 1, f"--kmeans_sample must be at least 1. Received: {o.kmeans_sample}"),
-            (0 <= o.holdout_fraction < 1, f"--holdout_fraction must be in [0, 1). Received: {o.holdout_fraction}"),
-            (0 <= o.test_fraction < 1, f"--test_fraction must be in [0, 1). Received: {o.test_fraction}"),
-            (o.holdout_fraction + o.test_fraction < 1, "--holdout_fraction + --test_fraction must be under 1 "
-             f"(something must be left to train on). Received: {o.holdout_fraction} + {o.test_fraction}"),
-            (o.num_shards is None or o.num_shards >= 1, f"--num_shards must be at least 1. Received: {o.num_shards}"),
-            (o.shard_mb >= 1, f"--shard_mb must be at least 1. Received: {o.shard_mb}"),
-            (o.batch_size >= 1, f"--batch_size must be at least 1. Received: {o.batch_size}"),
-            (o.feature_dim is None or o.feature_dim >= 1, f"--feature_dim must be at least 1. Received: {o.feature_dim}"),
-            (o.seed >= 0, f"--seed must be a non-negative integer. Received: {o.seed}"),
-            (o.max_pixels is None or o.max_pixels >= 1, f"--max_pixels must be at least 1. Received: {o.max_pixels}"),
-            (o.thumbnail_size >= 1, f"--thumbnail_size must be at least 1. Received: {o.thumbnail_size}"),
-            (o.embedding_image_size >= 75,
-             f"--embedding_image_size must be at least 75 (InceptionV3's minimum). Received: {o.embedding_image_size}"),
-            (o.image_batch_size >= 1, f"--image_batch_size must be at least 1. Received: {o.image_batch_size}"),
-            (o.progress_seconds >= 0, f"--progress_seconds must be 0 or more. Received: {o.progress_seconds}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
-        target_counts = {}
-        if o.target_counts:
-            try:
-                target_counts = json.loads(o.target_counts)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"--target_counts is not valid JSON ({e}). Received: {o.target_counts!r}") from None
-            if not isinstance(target_counts, dict):
-                raise ValueError(f"--target_counts must be a JSON object of class to count. Received: {o.target_counts!r}")
-            target_counts = {str(k): v for k, v in target_counts.items()}
+def to_config(o: BalanceOptions, input_path: str, output: str) -> BalanceConfig:
+    """The flags checked and resolved: every bad value named before anything runs."""
+    fmt = o.input_format or guess_format(input_path)
+    if o.feature_column and o.feature_columns:
+        raise ValueError("Pass either --feature_column or --feature_columns, not both.")
+    cols = tuple(c.strip() for c in o.feature_columns.split(",") if c.strip()) if o.feature_columns else ()
+    if o.feature_columns is not None and not cols:
+        raise ValueError(f"--feature_columns names no column. Received: {o.feature_columns!r}")
+    if fmt == "tfrecord" and cols:
+        raise ValueError("TFRecord input takes --feature_column (one float-list feature), not --feature_columns.")
+    images = fmt == "images" or bool(o.image_column)
+    if images and fmt == "csv":
+        raise ValueError("CSV cannot hold images: use --input_format images, parquet or tfrecord.")
+    if images and (o.feature_column or cols):
+        raise ValueError("Pass --image_column or --feature_column(s), not both: a record carries one payload.")
+    feature_column = None if cols or images else (o.feature_column or ("features" if fmt != "csv" else None))
+    cluster_on = o.cluster_on or ("thumbnail" if images else "features")
+    if images and cluster_on == "features":
+        raise ValueError("Image corpora cluster on --cluster_on thumbnail or inception_v3, not features.")
+    if not images and cluster_on != "features":
+        raise ValueError(f"--cluster_on {cluster_on} needs images (--input_format images or --image_column).")
+    checks = [
+        (o.clusters_per_class >= 1, f"--clusters_per_class must be at least 1. Received: {o.clusters_per_class}"),
+        (o.kmeans_sample >= 1, f"--kmeans_sample must be at least 1. Received: {o.kmeans_sample}"),
+        (0 <= o.holdout_fraction < 1, f"--holdout_fraction must be in [0, 1). Received: {o.holdout_fraction}"),
+        (0 <= o.test_fraction < 1, f"--test_fraction must be in [0, 1). Received: {o.test_fraction}"),
+        (o.holdout_fraction + o.test_fraction < 1, "--holdout_fraction + --test_fraction must be under 1 "
+         f"(something must be left to train on). Received: {o.holdout_fraction} + {o.test_fraction}"),
+        (o.num_shards is None or o.num_shards >= 1, f"--num_shards must be at least 1. Received: {o.num_shards}"),
+        (o.shard_mb >= 1, f"--shard_mb must be at least 1. Received: {o.shard_mb}"),
+        (o.batch_size >= 1, f"--batch_size must be at least 1. Received: {o.batch_size}"),
+        (o.feature_dim is None or o.feature_dim >= 1, f"--feature_dim must be at least 1. Received: {o.feature_dim}"),
+        (o.seed >= 0, f"--seed must be a non-negative integer. Received: {o.seed}"),
+        (o.max_pixels is None or o.max_pixels >= 1, f"--max_pixels must be at least 1. Received: {o.max_pixels}"),
+        (o.thumbnail_size >= 1, f"--thumbnail_size must be at least 1. Received: {o.thumbnail_size}"),
+        (o.embedding_image_size >= 75,
+         f"--embedding_image_size must be at least 75 (InceptionV3's minimum). Received: {o.embedding_image_size}"),
+        (o.image_batch_size >= 1, f"--image_batch_size must be at least 1. Received: {o.image_batch_size}"),
+        (o.progress_seconds >= 0, f"--progress_seconds must be 0 or more. Received: {o.progress_seconds}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ValueError(message)
+    target_counts = {}
+    if o.target_counts:
         try:
-            target = parse_target(o.target)
-            planning.check_spec(o.strategy, target, target_counts)
-        except planning.SpecError as e:
-            raise ValueError(as_flags(e)) from None
-        given = {f.name: getattr(o, f.name) for f in fields(cls) if hasattr(o, f.name)}
-        return cls(**given | {  # flags as given, except those resolved above
-            "input": input_path,
-            "output": output.rstrip("/"),
-            "input_format": fmt,
-            "feature_column": feature_column,
-            "feature_columns": cols,
-            "target": target,
-            "target_counts": target_counts,
-            "max_pixels": o.max_pixels or DEFAULT_MAX_PIXELS,
-            "cluster_on": cluster_on,
-            "processes": resolve_processes(o),
-        })
+            target_counts = json.loads(o.target_counts)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"--target_counts is not valid JSON ({e}). Received: {o.target_counts!r}") from None
+        if not isinstance(target_counts, dict):
+            raise ValueError(f"--target_counts must be a JSON object of class to count. Received: {o.target_counts!r}")
+        target_counts = {str(k): v for k, v in target_counts.items()}
+    try:
+        target = parse_target(o.target)
+        planning.check_spec(o.strategy, target, target_counts)
+    except planning.SpecError as e:
+        raise ValueError(as_flags(e)) from None
+    given = {f.name: getattr(o, f.name) for f in fields(BalanceConfig) if hasattr(o, f.name)}
+    return BalanceConfig(**given | {  # flags as given, except those resolved above
+        "input": input_path,
+        "output": output.rstrip("/"),
+        "input_format": fmt,
+        "feature_column": feature_column,
+        "feature_columns": cols,
+        "target": target,
+        "target_counts": target_counts,
+        "max_pixels": o.max_pixels or DEFAULT_MAX_PIXELS,
+        "cluster_on": cluster_on,
+        "processes": resolve_processes(o),
+    })
 
 
 LOCAL_RUNNERS = ("directrunner", "fnapirunner", "direct", "switchingdirectrunner", "bundlebaseddirectrunner")

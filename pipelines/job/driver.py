@@ -31,9 +31,13 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
 
-from pipelines import beam_memos, image_stages, output_dir, parallel, report
-from pipelines.options import BalanceConfig, BalanceOptions, check_flags, runs_here
-from pipelines.reading import NS
+from pipelines import parallel, report
+from pipelines.config import BalanceConfig
+from pipelines.inputs import image_reading
+from pipelines.inputs.reading import NS
+from pipelines.job import beam_memos
+from pipelines.job.flags import BalanceOptions, check_flags, runs_here, to_config
+from pipelines.outputs import output_dir
 from pipelines.report import short_label
 from transforms import image_folders, sources, storage
 from transforms.sources import resolve_input
@@ -95,7 +99,7 @@ class Job:
 
 
 def _demo_input(known, bo: BalanceOptions) -> str:
-    from pipelines import demo
+    from pipelines.inputs import demo
 
     if known.demo == "images":
         input_path = demo.build_demo_images(os.path.join(known.demo_dir, "images"))
@@ -131,7 +135,7 @@ def configure(argv: list[str] | None, ap: argparse.ArgumentParser, demo_output: 
         input_path, output = known.input, known.output
     pattern, fmt = resolve_input(input_path, bo.input_format)
     bo.input_format = fmt
-    cfg = BalanceConfig.from_options(bo, pattern, output)
+    cfg = to_config(bo, pattern, output)
     dry_run = str(options.view_as(TestOptions).dry_run).lower() == "true"
     output_dir.check_no_overlap(cfg.input, fmt == "images", cfg.output)
     if not dry_run:  # a dry run translates the graph and never looks at OUT
@@ -140,7 +144,7 @@ def configure(argv: list[str] | None, ap: argparse.ArgumentParser, demo_output: 
                              "see it. Create the bucket first, or check the project and credentials.")
         output_dir.check_ours(cfg.output, bo.overwrite)
     if cfg.cluster_on == "inception_v3":
-        image_stages.check_embedding_weights(cfg.embedding_weights)
+        image_reading.check_embedding_weights(cfg.embedding_weights)
     warnings = []
     asked = str(bo.processes).strip().lower()
     if asked not in ("auto", "0") and not cfg.processes:

@@ -3,7 +3,7 @@ hashed once.
 
 Pass 1 writes the valid records (id, key, label, payload, clustering vector) and the
 rejected ones (with their reasons) as Arrow IPC files into OUT/.staging/RUN/cache/,
-per unit of input (or bundle) in chunks of at most shards.FLUSH_BYTES, so memory stays
+per unit of input (or bundle) in chunks of at most FLUSH_BYTES, so memory stays
 bounded. Passes 2
 to 4 read those files instead of the input: for images that saves decoding (and the
 embedding model); for vectors it saves parsing, validating and hashing, which cost
@@ -21,10 +21,12 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 
-from pipelines import shards, stages
+from pipelines.inputs.reading import unreadable, windowed
+from pipelines.outputs.fragments import FLUSH_BYTES, stable_name, vector_array, write_ipc
 from pipelines.parallel import PassWork, Result
-from pipelines.reading import unreadable, windowed
+from pipelines.passes.counting import Summaries
 from transforms import sources, storage
+from transforms.records import rejected_table
 from transforms.stats import HoldoutRule
 
 # The good batch's columns other than the vector, in this order (image corpora add image, format).
@@ -35,7 +37,7 @@ FIELDS = {"id": pa.string(), "key": pa.uint64(), "label": pa.string(), "image": 
 def cache_table(good: dict) -> pa.Table:
     names = [k for k in FIELDS if k in good]
     cols = [pa.array(good[k], FIELDS[k]) for k in names]
-    return pa.Table.from_arrays(cols + [shards.vector_array(good["features"])], names=names + ["features"])
+    return pa.Table.from_arrays(cols + [vector_array(good["features"])], names=names + ["features"])
 
 
 # What passes 2 and 3 read of a valid record: they hash, group and cluster, nothing more.
@@ -57,8 +59,8 @@ def good_from_table(batch: pa.RecordBatch, columns=None) -> dict:
 
 
 class CacheWriter:
-    """Batches (valid or rejected) into cache files of at most about shards.FLUSH_BYTES each,
-    named by shards.stable_name (from `unit`, the file's place and its rows) and written
+    """Batches (valid or rejected) into cache files of at most about FLUSH_BYTES each,
+    named by stable_name (from `unit`, the file's place and its rows) and written
     atomically: a retried or recomputed unit writes the same files."""
 
     def __init__(self, folder: str, unit=None):
@@ -68,10 +70,10 @@ class CacheWriter:
         self.written: list[tuple[str, str]] = []  # (kind, path)
 
     def add(self, kind: str, batch: dict) -> None:
-        table = cache_table(batch) if kind == "good" else shards.rejected_table(batch)
+        table = cache_table(batch) if kind == "good" else rejected_table(batch)
         self.tables[kind].append(table)
         self.bytes += table.nbytes
-        if self.bytes >= shards.FLUSH_BYTES:
+        if self.bytes >= FLUSH_BYTES:
             self._write()
 
     def drain(self) -> list[tuple[str, str]]:
@@ -86,8 +88,8 @@ class CacheWriter:
     def _write(self) -> None:
         for kind, tables in self.tables.items():
             if tables:
-                path = f"{self.folder}/{kind}-{shards.stable_name(self.unit, self.flushes, tables)}.arrow"
-                shards.write_ipc(path, tables)
+                path = f"{self.folder}/{kind}-{stable_name(self.unit, self.flushes, tables)}.arrow"
+                write_ipc(path, tables)
                 self.written.append((kind, path))
                 tables.clear()
         self.bytes = 0
@@ -138,14 +140,14 @@ def read_into_cache(unit, checked, folder: str, rule: HoldoutRule, keep_embeddin
     """Pass 1 over one unit: `checked(unit, dim)` gives its batches read and checked (vectors:
     reading.CheckedVectors; images, decoded and vectorised: image_stages.CheckedImages) as
     (records, valid, rejected); they are written to the cache and summarised
-    (stages.Summaries: per-class partials, id hashes). Outputs ("cache", (kind, path)) per
+    (Summaries: per-class partials, id hashes). Outputs ("cache", (kind, path)) per
     file written, and the summaries.
 
     A file that cannot be read fails the job naming it, or (--reject_unreadable_files)
     becomes one rejected entry, the records read before the damage kept (unit_batches).
     """
     writer = CacheWriter(folder, unit)
-    summaries = stages.Summaries(rule, keep_embeddings)
+    summaries = Summaries(rule, keep_embeddings)
     read = rejected = 0
     try:
         for n, good, bad in checked(unit, dim):  # either of good and bad is None when it has no rows
@@ -168,7 +170,7 @@ def read_into_cache(unit, checked, folder: str, rule: HoldoutRule, keep_embeddin
 class ReadIntoCache(beam.PTransform):
     """Pass 1: units -> `read_into_cache` on each (on the job's processes, unless not
     `use_processes`) ->
-    outputs "cache" (the cache's index), "partials", "ids" (stages.Summaries) and "counted"
+    outputs "cache" (the cache's index), "partials", "ids" (Summaries) and "counted"
     (records read per unit)."""
 
     def __init__(self, checked, staging: str, rule: HoldoutRule, keep_embeddings: bool, dim, name: str,

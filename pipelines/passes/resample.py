@@ -4,7 +4,7 @@ Train records are copied by their group's rule (exact quotas; see transforms/sel
 most rows know their copy count at once, the few in a group's boundary bucket are
 gathered per group and settled by a sort. Val and test records go out as they are.
 Every copy's shard and its place in the shard come from hash(id, copy, seed); rows are
-buffered per destination and flushed as fragment files (pipelines/shards.py), which
+buffered per destination and flushed as fragment files (pipelines/outputs/fragments.py), which
 the merge turns into the final shards.
 """
 
@@ -14,9 +14,9 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
 
-from pipelines import shards
-from pipelines.reading import NS, windowed
-from pipelines.stages import split_and_assign
+from pipelines.inputs.reading import NS, windowed
+from pipelines.outputs.fragments import FragmentWriter
+from pipelines.passes.histograms import split_and_assign
 from transforms import hashing, records, selection
 from transforms.stats import TEST, VAL, HoldoutRule
 
@@ -29,7 +29,7 @@ def resample(batches, rule: HoldoutRule, keep_embeddings: bool, staging: str, mo
     for the rows of boundary buckets, which are settled per group. `unit`: the cache file's
     name, from which the fragments are named."""
     seed = rule.seed
-    writer = shards.FragmentWriter(staging, unit=unit)
+    writer = FragmentWriter(staging, unit=unit)
     boundary = []
     counts = {"records_holdout": 0, "records_train_input": 0, "records_written": 0}
     for good in batches:
@@ -108,7 +108,7 @@ class _SettleBoundary(beam.DoFn):
         rule = cp["rules"][cluster]
         u = hashing.decision(batch["key"], self.seed, hashing.COPIES)
         copies = selection.settle_boundary(u, batch["id"].astype(str), rule)
-        writer = shards.FragmentWriter(self.staging, unit=("boundary", label, cluster))
+        writer = FragmentWriter(self.staging, unit=("boundary", label, cluster))
         self.written.inc(int(copies.sum()))
         n = len(u)
         write_train(writer, batch, np.arange(n), copies, np.full(n, cluster), cp, self.seed, self.keep_embeddings)
@@ -120,7 +120,7 @@ class _WriteRejected(beam.DoFn):
         self.staging = staging
 
     def start_bundle(self):
-        self.writer = shards.FragmentWriter(self.staging)
+        self.writer = FragmentWriter(self.staging)
 
     def process(self, bad):
         self.writer.add(("rejected", 0, 0), bad)

@@ -4,7 +4,7 @@ Decoding (and an embedding model, when asked) is the expensive part of an image
 corpus; pass 1 does it once per image: it reads the encoded bytes, checks and
 decodes them, and computes the clustering vector (a thumbnail, or InceptionV3's pooled
 features through RunInference). The valid records (bytes unchanged, vector beside
-them) and the rejected ones go into the record cache (pipelines/record_cache.py),
+them) and the rejected ones go into the record cache (pipelines/passes/record_cache.py),
 which the later passes read instead of the input.
 
 Units of work: an image folder is listed one class folder per element, in parallel,
@@ -26,7 +26,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
 
 from pipelines import parallel
-from pipelines.reading import ReadStage, unit_batches, units_of_files
+from pipelines.inputs.reading import ReadStage, unit_batches, units_of_files
 from transforms import image_folders, records, sources
 from transforms.images import ImageVectors
 from transforms.inception import inception_v3

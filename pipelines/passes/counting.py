@@ -1,0 +1,121 @@
+"""Pass 1's stages: per-class partials and id hashes of each batch (`Summaries`), the class counts (`ClassCounts`) and the repeated ids (`DuplicateIds`)."""
+
+from __future__ import annotations
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+
+from transforms import hashing, records
+from transforms.stats import ClassStats, HoldoutRule
+
+
+class Summaries:
+    """Pass 1's summaries of valid batches: per-class partial statistics (ClassStats) and the
+    records' id hashes (by bucket when output); small next to the batches, merged as they come."""
+
+    def __init__(self, rule: HoldoutRule, keep_embeddings: bool):
+        self.rule, self.keep_embeddings = rule, keep_embeddings
+        self.stats: dict[str, ClassStats] = {}
+        self.ids: list[np.ndarray] = []
+
+    def add(self, good: dict) -> Summaries:
+        for label, rows in records.group_rows(good["label"]):
+            stats = ClassStats(self.rule).add(good["key"][rows], nbytes=payload_bytes(good, rows, self.keep_embeddings))
+            self.stats[label] = self.stats[label].merge(stats) if label in self.stats else stats
+        self.ids.append(hashing.hash_strings(pa.array(list(good["id"]), pa.string())))
+        return self
+
+    def outputs(self) -> list:
+        """("partials", (label, ClassStats)) per class and ("ids", (bucket, id hashes)) per bucket."""
+        ids = id_buckets(np.concatenate(self.ids)) if self.ids else []
+        return ([beam.pvalue.TaggedOutput("partials", item) for item in self.stats.items()]
+                + [beam.pvalue.TaggedOutput("ids", item) for item in ids])
+
+
+class _Summarise(beam.DoFn):
+    def __init__(self, rule: HoldoutRule, keep_embeddings: bool):
+        self.rule, self.keep_embeddings = rule, keep_embeddings
+
+    def process(self, good):
+        yield from Summaries(self.rule, self.keep_embeddings).add(good).outputs()
+
+
+def summarise(good, rule: HoldoutRule, keep_embeddings: bool):
+    """Valid batches -> the pass-1 summaries' outputs ("partials", "ids"), batch by batch:
+    for images embedded by InceptionV3, whose pass 1 has a RunInference stage."""
+    return good | "Summarise" >> beam.ParDo(_Summarise(rule, keep_embeddings)).with_outputs("partials", "ids",
+                                                                                            main="none")
+
+
+def payload_bytes(good: dict, rows: np.ndarray, keep_embeddings: bool) -> int:
+    """Bytes the rows' payload takes in a shard (sizes the shards)."""
+    if "image" not in good:
+        return int(good["features"][rows].nbytes)
+    n = sum(len(b) for b in good["image"][rows])
+    return n + (int(good["features"][rows].nbytes) if keep_embeddings else 0)
+
+
+class MergeableFn(beam.CombineFn):
+    """Combines elements that are themselves accumulators with a merge() (ClassStats, BottomM)."""
+
+    def create_accumulator(self):
+        return None
+
+    def add_input(self, acc, partial):
+        return partial if acc is None else acc.merge(partial)
+
+    def merge_accumulators(self, accs):
+        out = None
+        for a in accs:
+            if a is not None:
+                out = a if out is None else out.merge(a)
+        return out
+
+
+class _ClassStatsFn(MergeableFn):
+    def extract_output(self, acc):
+        s = acc.extract()
+        return {"count": s.count, "train": s.train, "val": s.val, "test": s.test, "max_hold": s.max_hold,
+                "bytes": s.nbytes}
+
+
+class ClassCounts(beam.PTransform):
+    """(label, ClassStats) partials -> (label, {count, train, val, test, max_hold, bytes}): small, per class."""
+
+    def expand(self, partials):
+        return partials | "Combine" >> beam.CombinePerKey(_ClassStatsFn()).with_hot_key_fanout(8)
+
+
+ID_BUCKETS_BITS = 6  # 64 buckets: at 1e9 records about 125 MB of id hashes per bucket
+
+
+def id_buckets(hashes: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    """Id hashes split by their top bits: (bucket, hashes) per bucket present."""
+    bucket = hashes >> np.uint64(64 - ID_BUCKETS_BITS)
+    order = np.argsort(bucket, kind="stable")
+    hashes, bucket = hashes[order], bucket[order]
+    cuts = [0, *(np.flatnonzero(np.diff(bucket)) + 1).tolist(), len(bucket)]
+    return [(int(bucket[a]), hashes[a:b]) for a, b in zip(cuts[:-1], cuts[1:], strict=True) if b > a]
+
+
+def _repeats(item) -> int:
+    _, parts = item
+    h = np.concatenate(list(parts))
+    return len(h) - len(np.unique(h))
+
+
+class DuplicateIds(beam.PTransform):
+    """(bucket, id hashes) -> one int: records whose id (by its 64-bit hash) repeats another's.
+
+    Ids can repeat across classes, so the count is global: id hashes travel in batches,
+    bucketed by their top bits, and each bucket is counted with one np.unique.
+    """
+
+    def expand(self, ids):
+        return (
+            ids
+            | "ByBucket" >> beam.GroupByKey()
+            | "Repeats" >> beam.Map(_repeats)
+            | "Total" >> beam.CombineGlobally(sum)
+        )

@@ -1,0 +1,50 @@
+"""Pass 3: hold-out and nearest centroid per row, hash-bucket histograms per (class, cluster) per cache file (`bucket_histograms`), summed (`ClusterHistograms`); the plan sets exact quotas from them."""
+
+from __future__ import annotations
+
+import apache_beam as beam
+import numpy as np
+
+from transforms import hashing, kmeans, records, selection
+from transforms.stats import TEST, TRAIN, VAL, HoldoutRule
+
+
+def split_and_assign(good: dict, models: dict, rule: HoldoutRule):
+    """Per class in the batch: (label, model, {VAL: rows, TEST: rows}, train rows, their clusters)."""
+    for label, rows in records.group_rows(good["label"]):
+        model = models[label]
+        split = rule.split(good["key"][rows], model["max_hold"])
+        train = rows[split == TRAIN]
+        c = model["centroids"]
+        clusters = kmeans.assign(good["features"][train], c) if c is not None else np.zeros(len(train), np.int32)
+        yield label, model, {VAL: rows[split == VAL], TEST: rows[split == TEST]}, train, clusters
+
+
+def bucket_histograms(batches, rule: HoldoutRule, models: dict, unit=None):
+    """Pass 3 over some valid batches (a cache file): ((label, cluster), hash-bucket histogram
+    of its train rows), summed over the batches. Returns (outputs, counters), as a
+    CachePass's work does."""
+    found: dict[tuple, np.ndarray] = {}
+    for good in batches:
+        for label, model, _, train, clusters in split_and_assign(good, models, rule):
+            bits = selection.bucket_bits(model["train"])
+            u = hashing.decision(good["key"][train], rule.seed, hashing.COPIES)
+            for c in np.unique(clusters):
+                h = selection.bucket_histogram(u[clusters == c], bits)
+                key = (label, int(c))
+                found[key] = h if key not in found else found[key] + h
+    return list(found.items()), {}
+
+
+def _add_arrays(arrays):
+    total = None
+    for a in arrays:
+        total = a.copy() if total is None else total + a
+    return total
+
+
+class ClusterHistograms(beam.PTransform):
+    """((label, cluster), histogram) parts from `bucket_histograms` -> one sum per group."""
+
+    def expand(self, parts):
+        return parts | "Sum" >> beam.CombinePerKey(_add_arrays).with_hot_key_fanout(8)
