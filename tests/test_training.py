@@ -30,8 +30,6 @@ def test_shares_properties(f1, mix, floor_frac):
     s = sampling.next_shares(np.array(f1), c, floor, mix)
     assert abs(s.sum() - 1) < 1e-9
     assert (s >= floor - 1e-12).all()
-    counts = sampling.epoch_counts(s, 1000)
-    assert counts.sum() == 1000
 
 
 def test_uniform_at_start_and_when_all_equal():
@@ -393,6 +391,71 @@ def test_resume_refuses_changed_settings_and_empty_val_is_an_error(vectors_out, 
     run_job(corpus, tmp_path / "noval", "--strategy", "none", "--holdout_fraction", "0")
     with pytest.raises(ValueError, match="has no val records"):
         fit(str(tmp_path / "noval"), tmp_path / "r2", "--epochs", "1")
+
+
+# The settings a resume keeps, before training/config.py derived them from the fields.
+KEPT_BEFORE_CONFIG = {"sampling", "min_share", "dynamic_mix", "f1_smoothing", "prior_correction", "loss", "cb_beta",
+                      "focal_gamma", "inputs", "image_size", "batch_size", "epoch_size", "seed", "dynamic_rule",
+                      "dynamic_rate", "dynamic_shrink", "weight_averaging", "learning_rate", "l2", "standardize",
+                      "augment", "weights"}
+
+
+def test_resume_keeps_the_settings_marked_in_the_config(tmp_path):
+    from dataclasses import make_dataclass
+
+    from training import config, run_state
+
+    assert set(config.fixed_settings()) == KEPT_BEFORE_CONFIG
+    assert config.before_flag() == {"weight_averaging": 0.0}
+    # a new field marked kept_on_resume is checked on resume, with no list to update; an unmarked one is not
+    extended = make_dataclass("Extended", [("new_knob", float, config.setting(1.0, "A knob.", kept=True)),
+                                           ("free_knob", float, config.setting(1.0, "Another."))],
+                              bases=(config.TrainConfig,), frozen=True)
+    assert config.fixed_settings(extended) == (*config.fixed_settings(), "new_knob")
+    started = extended(data="out").settings()
+    state = {"epoch": 1, "checkpoint": "checkpoint-a.keras", "best": 0.5, "args": started,
+             "sampler": sampling.DynamicSampler(3).state()}
+    (tmp_path / run_state.STATE).write_text(json.dumps(state))
+    (tmp_path / run_state.HISTORY).write_text(json.dumps([{"epoch": 1, "val_macro_f1": 0.5}]))
+    with pytest.raises(ValueError, match=r"--resume continues a run as it was started: --new_knob was 1.0, now 2.0\.$"):
+        run_state.resumed(str(tmp_path), started | {"new_knob": 2.0}, 3, extended)
+    _, _, history = run_state.resumed(str(tmp_path), started | {"free_knob": 2.0}, 3, extended)
+    assert history == [{"epoch": 1, "val_macro_f1": 0.5}]
+    # TrainConfig itself: every kept setting refused when changed, the others not
+    plain = config.TrainConfig(data="out").settings()
+    for name in plain:
+        changed = plain | {name: "changed"}
+        state["args"] = plain
+        (tmp_path / run_state.STATE).write_text(json.dumps(state))
+        if name in KEPT_BEFORE_CONFIG:
+            with pytest.raises(ValueError, match=f"--{name} was "):
+                run_state.resumed(str(tmp_path), changed, 3)
+        else:
+            run_state.resumed(str(tmp_path), changed, 3)
+
+
+def test_flags_are_the_config_fields_and_every_help_prints_its_default():
+    import dataclasses
+
+    from training import config, fit
+
+    ap = fit.parser()
+    actions = [a for a in ap._actions if a.dest != "help"]
+    fields = dataclasses.fields(config.TrainConfig)
+    assert [a.dest for a in actions] == [f.name for f in fields]
+    assert config.from_args(ap.parse_args(["--data", "out"])) == config.TrainConfig(data="out")
+    formatter = ap._get_formatter()
+    for action, f in zip(actions, fields, strict=True):
+        text = " ".join(formatter._expand_help(action).split())
+        if f.default is dataclasses.MISSING:
+            assert action.required
+        elif f.default is None:  # chosen at run time: the text says how
+            assert "(default: " in text, (action.dest, text)
+        else:
+            assert action.default == f.default and f"(default: {f.default}" in text, (action.dest, text)
+    text = ap.format_help()
+    assert "(default: 0.9: about the last 10 steps" in " ".join(text.split())
+    assert "%(default)" not in text
 
 
 def test_augmentation_after_a_resume_equals_an_uninterrupted_run(tmp_path):

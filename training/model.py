@@ -137,10 +137,6 @@ def build_vector_model(classes: int, dim: int, sample: np.ndarray, standardize: 
     return keras.Model(inputs, outputs, name="linear_head")
 
 
-def trainable_names(model: keras.Model) -> list[str]:
-    return sorted(w.path for w in model.trainable_weights)
-
-
 def save_with_labels(model: keras.Model, path: str, labels: list[str]) -> None:
     """model.keras with the class names inside (labels.json in the archive), atomically."""
     tmp = path + ".tmp.keras"

@@ -25,11 +25,14 @@ from transforms import storage
 LAST = ("history.json", "state.json")  # uploaded after everything they refer to
 
 
+CACHE_DIR_HELP = ("Local copies of gs:// and s3:// data, run folders and outputs "
+                  "(default: ~/.cache/balance-corpus).")
+
+
 def add_cache_dir(ap) -> None:
-    """The commands' --cache_dir flag."""
-    ap.add_argument("--cache_dir", default=None,
-                    help="Local copies of gs:// and s3:// data, run folders and outputs "
-                         "(default: ~/.cache/balance-corpus).")
+    """The --cache_dir flag of training.evaluate and training.predict (training.fit's is a
+    `TrainConfig` field with the same help)."""
+    ap.add_argument("--cache_dir", default=None, help=CACHE_DIR_HELP)
 
 
 def cache_root(cache_dir: str | None) -> str:

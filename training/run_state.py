@@ -23,18 +23,12 @@ import time
 
 import numpy as np
 
+from training.config import TrainConfig, before_flag, fixed_settings
 from training.model import save_with_labels
 from training.sampling import DynamicSampler
 from transforms import storage
 
 HISTORY, STATE, MODEL = "history.json", "state.json", "model.keras"
-# Settings a resumed run must share with its start: they decide each epoch's batches, or
-# they are built into the model and its optimizer, which a resume loads as they were saved
-# (so a new value could not take effect, and is refused rather than ignored).
-FIXED = ("sampling", "min_share", "dynamic_mix", "f1_smoothing", "prior_correction", "loss", "cb_beta",
-         "focal_gamma", "inputs", "image_size", "batch_size", "epoch_size", "seed", "dynamic_rule",
-         "dynamic_rate", "dynamic_shrink", "weight_averaging",
-         "learning_rate", "l2", "standardize", "augment", "weights")
 
 
 def write_json(path: str, obj) -> None:
@@ -71,22 +65,20 @@ def check_folder(run: str, resume: bool, named: str | None = None) -> None:
         raise ValueError(f"--resume: {named.rstrip('/')}/{STATE} does not exist; nothing to resume.")
 
 
-# Settings a run may have started before they existed, and what such a run did instead.
-BEFORE_FLAG = {"weight_averaging": 0.0}  # its optimizer kept no average
+def resumed(run: str, settings: dict, classes: int,
+            config: type = TrainConfig) -> tuple[dict, DynamicSampler, list[dict]]:
+    """(state, sampler, history) of a stopped run, after checking `settings` keep the ones
+    `config` marks kept_on_resume (`fixed_settings(config)`; training/config.py says why).
 
-
-def resumed(run: str, settings: dict, classes: int) -> tuple[dict, DynamicSampler, list[dict]]:
-    """(state, sampler, history) of a stopped run, after checking `settings` keep its FIXED ones.
-
-    `settings` (the command's, `vars(args)`) is completed in place first: --prior_correction
-    left to auto takes the run's own value, and a setting the run predates takes what the
-    run did then (BEFORE_FLAG).
+    `settings` (the command's, `TrainConfig.settings()`) is completed in place first:
+    --prior_correction left to auto takes the run's own value, and a setting the run
+    predates takes what the run did then (`before_flag(config)`).
     """
     state = read_json(os.path.join(run, STATE))
     if settings["prior_correction"] is None:  # auto: as the run was started (runs from before the rule: on)
         settings["prior_correction"] = state["args"].get("prior_correction")
-    settings.update({k: v for k, v in BEFORE_FLAG.items() if k not in state["args"]})
-    changed = [f"--{k} was {_given(state['args'][k])}, now {_given(settings[k])}" for k in FIXED
+    settings.update({k: v for k, v in before_flag(config).items() if k not in state["args"]})
+    changed = [f"--{k} was {_given(state['args'][k])}, now {_given(settings[k])}" for k in fixed_settings(config)
                if k in state["args"] and state["args"][k] != settings[k]]
     if changed:
         raise ValueError("--resume continues a run as it was started: " + "; ".join(changed) + ".")

@@ -112,16 +112,6 @@ def sample_weights(shares: np.ndarray, class_weights: np.ndarray | None = None, 
     return w / float((s * w).sum())
 
 
-def epoch_counts(shares: np.ndarray, budget: int) -> np.ndarray:
-    """Samples per class for an epoch of `budget` samples (largest remainder; sums exactly)."""
-    exact = np.asarray(shares, np.float64) * budget
-    counts = np.floor(exact).astype(np.int64)
-    short = int(budget - counts.sum())
-    order = np.lexsort((np.arange(len(exact)), -(exact - counts)))
-    counts[order[:short]] += 1
-    return counts
-
-
 @dataclass
 class DynamicSampler:
     """The sampler's state across epochs: what a resumed run must restore."""
