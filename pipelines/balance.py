@@ -43,13 +43,13 @@ def build(p: beam.Pipeline, cfg: BalanceConfig, staging: str, dim, warnings=(), 
     a = analyze(p, cfg, scratch, dim)
     plan = a.histograms | "Plan" >> beam.Map(make_plan, a.models, cfg, a.dim)
     # The paths this run will write go on its list before any is written (see output_dir).
-    plan = beam.pvalue.AsSingleton(plan | "ListIntent" >> beam.Map(list_intent, cfg.formats, staging))
-    files, rejected, counted = a.over_cache(4, resample, cfg.holdout_rule, cfg.keep_embeddings, scratch, a.models,
+    plan = beam.pvalue.AsSingleton(plan | "ListIntent" >> beam.Map(list_intent, cfg.output.formats, staging))
+    files, rejected, counted = a.over_cache(4, resample, cfg.holdout, cfg.output.keep_embeddings, scratch, a.models,
                                             plan, count=True, tags=("boundary",))
-    out, formats = cfg.output, cfg.formats
+    out, formats = cfg.output.folder, cfg.output.formats
     return (
         (files.out, files.boundary, rejected)
-        | "Pass4Resample" >> Resample(cfg.seed, cfg.keep_embeddings, scratch, plan)
+        | "Pass4Resample" >> Resample(cfg.seed, cfg.output.keep_embeddings, scratch, plan)
         | "ByShard" >> beam.Map(lambda f: (tuple(f[0]), f[1]))
         | "GroupFragments" >> beam.GroupByKey()
         | "Listed" >> beam.MapTuple(lambda dest, fragments: (dest, list(fragments)))  # to send to a process
@@ -60,7 +60,7 @@ def build(p: beam.Pipeline, cfg: BalanceConfig, staging: str, dim, warnings=(), 
     )
 
 
-def list_intent(plan: dict, formats, staging: str) -> dict:
+def list_intent(plan, formats, staging: str):
     output_dir.record_intent(staging, planned_paths(plan, formats))
     return plan
 
@@ -92,13 +92,13 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     job = driver.configure(argv, parser(), "balanced")
     cfg = job.cfg
     if job.dry_run:  # DataflowRunner --dry_run=True translates and stages without touching OUT
-        done = driver.execute(job, build, FileSystems.join(cfg.output, STAGING, "dry-run"), "manifest.json",
+        done = driver.execute(job, build, FileSystems.join(cfg.output.folder, STAGING, "dry-run"), "manifest.json",
                               test_pipeline)
     else:
-        mkdirs(cfg.output)
-        with output_dir.Lock(cfg.output, "pipelines.balance") as lock, \
-                driver.on_interrupt(driver.interrupted_message(cfg.output, "manifest.json"), lock.release):
-            done = driver.execute(job, build, prepare_output(cfg.output), "manifest.json", test_pipeline)
+        mkdirs(cfg.output.folder)
+        with output_dir.Lock(cfg.output.folder, "pipelines.balance") as lock, \
+                driver.on_interrupt(driver.interrupted_message(cfg.output.folder, "manifest.json"), lock.release):
+            done = driver.execute(job, build, prepare_output(cfg.output.folder), "manifest.json", test_pipeline)
     if done is None:
         return {}
     manifest, result, seconds = done
@@ -116,7 +116,7 @@ def report(manifest: dict, cfg: BalanceConfig, result, seconds: float) -> None:
     found = driver.counters(result)
     if found:
         print("Beam counters: " + ", ".join(f"{k}={v}" for k, v in sorted(found.items())))
-    out = cfg.output
+    out = cfg.output.folder
     print(f"\nDone in {seconds:.1f}s. Output in {out}/:")
     print(f"  manifest.json  the contract: classes, counts, every shard ({', '.join(manifest['formats'])})")
     trees = "{" + ",".join(manifest["formats"]) + "}" if len(manifest["formats"]) > 1 else manifest["formats"][0]

@@ -25,10 +25,10 @@ from pipelines.job.flags import add_arguments
 from pipelines.outputs import output_dir
 from pipelines.outputs.formats import rejected_by_label, write_plot_then_document
 from pipelines.outputs.fragments import delete, mkdirs
-from pipelines.outputs.layout import STAGING, sort_labels
+from pipelines.outputs.layout import STAGING, payload_info, sort_labels
 from pipelines.outputs.manifest import ids_info
 from pipelines.passes.analysis import analyze
-from pipelines.passes.plan import make_plan, payload_info
+from pipelines.passes.plan import Plan, make_plan
 from pipelines.report import histogram_table, ids_note, write_histogram_png
 from transforms import plan as planning
 from transforms.flag_parser import FlagParser
@@ -72,7 +72,7 @@ def build(p: beam.Pipeline, cfg: BalanceConfig, staging: str, dim, warnings=(), 
         beam.pvalue.AsSingleton(a.read_total), beam.pvalue.AsSingleton(a.duplicate_ids), cfg, a.dim, staging)
 
 
-def plan_or_error(histograms, models, cfg, dim) -> dict:
+def plan_or_error(histograms, models, cfg, dim) -> Plan | dict:
     """The balance job's plan; a spec that does not fit the corpus becomes {"error": ...}.
 
     The balance job fails on such a spec; the histogram is still worth writing.
@@ -95,17 +95,17 @@ def histogram_doc(histograms, models: dict, plan: dict, by_label: dict, read_tot
     for (label, cluster), h in histograms:
         sizes[label][cluster] = int(h.sum())
     labels = sort_labels(models)
-    planned = plan.get("classes", {})
+    planned = plan.classes if isinstance(plan, Plan) else {}
     classes = []
     for index, label in enumerate(labels):
         m, cp = models[label], planned.get(label)
         entry = {"label": label, "index": index, "input": m["count"], "holdout": m["count"] - m["train"],
                  "val": m["val"], "test": m["test"], "train_input": m["train"]}
         if cp is not None:
-            entry["target"] = cp["target"]
-        if cfg.clusters > 1:
+            entry["target"] = cp.target
+        if cfg.plan.clusters > 1:
             k = max(sizes[label], default=-1) + 1
-            quotas = {c["id"]: c["quota"] for c in cp["clusters"]} if cp else {}
+            quotas = {c.id: c.quota for c in cp.clusters} if cp else {}
             entry["clusters"] = [{"id": c, "input": sizes[label].get(c, 0),
                                   **({"quota": quotas[c]} if c in quotas else {})} for c in range(k)]
         classes.append(entry)
@@ -118,7 +118,7 @@ def histogram_doc(histograms, models: dict, plan: dict, by_label: dict, read_tot
     inputs = [c["input"] for c in classes]
     doc = {
         "schema_version": SCHEMA_VERSION,
-        "input": {"path": cfg.input, "format": cfg.input_format},
+        "input": {"path": cfg.read.input, "format": cfg.read.input_format},
         "seed": cfg.seed,
         "options": cfg.to_json(),
         "payload": payload_info(cfg, dim),
@@ -138,10 +138,10 @@ def histogram_doc(histograms, models: dict, plan: dict, by_label: dict, read_tot
 
 def plan_summary(plan: dict, cfg, classes: list[dict]) -> dict:
     """What pipelines.balance with these flags would write: per-class targets, total output."""
-    spec = {"strategy": cfg.strategy, "target": cfg.target if cfg.target is not None
-            else planning.DEFAULT_TARGET[cfg.strategy], "target_counts": cfg.target_counts,
-            "clusters_per_class": cfg.clusters}
-    if "error" in plan:
+    spec = {"strategy": cfg.plan.strategy, "target": cfg.plan.target if cfg.plan.target is not None
+            else planning.DEFAULT_TARGET[cfg.plan.strategy], "target_counts": cfg.plan.target_counts,
+            "clusters_per_class": cfg.plan.clusters}
+    if not isinstance(plan, Plan):
         return {**spec, "error": plan["error"]}
     targets = {c["label"]: c["target"] for c in classes}
     return {**spec, "targets": targets, "output": sum(targets.values())}
@@ -164,7 +164,7 @@ def alternatives(train: dict[str, int]) -> dict:
 def finalize(histograms, models, plan, by_label, read_total, duplicate_ids, cfg, dim, staging) -> dict:
     """Writes histogram.png, then histogram.json (atomically); removes this run's staging files."""
     doc = histogram_doc(histograms, models, plan, by_label, read_total, duplicate_ids, cfg, dim)
-    write_plot_then_document(cfg.output, "histogram.png", write_histogram_png, "histogram.json", doc)
+    write_plot_then_document(cfg.output.folder, "histogram.png", write_histogram_png, "histogram.json", doc)
     output_dir.remove_run_staging(staging)  # this run's record cache; a balance run's staging stays
     return doc
 
@@ -173,15 +173,15 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     """Runs the job; returns the histogram document. `test_pipeline` lets tests inject a pipeline."""
     job = driver.configure(argv, parser(), "histogram")
     cfg = job.cfg
-    staging = FileSystems.join(cfg.output, STAGING, "dry-run" if job.dry_run else uuid.uuid4().hex)
+    staging = FileSystems.join(cfg.output.folder, STAGING, "dry-run" if job.dry_run else uuid.uuid4().hex)
     if job.dry_run:
         done = driver.execute(job, build, staging, "histogram.json", test_pipeline)
     else:
-        mkdirs(cfg.output)
-        with output_dir.Lock(cfg.output, "pipelines.histogram") as lock, \
-                driver.on_interrupt(driver.interrupted_message(cfg.output, "histogram.json"), lock.release):
+        mkdirs(cfg.output.folder)
+        with output_dir.Lock(cfg.output.folder, "pipelines.histogram") as lock, \
+                driver.on_interrupt(driver.interrupted_message(cfg.output.folder, "histogram.json"), lock.release):
             # a failed run must not leave an earlier run's numbers looking current
-            delete([FileSystems.join(cfg.output, name) for name in ("histogram.json", "histogram.png")])
+            delete([FileSystems.join(cfg.output.folder, name) for name in ("histogram.json", "histogram.png")])
             done = driver.execute(job, build, staging, "histogram.json", test_pipeline)
     if done is None:
         return {}
@@ -198,10 +198,10 @@ def report(doc: dict, cfg: BalanceConfig, seconds: float) -> None:
     if ids_note(doc):
         print(ids_note(doc))
     t = doc["totals"]
-    print(f"\nDone in {seconds:.1f}s. Output in {cfg.output}/ (no shards written):")
+    print(f"\nDone in {seconds:.1f}s. Output in {cfg.output.folder}/ (no shards written):")
     print(f"  histogram.json  {len(doc['classes'])} classes, {t['read']} records read, "
           "and what pipelines.balance would write")
-    print("  histogram.png   records per class" + (", cluster sizes per class" if cfg.clusters > 1 else ""))
+    print("  histogram.png   records per class" + (", cluster sizes per class" if cfg.plan.clusters > 1 else ""))
     print("Next: python -m pipelines.balance with the same flags writes the balanced shards.")
 
 

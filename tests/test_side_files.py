@@ -22,14 +22,14 @@ def files(folder) -> dict[str, bytes]:
 def test_a_unit_read_twice_writes_the_same_cache_files(tmp_path):
     pattern = write_parquet_corpus(str(tmp_path / "corpus"), files=1, row_group=2000)
     path = sorted(m for m in os.listdir(tmp_path / "corpus"))[0]
-    cfg = BalanceConfig(input=pattern, output=str(tmp_path / "out"), input_format="parquet", batch_size=100)
+    cfg = BalanceConfig.of(input=pattern, output=str(tmp_path / "out"), input_format="parquet", batch_size=100)
     (unit,) = sources.list_units(str(tmp_path / "corpus" / path), "parquet")
-    checked = CheckedVectors(cfg.read_spec)
+    checked = CheckedVectors(cfg.read)
     results = []
     for attempt in ("first", "retry"):
         folder = tmp_path / attempt
         folder.mkdir()
-        done = record_cache.read_into_cache(unit, checked, str(folder), cfg.holdout_rule, False, 6)
+        done = record_cache.read_into_cache(unit, checked, str(folder), cfg.holdout, False, 6)
         results.append((done, files(folder)))
     (first, a), (retry, b) = results
     assert a == b and len(a) == 2  # the same names and bytes: one file of valid, one of rejected records
@@ -38,7 +38,7 @@ def test_a_unit_read_twice_writes_the_same_cache_files(tmp_path):
     assert (first.read, first.rejected) == (retry.read, retry.rejected) == (564, 6)
     # another unit with other rows gets other names
     other = record_cache.read_into_cache((unit[0], unit[1], 1), checked, str(tmp_path / "first"),
-                                         cfg.holdout_rule, False, 6)
+                                         cfg.holdout, False, 6)
     assert len(files(tmp_path / "first")) == 4 and other.read == first.read
 
 

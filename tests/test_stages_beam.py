@@ -24,7 +24,7 @@ def batches(n_per_class, dim=3, parts=4, seed=0):
     return [records.take(good, s) for s in np.array_split(rng.permutation(len(labels)), parts)]
 
 
-CFG = BalanceConfig(input="unused", output="unused", input_format="parquet", clusters_per_class=2,
+CFG = BalanceConfig.of(input="unused", output="unused", input_format="parquet", clusters_per_class=2,
                     kmeans_sample=50, holdout_fraction=0.2, seed=3)
 
 
@@ -35,12 +35,12 @@ def pipeline():
 def class_models(p, data):
     """Passes 1 and 2 as the job chains them: counts, then centroids from the samples."""
     counts = (p | "Data1" >> beam.Create(data)
-              | "Summarise" >> beam.FlatMap(lambda b: [o.value for o in Summaries(CFG.holdout_rule, False)
+              | "Summarise" >> beam.FlatMap(lambda b: [o.value for o in Summaries(CFG.holdout, False)
                                                        .add(b).outputs() if o.tag == "partials"])
               | "Counts" >> ClassCounts())
     cents = beam.pvalue.AsDict(
         p | "Data2" >> beam.Create(data)  # each batch stands for a cache file
-        | beam.FlatMap(lambda b, c: sample_candidates([b], CFG.holdout_rule, CFG.kmeans_sample, c, 3)[0],
+        | beam.FlatMap(lambda b, c: sample_candidates([b], CFG.holdout, CFG.plan.kmeans_sample, c, 3)[0],
                        beam.pvalue.AsDict(counts))
         | ClassCentroids(2, CFG.seed))
     return counts | beam.Map(with_centroids, cents)
@@ -60,10 +60,10 @@ def pure_models(data):
     out = {}
     for label in sorted(set(good["label"])):
         rows = good["label"] == label
-        stats = ClassStats(CFG.holdout_rule).add(good["key"][rows]).extract()
-        train = CFG.holdout_rule.split(good["key"][rows], stats.max_hold) == TRAIN
+        stats = ClassStats(CFG.holdout).add(good["key"][rows]).extract()
+        train = CFG.holdout.split(good["key"][rows], stats.max_hold) == TRAIN
         u = hashing.decision(good["key"][rows][train], CFG.seed, hashing.SAMPLE)
-        sample = BottomM(CFG.kmeans_sample, 3).add(u, good["features"][rows][train]).extract()[1]
+        sample = BottomM(CFG.plan.kmeans_sample, 3).add(u, good["features"][rows][train]).extract()[1]
         centroids = kmeans.fit_centroids(sample, 2, hashing.seed_for(CFG.seed, label))
         out[label] = {"count": stats.count, "train": stats.train, "max_hold": stats.max_hold,
                       "centroids": centroids}
@@ -84,7 +84,7 @@ def test_cluster_histograms_add_up_to_the_train_rows():
     models = pure_models(data)
     with pipeline() as p:
         hist = (p | beam.Create(data)
-                | beam.FlatMap(lambda b, m: bucket_histograms([b], CFG.holdout_rule, m)[0],
+                | beam.FlatMap(lambda b, m: bucket_histograms([b], CFG.holdout, m)[0],
                                beam.pvalue.AsDict(p | "M" >> beam.Create(list(models.items()))))
                 | ClusterHistograms()
                 | beam.Map(lambda kv: (kv[0][0], int(kv[1].sum())))

@@ -28,8 +28,8 @@ TRAIN, VAL, TEST = 0, 1, 2
 class HoldoutRule:
     """Which records are held out: `val_fraction` of each class to val, `test_fraction` to test."""
 
-    seed: int
-    val_fraction: float
+    seed: int = 0
+    val_fraction: float = 0.1
     test_fraction: float = 0.0
 
     def __post_init__(self):

@@ -137,26 +137,26 @@ def configure(argv: list[str] | None, ap: argparse.ArgumentParser, demo_output: 
     bo.input_format = fmt
     cfg = to_config(bo, pattern, output)
     dry_run = str(options.view_as(TestOptions).dry_run).lower() == "true"
-    output_dir.check_no_overlap(cfg.input, fmt == "images", cfg.output)
+    output_dir.check_no_overlap(cfg.read.input, fmt == "images", cfg.output.folder)
     if not dry_run:  # a dry run translates the graph and never looks at OUT
-        if not storage.bucket_exists(cfg.output):
-            raise ValueError(f"--output {cfg.output!r}: its bucket does not exist, or these credentials cannot "
+        if not storage.bucket_exists(cfg.output.folder):
+            raise ValueError(f"--output {cfg.output.folder!r}: its bucket does not exist, or these credentials cannot "
                              "see it. Create the bucket first, or check the project and credentials.")
-        output_dir.check_ours(cfg.output, bo.overwrite)
-    if cfg.cluster_on == "inception_v3":
-        image_reading.check_embedding_weights(cfg.embedding_weights)
+        output_dir.check_ours(cfg.output.folder, bo.overwrite)
+    if cfg.images.cluster_on == "inception_v3":
+        image_reading.check_embedding_weights(cfg.images.embedding_weights)
     warnings = []
     asked = str(bo.processes).strip().lower()
     if asked not in ("auto", "0") and not cfg.processes:
         warnings.append(f"--processes {asked} is for runs whose every bundle runs in this process (the local "
                         "runners); here each worker runs the passes itself, so it is not used (recorded as 0)")
     if fmt == "images":
-        for label in image_folders.empty_class_folders(cfg.input):
-            warnings.append(f"class folder {short_label(label)!r} of {cfg.input!r} is empty: Keras would list it as "
+        for label in image_folders.empty_class_folders(cfg.read.input):
+            warnings.append(f"class folder {short_label(label)!r} of {cfg.read.input!r} is empty: Keras would list it as "
                             "a class with no images; the job has no record of it, so it is not a class of the output")
     for w in warnings:
         log.warning(w)
-    dim = cfg.image_vectors.dim if cfg.payload == "image" else cfg.feature_dim or sources.schema_dim(cfg.read_spec)
+    dim = cfg.images.dim if cfg.payload == "image" else cfg.feature_dim or sources.schema_dim(cfg.read)
     return Job(options, cfg, dim, dry_run, warnings)
 
 
@@ -167,7 +167,7 @@ def execute(job: Job, build_graph: Callable, staging: str, written: str, test_pi
     beam_memos.install()
     if runs_here(job.options):  # the pools forked now, before the runner's own threads
         # with the cluster strategy, they import scikit-learn while pass 1 runs; none with 0
-        parallel.start(job.cfg.processes, fits=job.cfg.clusters > 1)
+        parallel.start(job.cfg.processes, fits=job.cfg.plan.clusters > 1)
         # The end-of-run figures need matplotlib: imported now, beside the passes (after the
         # forks: no fork may happen while a thread holds an import lock).
         threading.Thread(target=report.preload, name="import-matplotlib", daemon=True).start()
@@ -175,7 +175,7 @@ def execute(job: Job, build_graph: Callable, staging: str, written: str, test_pi
     scratch = scratch_folder(job, staging)
     remove_scratch = (lambda: storage.delete_folder(scratch)) if scratch != staging else None
     try:
-        with on_interrupt(interrupted_message(job.cfg.output, written), remove_scratch):
+        with on_interrupt(interrupted_message(job.cfg.output.folder, written), remove_scratch):
             build_graph(p, job.cfg, staging, job.dim, job.warnings, scratch=scratch)
             result = p.run()
             result.wait_until_finish()
@@ -185,7 +185,7 @@ def execute(job: Job, build_graph: Callable, staging: str, written: str, test_pi
     if job.dry_run:
         print(f"dry run: the graph translated and the job was prepared ({type(result).__name__}); nothing ran.")
         return None
-    with FileSystems.open(FileSystems.join(job.cfg.output, written)) as f:
+    with FileSystems.open(FileSystems.join(job.cfg.output.folder, written)) as f:
         return json.load(f), result, time.time() - started
 
 

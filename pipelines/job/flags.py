@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
-from dataclasses import fields
 
 from apache_beam.options.pipeline_options import (
     DirectOptions,
@@ -18,10 +17,9 @@ from apache_beam.options.pipeline_options import (
     StandardOptions,
 )
 
-from pipelines.config import CLUSTER_ON, OUTPUT_FORMATS, BalanceConfig, as_flags
+from pipelines.config import CLUSTER_ON, OUTPUT_FORMATS, WHERE, BalanceConfig, as_flags, default
 from pipelines.parallel import can_fork, local_cores
 from transforms import plan as planning
-from transforms.images import DEFAULT_MAX_PIXELS
 from transforms.plan import STRATEGIES, parse_target
 from transforms.sources import INPUT_FORMATS, guess_format
 
@@ -80,83 +78,84 @@ class BalanceOptions(PipelineOptions):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The jobs' flags; a setting's default is its spec's (pipelines/config.py), and its help
+    prints it."""
+
+    def setting(g, name: str, help: str, **kwargs) -> None:  # noqa: A002
+        value = default(name)
+        if isinstance(value, bool):
+            g.add_argument(f"--{name}", action="store_true", help=help, **kwargs)
+            return
+        shown = f"{value:_}".replace("_", ",") if isinstance(value, int) and value >= 10_000 else value
+        g.add_argument(f"--{name}", default=value, help=f"{help} (default {shown}).", **kwargs)
+
     g = parser.add_argument_group("input")
     g.add_argument("--input", default=None,
                    help="Glob or folder of the corpus. Leave out to build and balance the demo corpus.")
     g.add_argument("--input_format", default=None, choices=INPUT_FORMATS,
                    help="Format of --input (default: from the file suffix).")
-    g.add_argument("--label_column", default="label", help="Label column or feature (default: label).")
-    g.add_argument("--id_column", default="id",
-                   help="Id column, used when present; else ids are a hash of the record's content.")
+    setting(g, "label_column", "Label column or feature")
+    setting(g, "id_column", "Id column, used when present; else ids are a hash of the record's content")
     g.add_argument("--feature_column", default=None,
-                   help="One column of float vectors (list, large_list or fixed_size_list). Default: features.")
+                   help="One column of float vectors (list, large_list or fixed_size_list) (default "
+                        f"{default('feature_column')}, except for CSV).")
     g.add_argument("--feature_columns", default=None,
                    help="Comma-separated numeric columns that together form the vector (Parquet, CSV).")
     g.add_argument("--feature_dim", type=int, default=None,
-                   help="Expected vector length. Default: from the schema, else the most common length.")
+                   help="Expected vector length (default: from the schema, else the most common length).")
     g.add_argument("--image_column", default=None,
                    help="Encoded images inside Parquet (a binary column) or TFRecord (default feature: "
                         "image/encoded). --input_format images reads a folder with one sub-folder per class.")
-    g.add_argument("--max_pixels", type=int, default=None,
-                   help=f"Images with more pixels are rejected before decoding (default {DEFAULT_MAX_PIXELS}).")
+    setting(g, "max_pixels", "Images with more pixels are rejected before decoding", type=int)
     g.add_argument("--processes", default="auto", metavar="N|auto",
-                   help="Processes forked from each worker for the work whose Python would hold one core: "
-                        "a pool of N for the read passes (pass 1 a unit of the input each: read, checked, "
-                        "images decoded, except with --cluster_on inception_v3; passes 2 to 4 a file of "
-                        "the record cache each) and the shard merges, and a pool of N for the k-means "
-                        "fits (0: all in the worker's own process). The pools are made where every "
-                        "bundle runs in this process only; elsewhere the work runs in the worker's own "
-                        "process. Default auto: the cores, at most 4, when every bundle runs in this "
-                        "process (DirectRunner or FnApiRunner, in_memory or multi_threading) on Linux; "
-                        "else 0 (Dataflow and Flink already run a worker per core).")
-    g.add_argument("--reject_unreadable_files", action="store_true",
-                   help="Reject a file that cannot be read (one rejected entry) instead of failing the job.")
+                   help="Processes forked from the launching process for the work whose Python would hold "
+                        "one core: the read passes (pass 1 a unit of the input each: read, checked, images "
+                        "decoded, except with --cluster_on inception_v3; passes 2 to 4 a file of the record "
+                        "cache each), the k-means fits and the shard merges (0: all in the worker's own "
+                        "process). They are made where every bundle runs in this process only; elsewhere "
+                        "the work runs in the worker's own process. Default auto: the cores, at most 4, "
+                        "when every bundle runs in this process (DirectRunner or FnApiRunner, in_memory or "
+                        "multi_threading) on Linux; else 0 (Dataflow and Flink already run a worker per core).")
+    setting(g, "reject_unreadable_files",
+            "Reject a file that cannot be read (one rejected entry) instead of failing the job.")
     g = parser.add_argument_group("balancing")
-    g.add_argument("--strategy", default="cluster", choices=STRATEGIES,
-                   help="cluster (default: k-means per class, Jo & Japkowicz), oversample, undersample, "
-                        "hybrid (every class to the target), none (shard as is).")
+    setting(g, "strategy", "cluster (k-means per class, Jo & Japkowicz), oversample, undersample, hybrid (every "
+            "class to the target), none (shard as is)", choices=STRATEGIES)
     g.add_argument("--target", default=None,
                    help="Class target: majority, minority, mean, median, max (K_c x largest cluster), "
                         "a record count, or a ratio of the majority class in (0, 1]. Default per strategy.")
     g.add_argument("--target_counts", default=None,
                    help='JSON object of class to target, e.g. \'{"cat": 5000}\'.')
-    g.add_argument("--clusters_per_class", type=int, default=8, help="k of the per-class k-means (default 8).")
-    g.add_argument("--kmeans_sample", type=int, default=100_000,
-                   help="Rows per class the k-means is fitted on (default 100000).")
+    setting(g, "clusters_per_class", "k of the per-class k-means", type=int)
+    setting(g, "kmeans_sample", "Rows per class the k-means is fitted on", type=int)
     g.add_argument("--cluster_on", default=None, choices=CLUSTER_ON,
                    help="What k-means clusters: features (vectors), thumbnail (default for images) or "
                         "inception_v3 (pooled InceptionV3 embeddings, via Beam's RunInference).")
-    g.add_argument("--thumbnail_size", type=int, default=16, help="Thumbnail side in pixels (default 16).")
-    g.add_argument("--thumbnail_color", action="store_true", help="Colour thumbnails (default grey).")
-    g.add_argument("--embedding_weights", default="imagenet",
-                   help="InceptionV3 weights for --cluster_on inception_v3: imagenet, none or a weights file.")
-    g.add_argument("--embedding_image_size", type=int, default=299,
-                   help="Side images are resized to for the embedding (default 299, at least 75).")
-    g.add_argument("--keep_embeddings", action="store_true",
-                   help="Write the clustering vector into the shards as `embedding`.")
-    g.add_argument("--holdout_fraction", type=float, default=0.1,
-                   help="Share of each class written to val/ and never resampled (default 0.1); val/ drives "
-                        "the trainer's shares and picks its best epoch.")
-    g.add_argument("--test_fraction", type=float, default=0.0,
-                   help="Share of each class written to test/, disjoint from val/, never resampled and never "
-                        "read by training: the honest score (default 0: no test split).")
-    g.add_argument("--seed", type=int, default=0, help="Seed of every random decision (default 0).")
+    setting(g, "thumbnail_size", "Thumbnail side in pixels", type=int)
+    setting(g, "thumbnail_color", "Colour thumbnails (default grey).")
+    setting(g, "embedding_weights", "InceptionV3 weights for --cluster_on inception_v3: imagenet, none or a "
+            "weights file")
+    setting(g, "embedding_image_size", "Side images are resized to for the embedding, at least 75", type=int)
+    setting(g, "keep_embeddings", "Write the clustering vector into the shards as `embedding`.")
+    setting(g, "holdout_fraction", "Share of each class written to val/ and never resampled; val/ drives the "
+            "trainer's shares and picks its best epoch", type=float)
+    setting(g, "test_fraction", "Share of each class written to test/, disjoint from val/, never resampled and "
+            "never read by training: the honest score (0: no test split)", type=float)
+    setting(g, "seed", "Seed of every random decision", type=int)
     g = parser.add_argument_group("output")
-    g.add_argument("--output", default=None, help="Output folder (default for the demo: DEMO_DIR/balanced; DEMO_DIR/histogram for pipelines.histogram).")
+    g.add_argument("--output", default=None, help="Output folder (default for the demo: DEMO_DIR/balanced; "
+                   "DEMO_DIR/histogram for pipelines.histogram).")
     g.add_argument("--overwrite", action="store_true",
                    help="Write into a non-empty --output that is not an earlier output of this job. Even then "
                         "only the job's own files are replaced or removed.")
-    g.add_argument("--output_format", default="both", choices=OUTPUT_FORMATS,
-                   help="Shard format (default both).")
+    setting(g, "output_format", "Shard format", choices=OUTPUT_FORMATS)
     g.add_argument("--num_shards", type=int, default=None,
                    help="Shards per class (default: from the size, about --shard_mb each).")
-    g.add_argument("--shard_mb", type=int, default=128, help="Target shard size in MB (default 128).")
-    g.add_argument("--batch_size", type=int, default=8192, help="Rows per batch between stages (default 8192).")
-    g.add_argument("--image_batch_size", type=int, default=128,
-                   help="Images per batch between stages (default 128).")
-    g.add_argument("--progress_seconds", type=float, default=15.0,
-                   help="Seconds between the progress lines each worker logs while it reads a pass "
-                        "(default 15; 0 logs every batch).")
+    setting(g, "shard_mb", "Target shard size in MB", type=int)
+    setting(g, "batch_size", "Rows per batch between stages", type=int)
+    setting(g, "image_batch_size", "Images per batch between stages", type=int)
+    setting(g, "progress_seconds", "Seconds between the progress lines each worker logs while it reads a pass "
+            "(0 logs every batch)", type=float)
     g.add_argument("--demo_dir", default="demo", help="Where the demo corpus is built (default demo).")
     g.add_argument("--demo", default="images", choices=("images", "vectors"),
                    help="Demo corpus kind without --input: PNG image folders (default) or Parquet vectors.")
@@ -219,8 +218,8 @@ def to_config(o: BalanceOptions, input_path: str, output: str) -> BalanceConfig:
         planning.check_spec(o.strategy, target, target_counts)
     except planning.SpecError as e:
         raise ValueError(as_flags(e)) from None
-    given = {f.name: getattr(o, f.name) for f in fields(BalanceConfig) if hasattr(o, f.name)}
-    return BalanceConfig(**given | {  # flags as given, except those resolved above
+    given = {name: getattr(o, name) for name in WHERE if hasattr(o, name)}
+    return BalanceConfig.of(**given | {  # flags as given, except those resolved above
         "input": input_path,
         "output": output.rstrip("/"),
         "input_format": fmt,
@@ -228,7 +227,6 @@ def to_config(o: BalanceOptions, input_path: str, output: str) -> BalanceConfig:
         "feature_columns": cols,
         "target": target,
         "target_counts": target_counts,
-        "max_pixels": o.max_pixels or DEFAULT_MAX_PIXELS,
         "cluster_on": cluster_on,
         "processes": resolve_processes(o),
     })

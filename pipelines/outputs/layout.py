@@ -1,4 +1,5 @@
-"""Where the output's files go: the staging folder, one tree per format, class folders, shard names and paths (the layout DESIGN.md fixes)."""
+"""Where the output's files go and what they carry: the staging folder, one tree per format,
+class folders, shard names and paths (the layout DESIGN.md fixes), the payload columns."""
 
 from __future__ import annotations
 
@@ -45,31 +46,45 @@ def class_dirs(labels: list[str]) -> dict[str, str]:
     return out
 
 
-def shard_paths(dest: tuple, plan: dict, formats) -> dict[str, str]:
+def shard_paths(dest: tuple, plan, formats) -> dict[str, str]:
     """Relative paths (per format) of a destination's final shard."""
     split, index, shard = dest
     if split == "rejected":
         return {"jsonl": f"rejected/{shard_name(0, 1)}.jsonl"}
     if split in HELD_OUT:
-        folder, count = split, plan[f"{split}_shards"]
+        folder, count = split, plan.held_shards(split)
     else:
-        cp = plan["classes"][plan["order"][index]]
-        folder, count = f"train/{cp['dir']}", cp["shards"]
+        cp = plan.of_index(index)
+        folder, count = f"train/{cp.dir}", cp.shards
     return {fmt: f"{fmt}/{folder}/{shard_name(shard, count)}{SUFFIX[fmt]}" for fmt in formats}
 
 
-def planned_paths(plan: dict, formats) -> list[str]:
+def planned_paths(plan, formats) -> list[str]:
     """Every file the plan will write, relative to OUT (listed before any is written)."""
     return sorted({p for dest in expected_dests(plan) for p in shard_paths(dest, plan, formats).values()})
 
 
-def expected_dests(plan: dict) -> list[tuple]:
-    dests = [(split, 0, s) for split in HELD_OUT for s in range(plan[f"{split}_shards"])] + [("rejected", 0, 0)]
-    for label in plan["order"]:
-        cp = plan["classes"][label]
-        dests += [("train", cp["index"], s) for s in range(cp["shards"])]
+def expected_dests(plan) -> list[tuple]:
+    dests = [(split, 0, s) for split in HELD_OUT for s in range(plan.held_shards(split))] + [("rejected", 0, 0)]
+    for cp in plan.classes.values():
+        dests += [("train", cp.index, s) for s in range(cp.shards)]
     return dests
 
 
 def shard_name(index: int, count: int) -> str:
     return f"part-{index:05d}-of-{count:05d}"
+
+
+def payload_schema(cfg, dim: int) -> dict[str, int | None]:
+    """Payload columns of the shards: name -> vector length (None for bytes)."""
+    if cfg.payload == "features":
+        return {"features": dim}
+    return {"image": None, "format": None, **({"embedding": dim} if cfg.output.keep_embeddings else {})}
+
+
+def payload_info(cfg, dim: int) -> dict:
+    """The manifest's "payload" entry."""
+    if cfg.payload == "features":
+        return {"kind": "features", "dim": dim}
+    return {"kind": "image", "cluster_on": cfg.images.cluster_on, "vector_dim": dim,
+            "embedding": dim if cfg.output.keep_embeddings else None}

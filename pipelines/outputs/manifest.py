@@ -6,14 +6,13 @@ from collections import defaultdict
 
 from pipelines.outputs import output_dir
 from pipelines.outputs.formats import write_plot_then_document
-from pipelines.outputs.layout import HELD_OUT, expected_dests, shard_paths
+from pipelines.outputs.layout import HELD_OUT, expected_dests, payload_info, shard_paths
 from pipelines.outputs.merge import write_shard
-from pipelines.passes.plan import payload_info
 
 SCHEMA_VERSION = 2  # 2: one tree per format (OUT/parquet/..., OUT/tfrecord/...)
 
 
-def finalize(infos: list[dict], plan: dict, cfg, run_info: dict, read_total: int, duplicate_ids: int) -> dict:
+def finalize(infos: list[dict], plan, cfg, run_info: dict, read_total: int, duplicate_ids: int) -> dict:
     """Missing (empty) shards, checks, removal of what earlier runs of ours left, report.png,
     manifest.json last.
 
@@ -22,7 +21,7 @@ def finalize(infos: list[dict], plan: dict, cfg, run_info: dict, read_total: int
     by_dest = {tuple(i["dest"]): i for i in infos}
     for dest in expected_dests(plan):
         if dest not in by_dest:
-            by_dest[dest] = write_shard(dest, None, shard_paths(dest, plan, cfg.formats), plan, cfg.output)
+            by_dest[dest] = write_shard(dest, None, shard_paths(dest, plan, cfg.output.formats), plan, cfg.output.folder)
     manifest = build_manifest(by_dest, plan, cfg, run_info, duplicate_ids)
     t = manifest["totals"]
     if t["read"] != read_total:
@@ -30,48 +29,48 @@ def finalize(infos: list[dict], plan: dict, cfg, run_info: dict, read_total: int
             f"internal: the last pass read {read_total} records, but the files hold rejected {t['rejected']} "
             f"+ held out {t['holdout']} + train input {t['train_input']} = {t['read']}; no manifest written."
         )
-    output_dir.remove_stale(cfg.output, {p for i in by_dest.values() for p in i["paths"].values()})
+    output_dir.remove_stale(cfg.output.folder, {p for i in by_dest.values() for p in i["paths"].values()})
     from pipelines.report import write_report_png
 
-    write_plot_then_document(cfg.output, "report.png", write_report_png, "manifest.json", manifest)
-    output_dir.remove_staging(cfg.output)  # this run's staging, and any crashed run's
+    write_plot_then_document(cfg.output.folder, "report.png", write_report_png, "manifest.json", manifest)
+    output_dir.remove_staging(cfg.output.folder)  # this run's staging, and any crashed run's
     return manifest
 
 
 def ids_info(cfg, duplicate_ids: int) -> dict:
     """The manifest's "ids" entry: where ids came from, and how many valid records repeat one."""
-    return {"column": cfg.id_column, "duplicates": int(duplicate_ids)}
+    return {"column": cfg.read.id_column, "duplicates": int(duplicate_ids)}
 
 
-def build_manifest(by_dest: dict, plan: dict, cfg, run_info: dict, duplicate_ids: int = 0) -> dict:
-    formats = list(cfg.formats)
+def build_manifest(by_dest: dict, plan, cfg, run_info: dict, duplicate_ids: int = 0) -> dict:
+    formats = list(cfg.output.formats)
     classes = []
-    for label in plan["order"]:
-        cp = plan["classes"][label]
-        infos = [by_dest[("train", cp["index"], s)] for s in range(cp["shards"])]
+    for label in plan.order:
+        cp = plan.classes[label]
+        infos = [by_dest[("train", cp.index, s)] for s in range(cp.shards)]
         written = defaultdict(int)
         for info in infos:
             for c, n in info["clusters"].items():
                 written[int(c)] += n
         output = sum(i["records"] for i in infos)
-        if output != cp["target"]:
-            raise RuntimeError(f"internal: class {label!r} wrote {output} records, target {cp['target']}")
+        if output != cp.target:
+            raise RuntimeError(f"internal: class {label!r} wrote {output} records, target {cp.target}")
         clusters = []
-        for c in cp["clusters"]:
-            if written.get(c["id"], 0) != c["quota"]:
-                raise RuntimeError(f"internal: class {label!r} cluster {c['id']} wrote "
-                                   f"{written.get(c['id'], 0)}, quota {c['quota']}")
-            clusters.append({**c, "output": c["quota"]})
+        for c in cp.clusters:
+            if written.get(c.id, 0) != c.quota:
+                raise RuntimeError(f"internal: class {label!r} cluster {c.id} wrote {written.get(c.id, 0)}, "
+                                   f"quota {c.quota}")
+            clusters.append({**c._asdict(), "output": c.quota})
         classes.append({
-            "label": label, "index": cp["index"], "dir": cp["dir"],
-            "input": cp["count"], "holdout": cp["holdout"], "val": cp["val"], "test": cp["test"],
-            "train_input": cp["train"],
-            "target": cp["target"], "output": output, "clusters": clusters,
+            "label": label, "index": cp.index, "dir": cp.dir,
+            "input": cp.count, "holdout": cp.holdout, "val": cp.val, "test": cp.test,
+            "train_input": cp.train,
+            "target": cp.target, "output": output, "clusters": clusters,
             "shards": {fmt: [{"path": i["paths"][fmt], "records": i["records"]} for i in infos] for fmt in formats},
         })
     held = {}
     for split in HELD_OUT:
-        infos = [by_dest[(split, 0, s)] for s in range(plan[f"{split}_shards"])]
+        infos = [by_dest[(split, 0, s)] for s in range(plan.held_shards(split))]
         records = sum(i["records"] for i in infos)
         if records != sum(c[split] for c in classes):
             raise RuntimeError(f"internal: {split}/ holds {records} records, the classes' {split} counts "
@@ -87,7 +86,7 @@ def build_manifest(by_dest: dict, plan: dict, cfg, run_info: dict, duplicate_ids
         "schema_version": SCHEMA_VERSION,
         "seed": cfg.seed,
         "options": cfg.to_json(),
-        "payload": payload_info(cfg, plan["dim"]),
+        "payload": payload_info(cfg, plan.dim),
         "formats": formats,
         "totals": {"read": rejected + holdout + train_input, "rejected": rejected, "holdout": holdout,
                    "val": held["val"]["records"], "test": held["test"]["records"],

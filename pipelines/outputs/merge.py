@@ -22,14 +22,14 @@ from transforms.records import REJECTED_SCHEMA, jsonl_bytes
 log = logging.getLogger("pipelines.balance")
 
 
-def merge_shard(dest: tuple, fragments: list[str], plan: dict, out: str, formats) -> dict:
+def merge_shard(dest: tuple, fragments: list[str], plan, out: str, formats) -> dict:
     """Fragments of one destination -> its final file(s) in OUT. Returns the shard's metadata."""
     # No local name holds the fragments' table: write_shard frees it once sorted.
     return write_shard(dest, read_fragments(fragments) if fragments else None,
                        shard_paths(dest, plan, formats), plan, out)
 
 
-def merge_group(group: tuple, plan: dict, out: str, formats) -> dict:
+def merge_group(group: tuple, plan, out: str, formats) -> dict:
     """(dest, its fragments) -> merge_shard."""
     dest, fragments = group
     return merge_shard(dest, fragments, plan, out, formats)
@@ -42,8 +42,8 @@ def write_shard(dest, table, paths, plan, out: str) -> dict:
         return {"dest": list(dest), "records": table.num_rows, "paths": paths, "clusters": {},
                 "by_label": rejected_by_label(table)}
     if table is None:
-        table = row_schema(plan["payload"]).empty_table()
-    table = output_table(table, plan["order"], by_label=dest[0] in HELD_OUT)
+        table = row_schema(plan.payload).empty_table()
+    table = output_table(table, list(plan.order), by_label=dest[0] in HELD_OUT)
     for fmt, rel in paths.items():
         # Parquet streams into the file; TFRecord is encoded whole, then written.
         _write(out, rel, partial(write_parquet, table) if fmt == "parquet" else tfrecord_bytes(table))

@@ -81,23 +81,23 @@ def analyze(p: beam.Pipeline, cfg: BalanceConfig, staging: str, dim, resample: b
     Beam counters (each record is counted once per job); with resample=True the targets
     are checked against the class counts before any k-means.
     """
-    names = pass_names(cfg.clusters, resample)
-    spec, rule = cfg.read_spec, cfg.holdout_rule
+    names = pass_names(cfg.plan.clusters, resample)
+    spec, rule = cfg.read, cfg.holdout
     # Pass 1 reads the input (decodes images), checks and hashes every record once and
     # caches the result; passes 2 to 4 read the cache (pipelines/passes/record_cache.py).
-    if cfg.payload == "image" and cfg.cluster_on == "inception_v3":  # embedded by RunInference, then cached
-        good, rejected, counted = p | "Pass1Read" >> image_reading.EmbedImageCorpus(spec, cfg.image_vectors, names[1])
+    if cfg.payload == "image" and cfg.images.cluster_on == "inception_v3":  # embedded by RunInference, then cached
+        good, rejected, counted = p | "Pass1Read" >> image_reading.EmbedImageCorpus(spec, cfg.images, names[1])
         index = (good, rejected) | "Pass1Cache" >> record_cache.WriteCache(staging)
-        summaries = summarise(good, rule, cfg.keep_embeddings)
+        summaries = summarise(good, rule, cfg.output.keep_embeddings)
     else:  # a unit at a time: read, checked (decoded), cached and summarised
         if cfg.payload == "image":
-            make_units, checked = image_reading.image_units, image_reading.CheckedImages(spec, cfg.image_vectors)
+            make_units, checked = image_reading.image_units, image_reading.CheckedImages(spec, cfg.images)
         else:
             make_units, checked = reading.units_of_files, reading.CheckedVectors(spec)
             if dim is None:
                 dim = beam.pvalue.AsSingleton(p | "FeatureDimension" >> reading.FeatureDimension(spec))
         units = p | "Pass1Units" >> reading.Units(make_units, spec)
-        summaries = units | "Pass1Read" >> record_cache.ReadIntoCache(checked, staging, rule, cfg.keep_embeddings, dim,
+        summaries = units | "Pass1Read" >> record_cache.ReadIntoCache(checked, staging, rule, cfg.output.keep_embeddings, dim,
                                                                       names[1], cfg.reads_in_processes)
         index, counted = summaries.cache, summaries.counted
     cache = beam.pvalue.AsList(index)
@@ -114,13 +114,13 @@ def analyze(p: beam.Pipeline, cfg: BalanceConfig, staging: str, dim, resample: b
     counts = summaries.partials | "Pass1ClassCounts" >> ClassCounts()
     if resample:  # the balance job stops here on a spec the class counts refute
         counts = (counts | "AllClasses" >> beam.combiners.ToList()
-                  | "CheckTargets" >> beam.FlatMap(check_targets, cfg.strategy, cfg.target, cfg.target_counts))
+                  | "CheckTargets" >> beam.FlatMap(check_targets, cfg.plan.strategy, cfg.plan.target, cfg.plan.target_counts))
     duplicate_ids = summaries.ids | "Pass1DuplicateIds" >> DuplicateIds()
     centroids = None
-    if cfg.clusters > 1:  # the random strategies resample each class as one group
-        out, _, _ = over_cache(2, sample_candidates, rule, cfg.kmeans_sample, beam.pvalue.AsDict(counts), dim)
+    if cfg.plan.clusters > 1:  # the random strategies resample each class as one group
+        out, _, _ = over_cache(2, sample_candidates, rule, cfg.plan.kmeans_sample, beam.pvalue.AsDict(counts), dim)
         centroids = beam.pvalue.AsDict(out.out | "Pass2Centroids" >> ClassCentroids(
-            cfg.clusters, rule.seed))
+            cfg.plan.clusters, rule.seed))
     models = beam.pvalue.AsDict(counts | "ClassModels" >> beam.Map(with_centroids, centroids))
 
     out, rejected, read_total = over_cache(3, bucket_histograms, rule, models, count=not resample)

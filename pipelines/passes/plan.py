@@ -1,15 +1,18 @@
-"""The plan between pass 3 and pass 4: targets, per-(class, cluster) quotas and copy rules, shard counts (`make_plan`), and the payload the shards carry."""
+"""The plan between pass 3 and pass 4 (`make_plan` -> `Plan`): targets, per-(class, cluster)
+quotas and copy rules, shard counts."""
 
 from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
 from pipelines.config import as_flags
 from pipelines.errors import JobError
-from pipelines.outputs.layout import HELD_OUT, class_dirs, sort_labels
+from pipelines.outputs.layout import HELD_OUT, class_dirs, payload_schema, sort_labels
 from transforms import plan as planning
 from transforms import selection
 
@@ -19,22 +22,50 @@ log = logging.getLogger("pipelines.balance")
 ROW_OVERHEAD = 40  # id, label, cluster and framing, per row
 
 
-def payload_schema(cfg, dim: int) -> dict[str, int | None]:
-    """Payload columns of the shards: name -> vector length (None for bytes)."""
-    if cfg.payload == "features":
-        return {"features": dim}
-    return {"image": None, "format": None, **({"embedding": dim} if cfg.keep_embeddings else {})}
+class ClusterQuota(NamedTuple):
+    id: int
+    input: int  # train records in the cluster
+    quota: int  # records written from it
 
 
-def payload_info(cfg, dim: int) -> dict:
-    """The manifest's "payload" entry."""
-    if cfg.payload == "features":
-        return {"kind": "features", "dim": dim}
-    return {"kind": "image", "cluster_on": cfg.cluster_on, "vector_dim": dim,
-            "embedding": dim if cfg.keep_embeddings else None}
+@dataclass(frozen=True)
+class ClassPlan:
+    """One class's part of the plan."""
+
+    label: str
+    index: int
+    dir: str  # its folder under train/ (layout.class_dirs)
+    count: int  # records read
+    train: int  # train input
+    holdout: int  # val + test
+    val: int
+    test: int
+    target: int  # records written to train/
+    shards: int
+    clusters: tuple[ClusterQuota, ...]
+    rules: dict  # cluster -> selection rule (how many copies of which rows)
 
 
-def make_plan(histograms, models: dict, cfg, dim: int) -> dict:
+@dataclass(frozen=True)
+class Plan:
+    """What pass 4 writes, decided from the class counts and pass 3's histograms; frozen, and
+    turned into JSON only by the manifest."""
+
+    order: tuple[str, ...]  # labels, in the order of their indices
+    classes: dict[str, ClassPlan]
+    dim: int | None
+    payload: dict[str, int | None]  # the shards' payload columns (layout.payload_schema)
+    val_shards: int
+    test_shards: int  # 0: no test/ folder at all
+
+    def held_shards(self, split: str) -> int:
+        return self.val_shards if split == "val" else self.test_shards
+
+    def of_index(self, index: int) -> ClassPlan:
+        return self.classes[self.order[index]]
+
+
+def make_plan(histograms, models: dict, cfg, dim: int) -> Plan:
     """Quotas, copy rules and shard counts from the pass-2 histograms."""
     hist = defaultdict(dict)
     for (label, cluster), h in histograms:
@@ -48,11 +79,11 @@ def make_plan(histograms, models: dict, cfg, dim: int) -> dict:
         k = max(hist[label]) + 1
         sizes[label] = np.array([int(hist[label][c].sum()) if c in hist[label] else 0 for c in range(k)])
     try:
-        plans = planning.plan_quotas(sizes, cfg.strategy, cfg.target, cfg.target_counts)
+        plans = planning.plan_quotas(sizes, cfg.plan.strategy, cfg.plan.target, cfg.plan.target_counts)
     except planning.SpecError as e:
         raise JobError(as_flags(e)) from None
     dirs = class_dirs(labels)
-    target_bytes = cfg.shard_mb << 20
+    target_bytes = cfg.output.shard_mb << 20
     classes = {}
     for cp in plans:
         label = cp.label
@@ -64,25 +95,24 @@ def make_plan(histograms, models: dict, cfg, dim: int) -> dict:
             )
         bits = selection.bucket_bits(model["train"])
         rules = {c: selection.group_rule(hist[label][c], bits, cp.quotas[c]) for c in hist[label]}
-        classes[label] = {
-            "label": label, "index": cp.index, "dir": dirs[label],
-            "count": model["count"], "train": cp.train_input, "holdout": model["count"] - cp.train_input,
-            "val": model["val"], "test": model["test"],
-            "target": cp.target,
-            "shards": planning.shard_count(cp.target, _row_bytes(model), target_bytes, cfg.num_shards),
-            "clusters": [{"id": c, "input": int(n), "quota": int(q)}
-                         for c, (n, q) in enumerate(zip(cp.cluster_sizes, cp.quotas, strict=True))],
-            "rules": rules,
-        }
-    held_bytes = {split: sum(_row_bytes(models[x]) * classes[x][split] for x in labels) for split in HELD_OUT}
-    log.info("plan (%s): %d classes, %d training records -> %d to write", cfg.strategy, len(classes),
-             sum(c["train"] for c in classes.values()), sum(c["target"] for c in classes.values()))
-    return {
-        "order": labels, "classes": classes, "dim": dim, "payload": payload_schema(cfg, dim),
-        "val_shards": planning.shard_count(held_bytes["val"], 1, target_bytes),
+        classes[label] = ClassPlan(
+            label=label, index=cp.index, dir=dirs[label],
+            count=model["count"], train=cp.train_input, holdout=model["count"] - cp.train_input,
+            val=model["val"], test=model["test"], target=cp.target,
+            shards=planning.shard_count(cp.target, _row_bytes(model), target_bytes, cfg.output.num_shards),
+            clusters=tuple(ClusterQuota(c, int(n), int(q))
+                           for c, (n, q) in enumerate(zip(cp.cluster_sizes, cp.quotas, strict=True))),
+            rules=rules,
+        )
+    held_bytes = {split: sum(_row_bytes(models[x]) * getattr(classes[x], split) for x in labels) for split in HELD_OUT}
+    log.info("plan (%s): %d classes, %d training records -> %d to write", cfg.plan.strategy, len(classes),
+             sum(c.train for c in classes.values()), sum(c.target for c in classes.values()))
+    return Plan(
+        order=tuple(labels), classes=classes, dim=dim, payload=payload_schema(cfg, dim),
+        val_shards=planning.shard_count(held_bytes["val"], 1, target_bytes),
         # no test/ folder at all without --test_fraction
-        "test_shards": planning.shard_count(held_bytes["test"], 1, target_bytes) if cfg.test_fraction > 0 else 0,
-    }
+        test_shards=planning.shard_count(held_bytes["test"], 1, target_bytes) if cfg.holdout.test_fraction > 0 else 0,
+    )
 
 
 def _row_bytes(model: dict) -> int:

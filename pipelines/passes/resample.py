@@ -21,7 +21,7 @@ from transforms import hashing, records, selection
 from transforms.stats import TEST, VAL, HoldoutRule
 
 
-def resample(batches, rule: HoldoutRule, keep_embeddings: bool, staging: str, models: dict, plan: dict,
+def resample(batches, rule: HoldoutRule, keep_embeddings: bool, staging: str, models: dict, plan,
              unit: str | None = None):
     """Pass 4 over some valid batches (a cache file): copies of each train row by its group's
     rule, val and test rows as they are, into fragments. Returns (outputs, counters), as a
@@ -34,17 +34,17 @@ def resample(batches, rule: HoldoutRule, keep_embeddings: bool, staging: str, mo
     counts = {"records_holdout": 0, "records_train_input": 0, "records_written": 0}
     for good in batches:
         for label, _, held, train, clusters in split_and_assign(good, models, rule):
-            cp = plan["classes"][label]
+            cp = plan.classes[label]
             counts["records_holdout"] += len(held[VAL]) + len(held[TEST])
             counts["records_train_input"] += len(train)
-            write_heldout(writer, "val", good, held[VAL], cp["index"], plan, seed, keep_embeddings)
-            write_heldout(writer, "test", good, held[TEST], cp["index"], plan, seed, keep_embeddings)
+            write_heldout(writer, "val", good, held[VAL], cp.index, plan, seed, keep_embeddings)
+            write_heldout(writer, "test", good, held[TEST], cp.index, plan, seed, keep_embeddings)
             u = hashing.decision(good["key"][train], seed, hashing.COPIES)
             copies = np.zeros(len(train), np.int64)
             pending = np.zeros(len(train), bool)
             for c in np.unique(clusters):
                 in_c = clusters == c
-                copies[in_c], pending[in_c] = selection.copies_by_rule(u[in_c], cp["rules"][int(c)])
+                copies[in_c], pending[in_c] = selection.copies_by_rule(u[in_c], cp.rules[int(c)])
             done = ~pending
             counts["records_written"] += int(copies[done].sum())
             write_train(writer, good, train[done], copies[done], clusters[done], cp, seed, keep_embeddings)
@@ -66,9 +66,9 @@ def write_train(writer, good, rows, copies, clusters, cp, seed: int, keep_embedd
     src = rows[rep]
     base = hashing.decision(good["key"][src], seed, hashing.SHARD)
     order = hashing.mix64(base + copy_index.astype(np.uint64))
-    shard = (order % np.uint64(cp["shards"])).astype(np.int64)
-    writer.add_split("train", cp["index"], shard, {
-        "id": (good["id"], src), "order": order, "label": np.full(len(src), cp["index"], np.int32),
+    shard = (order % np.uint64(cp.shards)).astype(np.int64)
+    writer.add_split("train", cp.index, shard, {
+        "id": (good["id"], src), "order": order, "label": np.full(len(src), cp.index, np.int32),
         "cluster": clusters[rep].astype(np.int32), **payload_columns(good, src, keep_embeddings)})
 
 
@@ -77,7 +77,7 @@ def write_heldout(writer, split: str, good, rows, index, plan, seed: int, keep_e
     if not len(rows):
         return
     order = hashing.decision(good["key"][rows], seed, hashing.SHARD)
-    shard = (order % np.uint64(plan[f"{split}_shards"])).astype(np.int64)
+    shard = (order % np.uint64(plan.held_shards(split))).astype(np.int64)
     writer.add_split(split, 0, shard, {
         "id": (good["id"], rows), "order": order, "label": np.full(len(rows), index, np.int32),
         "cluster": np.full(len(rows), -1, np.int32), **payload_columns(good, rows, keep_embeddings)})
@@ -104,8 +104,8 @@ class _SettleBoundary(beam.DoFn):
     def process(self, item, plan):
         (label, cluster), batches = item
         batch = records.concat(list(batches))
-        cp = plan["classes"][label]
-        rule = cp["rules"][cluster]
+        cp = plan.classes[label]
+        rule = cp.rules[cluster]
         u = hashing.decision(batch["key"], self.seed, hashing.COPIES)
         copies = selection.settle_boundary(u, batch["id"].astype(str), rule)
         writer = FragmentWriter(self.staging, unit=("boundary", label, cluster))
