@@ -22,6 +22,7 @@ import json
 import os
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pyarrow as pa
@@ -125,6 +126,16 @@ def read_batches(args, kind: str):
     return batches(), len(paths)
 
 
+_THREADS: list[ThreadPoolExecutor] = []
+
+
+def _decode_threads() -> ThreadPoolExecutor:
+    """Threads that decode batches of large images (Pillow releases the GIL), made on first use."""
+    if not _THREADS:
+        _THREADS.append(ThreadPoolExecutor(min(4, os.cpu_count() or 1), thread_name_prefix="decode"))
+    return _THREADS[0]
+
+
 def checked(raw: dict, kind: str, size: int) -> tuple[dict | None, np.ndarray, dict | None]:
     """(good rows, their positions in `raw`, rejected rows), checked as the job checks them.
 
@@ -135,7 +146,7 @@ def checked(raw: dict, kind: str, size: int) -> tuple[dict | None, np.ndarray, d
     if kind == "image":
         def vectorize(blobs):
             return images.batch_vectors(blobs, images.DEFAULT_MAX_PIXELS, size * size * 3,
-                                        lambda img: model_pixels(img, size).ravel())
+                                        lambda img: model_pixels(img, size).ravel(), threads=_decode_threads())
 
         good, bad = records.validate_images(raw, vectorize(raw["image"]))
         key, bad_key = raw["source"], None if bad is None else bad["source"]  # one image a file
