@@ -27,11 +27,11 @@ from pipelines.outputs.fragments import delete, mkdirs
 from pipelines.outputs.layout import STAGING, planned_paths
 from pipelines.outputs.manifest import finalize
 from pipelines.outputs.merge import merge_group
+from pipelines.outputs.report import ids_note, summary_table
 from pipelines.parallel import ParallelMap
 from pipelines.passes.analysis import analyze
 from pipelines.passes.plan import make_plan
 from pipelines.passes.resample import Resample, resample
-from pipelines.report import ids_note, summary_table
 from transforms.flag_parser import FlagParser
 
 

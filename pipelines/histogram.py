@@ -27,9 +27,9 @@ from pipelines.outputs.formats import rejected_by_label, write_plot_then_documen
 from pipelines.outputs.fragments import delete, mkdirs
 from pipelines.outputs.layout import STAGING, payload_info, sort_labels
 from pipelines.outputs.manifest import ids_info
+from pipelines.outputs.report import histogram_table, ids_note, write_histogram_png
 from pipelines.passes.analysis import analyze
 from pipelines.passes.plan import Plan, make_plan
-from pipelines.report import histogram_table, ids_note, write_histogram_png
 from transforms import plan as planning
 from transforms.flag_parser import FlagParser
 from transforms.records import rejected_table

@@ -1,5 +1,5 @@
 """Local parallelism, in one place: the job's forked processes, the worker's decode threads,
-and one parallel map over elements that both Beam stages below use.
+and one parallel map over elements (`InFlight`) that every parallel stage uses.
 
 In-process runners (the DirectRunner, FnApiRunner) hand a stage's elements to one thread,
 and the passes' per-batch Python holds the GIL, so a job would use one core. Where every
@@ -11,8 +11,8 @@ Elsewhere (Dataflow, Flink: a worker per core already) there are none, and the s
 functions run in the worker, so both ways give the same records.
 
   ParallelMap   fn(element, *side) -> one output: the k-means fits, the shard merges
-  PassWork      fn(element, *side) -> Result: a read pass (pass 1's units, the cache files
-                of passes 2 to 4), with the read stages' bookkeeping (reading.ReadStage)
+  (inputs.reading.PassWork: a read pass, pass 1's units and the cache files of passes 2
+  to 4, with the read stages' bookkeeping)
 
 A process that dies leaves its elements, and every later one, to the worker (one
 fallback, in `InFlight`): a new pool would fork from the running runner's threads.
@@ -31,12 +31,9 @@ import warnings
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import NamedTuple
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
-
-from pipelines.inputs.reading import NS, ReadStage, windowed
+from apache_beam.transforms.window import GlobalWindows
 
 log = logging.getLogger("pipelines.balance")
 
@@ -218,6 +215,11 @@ class InFlight:
             self.pool = None
 
 
+def windowed(value):
+    """An output of finish_bundle, which must carry its window."""
+    return GlobalWindows.windowed_value(value)
+
+
 def _done(future) -> bool:
     return future is None or future.done()
 
@@ -243,45 +245,3 @@ class ParallelMap(beam.DoFn):
     def finish_bundle(self):
         for result in self.calls.drain():
             yield windowed(result)
-
-
-class Result(NamedTuple):
-    """What a read pass's function returns for one element."""
-
-    read: int  # records read (the pass's progress and total)
-    rejected: int  # of those, rejected (counted on the job's last pass)
-    outputs: list  # elements of the main output, or beam.pvalue.TaggedOutput
-    counters: dict  # Beam counter name -> increment
-
-
-class PassWork(ReadStage):
-    """A read pass: `fn(element, *side) -> Result` for each element, on the job's processes
-    (only the small results travel back: cache and fragment paths, per-class partials,
-    samples, histograms, counts) or, where there are none (or `use_processes` is false:
-    TFRecord input, which TensorFlow parses), here."""
-
-    def __init__(self, name: str, progress_seconds: float, count: bool, fn, use_processes: bool = True):
-        super().__init__(name, progress_seconds, count)
-        self.fn, self.use_processes = fn, use_processes
-
-    def setup(self):
-        super().setup()
-        self.calls = InFlight(self.fn, *(processes() if self.use_processes else (None, 1)))
-
-    def process(self, element, *side):
-        for result in self.calls.add(element, side):
-            yield from self._outputs(result)
-
-    def finish_bundle(self):
-        for result in self.calls.drain():
-            for out in self._outputs(result):
-                if isinstance(out, beam.pvalue.TaggedOutput):
-                    yield beam.pvalue.TaggedOutput(out.tag, windowed(out.value))
-                else:
-                    yield windowed(out)
-
-    def _outputs(self, result: Result):
-        yield from self.account(result.read, result.rejected)
-        for name, value in result.counters.items():
-            Metrics.counter(NS, name).inc(value)
-        yield from result.outputs

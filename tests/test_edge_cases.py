@@ -11,7 +11,7 @@ import pytest
 from conftest import run_job, train_records
 from PIL import Image
 
-from pipelines.report import MAX_TICK_LABELS
+from pipelines.outputs.report import MAX_TICK_LABELS
 
 
 def test_a_corpus_of_identical_records(tmp_path):

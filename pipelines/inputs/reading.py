@@ -16,24 +16,21 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import NamedTuple
 
 import apache_beam as beam
 import numpy as np
 from apache_beam.io import fileio
 from apache_beam.metrics import Metrics
-from apache_beam.transforms.window import GlobalWindows
 
+from pipelines import parallel
 from pipelines.errors import JobError
+from pipelines.parallel import windowed
 from transforms import records, sources
 from transforms.sources import ReadSpec
 
 NS = "balance"  # the Beam counters' namespace
 log = logging.getLogger("pipelines.balance")
-
-
-def windowed(value):
-    """An output of finish_bundle, which must carry its window."""
-    return GlobalWindows.windowed_value(value)
 
 
 class Progress:
@@ -240,3 +237,45 @@ class FeatureDimension(beam.PTransform):
             | "Sum" >> beam.CombineGlobally(_sum_dicts)
             | "Mode" >> beam.Map(_mode)
         )
+
+
+class Result(NamedTuple):
+    """What a read pass's function returns for one element."""
+
+    read: int  # records read (the pass's progress and total)
+    rejected: int  # of those, rejected (counted on the job's last pass)
+    outputs: list  # elements of the main output, or beam.pvalue.TaggedOutput
+    counters: dict  # Beam counter name -> increment
+
+
+class PassWork(ReadStage):
+    """A read pass: `fn(element, *side) -> Result` for each element, on the job's processes
+    (only the small results travel back: cache and fragment paths, per-class partials,
+    samples, histograms, counts) or, where there are none (or `use_processes` is false:
+    TFRecord input, which TensorFlow parses), here."""
+
+    def __init__(self, name: str, progress_seconds: float, count: bool, fn, use_processes: bool = True):
+        super().__init__(name, progress_seconds, count)
+        self.fn, self.use_processes = fn, use_processes
+
+    def setup(self):
+        super().setup()
+        self.calls = parallel.InFlight(self.fn, *(parallel.processes() if self.use_processes else (None, 1)))
+
+    def process(self, element, *side):
+        for result in self.calls.add(element, side):
+            yield from self._outputs(result)
+
+    def finish_bundle(self):
+        for result in self.calls.drain():
+            for out in self._outputs(result):
+                if isinstance(out, beam.pvalue.TaggedOutput):
+                    yield beam.pvalue.TaggedOutput(out.tag, windowed(out.value))
+                else:
+                    yield windowed(out)
+
+    def _outputs(self, result: Result):
+        yield from self.account(result.read, result.rejected)
+        for name, value in result.counters.items():
+            Metrics.counter(NS, name).inc(value)
+        yield from result.outputs

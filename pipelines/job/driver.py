@@ -31,14 +31,14 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
 
-from pipelines import parallel, report
+from pipelines import parallel
 from pipelines.config import BalanceConfig
 from pipelines.inputs import image_reading
 from pipelines.inputs.reading import NS
 from pipelines.job import beam_memos
 from pipelines.job.flags import BalanceOptions, check_flags, runs_here, to_config
-from pipelines.outputs import output_dir
-from pipelines.report import short_label
+from pipelines.outputs import output_dir, report
+from pipelines.outputs.report import short_label
 from transforms import image_folders, sources, storage
 from transforms.sources import resolve_input
 

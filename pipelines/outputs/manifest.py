@@ -30,7 +30,7 @@ def finalize(infos: list[dict], plan, cfg, run_info: dict, read_total: int, dupl
             f"+ held out {t['holdout']} + train input {t['train_input']} = {t['read']}; no manifest written."
         )
     output_dir.remove_stale(cfg.output.folder, {p for i in by_dest.values() for p in i["paths"].values()})
-    from pipelines.report import write_report_png
+    from pipelines.outputs.report import write_report_png
 
     write_plot_then_document(cfg.output.folder, "report.png", write_report_png, "manifest.json", manifest)
     output_dir.remove_staging(cfg.output.folder)  # this run's staging, and any crashed run's

@@ -7,9 +7,9 @@ import logging
 import apache_beam as beam
 import numpy as np
 
+from pipelines.outputs.report import short_label
 from pipelines.parallel import ParallelMap
 from pipelines.passes.counting import MergeableFn
-from pipelines.report import short_label
 from transforms import hashing, kmeans, records
 from transforms.sampling import BottomM
 from transforms.stats import TRAIN, HoldoutRule

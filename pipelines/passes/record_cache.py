@@ -21,9 +21,9 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 
-from pipelines.inputs.reading import unreadable, windowed
+from pipelines.inputs.reading import PassWork, Result, unreadable
 from pipelines.outputs.fragments import FLUSH_BYTES, stable_name, vector_array, write_ipc
-from pipelines.parallel import PassWork, Result
+from pipelines.parallel import windowed
 from pipelines.passes.counting import Summaries
 from transforms import sources, storage
 from transforms.records import rejected_table

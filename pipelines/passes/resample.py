@@ -14,8 +14,9 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
 
-from pipelines.inputs.reading import NS, windowed
+from pipelines.inputs.reading import NS
 from pipelines.outputs.fragments import FragmentWriter
+from pipelines.parallel import windowed
 from pipelines.passes.histograms import split_and_assign
 from transforms import hashing, records, selection
 from transforms.stats import TEST, VAL, HoldoutRule

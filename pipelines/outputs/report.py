@@ -3,7 +3,7 @@ pipelines.histogram (histogram.png)."""
 
 from __future__ import annotations
 
-from pipelines.outputs.formats import write_atomic
+from pipelines.outputs.rank_plot import RANK_PLOT_ABOVE, cluster_spread, rank_figure
 from transforms.plots import MAX_TICK_LABELS, label_classes, png_bytes
 
 
@@ -151,31 +151,39 @@ def scatter_per_class(ax, values: list[list], offset: float = 0.0, **style) -> N
 
 
 def bars_per_class(ax, values: list, offset: float = 0.0, width: float = 0.7, bottom=None, **style) -> None:
-    """One bar per class at x = index + offset; past MAX_TICK_LABELS classes a stepped
-    outline instead, centred on each class (`offset` and `width` unused: a thousand bar
-    patches take seconds to draw and are too thin to see, and outlines hide no other series)."""
+    """One bar per class at x = index + offset (up to RANK_PLOT_ABOVE classes; past that, a rank plot)."""
     import numpy as np
 
-    n = len(values)
-    if n <= MAX_TICK_LABELS:
-        ax.bar(np.arange(n) + offset, values, width, bottom=bottom, **style)
-        return
-    values = np.asarray(values, float)
-    base = np.zeros(n) if bottom is None else np.asarray(bottom, float)
-    ax.stairs(base + values, np.arange(n + 1) - 0.5, baseline=base, fill=False, linewidth=1.2, **style)
+    ax.bar(np.arange(len(values)) + offset, values, width, bottom=bottom, **style)
 
 
 def save_png(fig, path: str) -> None:
     """The figure as PNG into `path` in OUT (any Beam filesystem), under a temporary name until complete."""
+    from pipelines.outputs.formats import (
+        write_atomic,  # Beam's file layer: imported when a figure is saved
+    )
 
     write_atomic(path, png_bytes(fig))
 
 
 def write_histogram_png(doc: dict, path: str) -> None:
-    """Records per class (held out and train input, log scale, balance's target), cluster sizes per class."""
+    save_png(histogram_figure(doc), path)
+
+
+def histogram_figure(doc: dict):
+    """Records per class (held out and train input, log scale, balance's target), cluster sizes per
+    class; past RANK_PLOT_ABOVE classes one rank plot: train input, target, cluster sizes' spread."""
     import numpy as np
 
     classes = doc["classes"]
+    if len(classes) > RANK_PLOT_ABOVE:
+        planned = all("target" in c for c in classes)
+        fig = rank_figure(("train input", [c["train_input"] for c in classes]),
+                          (f"target ({doc['plan']['strategy']})", [c["target"] for c in classes]) if planned else None,
+                          [("clusters: smallest to largest", *cluster_spread(classes, "input"))]
+                          if any("clusters" in c for c in classes) else ())
+        fig.suptitle(f"{doc['input']['path']}  seed={doc['seed']}", fontsize=9)
+        return fig
     labels = [short_label(c["label"], 24) for c in classes]
     x = np.arange(len(labels))
     clustered = any("clusters" in c for c in classes)
@@ -202,12 +210,25 @@ def write_histogram_png(doc: dict, path: str) -> None:
         label_classes(b, labels)
         b.set_title("Cluster sizes per class (train input)")
     fig.suptitle(f"{doc['input']['path']}  seed={doc['seed']}", fontsize=9)
-    save_png(fig, path)
+    return fig
 
 
 def write_report_png(manifest: dict, path: str) -> None:
-    """Records per class before and after; cluster sizes (dots) and quotas (dashes) per class."""
+    save_png(report_figure(manifest), path)
+
+
+def report_figure(manifest: dict):
+    """Records per class before and after; cluster sizes (dots) and quotas (dashes) per class; past
+    RANK_PLOT_ABOVE classes one rank plot: before, after, and each one's spread of cluster sizes."""
     classes = manifest["classes"]
+    suptitle = f"strategy={manifest['options']['strategy']}  seed={manifest['seed']}"
+    if len(classes) > RANK_PLOT_ABOVE:
+        fig = rank_figure(("before (train input)", [c["train_input"] for c in classes]),
+                          ("after (written)", [c["output"] for c in classes]),
+                          [("clusters before: smallest to largest", *cluster_spread(classes, "input")),
+                           ("clusters written: smallest to largest", *cluster_spread(classes, "output"))])
+        fig.suptitle(suptitle)
+        return fig
     labels = [short_label(c["label"], 24) for c in classes]
     fig, (a, b) = class_figure(len(labels), 2)
     bars_per_class(a, [c["train_input"] for c in classes], -0.2, 0.4, label="before (train input)")
@@ -222,5 +243,5 @@ def write_report_png(manifest: dict, path: str) -> None:
     b.set_yscale("log")
     label_classes(b, labels)
     b.set_title("Cluster sizes (dots) and quotas (dashes)")
-    fig.suptitle(f"strategy={manifest['options']['strategy']}  seed={manifest['seed']}")
-    save_png(fig, path)
+    fig.suptitle(suptitle)
+    return fig
