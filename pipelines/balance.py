@@ -26,7 +26,7 @@ from pipelines.outputs import output_dir
 from pipelines.outputs.fragments import delete, mkdirs
 from pipelines.outputs.layout import STAGING, planned_paths
 from pipelines.outputs.manifest import finalize
-from pipelines.outputs.merge import merge_group
+from pipelines.outputs.merge import merge_shard, shard_task
 from pipelines.outputs.report import ids_note, summary_table
 from pipelines.parallel import ParallelMap
 from pipelines.passes.analysis import analyze
@@ -52,8 +52,8 @@ def build(p: beam.Pipeline, cfg: BalanceConfig, staging: str, dim, warnings=(), 
         | "Pass4Resample" >> Resample(cfg.seed, cfg.output.keep_embeddings, scratch, plan)
         | "ByShard" >> beam.Map(lambda f: (tuple(f[0]), f[1]))
         | "GroupFragments" >> beam.GroupByKey()
-        | "Listed" >> beam.MapTuple(lambda dest, fragments: (dest, list(fragments)))  # to send to a process
-        | "MergeShards" >> beam.ParDo(ParallelMap(merge_group), plan, out, formats)
+        | "Tasks" >> beam.Map(lambda group, plan: shard_task((group[0], list(group[1])), plan, formats), plan)
+        | "MergeShards" >> beam.ParDo(ParallelMap(merge_shard), out)
         | "CollectShards" >> beam.combiners.ToList()
         | "Finalize" >> beam.Map(finalize, plan, cfg, {"beam": beam.__version__, "warnings": list(warnings)},
                                  beam.pvalue.AsSingleton(counted), beam.pvalue.AsSingleton(a.duplicate_ids))

@@ -23,14 +23,19 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import pickle
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
+import uuid
 import warnings
-from collections import deque
+from collections import OrderedDict, deque
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from typing import NamedTuple
 
 import apache_beam as beam
 from apache_beam.transforms.window import GlobalWindows
@@ -40,6 +45,7 @@ log = logging.getLogger("pipelines.balance")
 _PROCESSES: ProcessPoolExecutor | None = None  # the running job's, made by `start`
 _WIDTH = 0  # how many processes it has
 _THREADS: ThreadPoolExecutor | None = None  # the worker's decode threads, made on first use
+_SIDE_FOLDER: str | None = None  # side inputs sent to the processes as files (InFlight._sent)
 _IN_JOB_PROCESS = False  # True in a forked job process: the processes are the parallelism
 _LOCK = threading.Lock()
 
@@ -117,12 +123,15 @@ def decode_threads() -> ThreadPoolExecutor | None:
 
 def shutdown() -> None:
     """Ends the job's processes and the decode threads (they finish what they hold)."""
-    global _PROCESSES, _THREADS
+    global _PROCESSES, _THREADS, _SIDE_FOLDER
     with _LOCK:
         pools = [p for p in (_PROCESSES, _THREADS) if p is not None]
         _PROCESSES = _THREADS = None
+        side, _SIDE_FOLDER = _SIDE_FOLDER, None
     for pool in pools:
         pool.shutdown(wait=True)
+    if side:
+        shutil.rmtree(side, ignore_errors=True)
 
 
 def _start_process(parent: int, fits: bool) -> None:
@@ -158,8 +167,8 @@ def _exit_with_parent(parent: int) -> None:
 def _forget_pools() -> None:
     """In any forked child, the parent's pools are not its own (their threads and processes
     are the parent's)."""
-    global _PROCESSES, _THREADS, _LOCK
-    _PROCESSES = _THREADS = None
+    global _PROCESSES, _THREADS, _SIDE_FOLDER, _LOCK
+    _PROCESSES = _THREADS = _SIDE_FOLDER = None
     _LOCK = threading.Lock()
 
 
@@ -178,6 +187,7 @@ class InFlight:
     def __init__(self, fn, pool, width: int, here=None):
         self.fn, self.pool, self.width, self.here = fn, pool, max(1, width), here
         self.pending: deque = deque()  # (element, side inputs, future or None), in submission order
+        self.shared: dict[int, tuple] = {}  # id(side input) -> (it, what is sent in its place)
 
     def add(self, element, side: tuple):
         """Submits one call; yields the results that are ready: the oldest calls' that are
@@ -185,7 +195,7 @@ class InFlight:
         future = None
         if self.pool is not None and not (self.here and self.here(element)):
             try:
-                future = self.pool.submit(self.fn, element, *side)
+                future = self.pool.submit(_call, self.fn, element, *self._sent(side))
             except BrokenProcessPool:  # a process died while the pool sat idle
                 self._lost()
         if future is None and not self.pending:
@@ -209,6 +219,27 @@ class InFlight:
                 self._lost()
         return self.fn(element, *side)
 
+    def _sent(self, side: tuple) -> tuple:
+        """What is sent for each side input: itself when small; else, once written to a file
+        (the first time this InFlight sends it), the file's name, which each process loads
+        once (`_call`). So a side input whose size grows with the classes (counts,
+        centroids, the plan) is pickled once per stage, not once per element."""
+        sent = []
+        for value in side:
+            known = self.shared.get(id(value))
+            if known is None:
+                data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+                if len(data) <= SHARE_BYTES:
+                    known = (value, value)
+                else:
+                    path = os.path.join(_side_folder(), f"{uuid.uuid4().hex}.pickle")
+                    with open(path, "wb") as f:
+                        f.write(data)
+                    known = (value, _SideFile(path))
+                self.shared[id(value)] = known  # the value is kept: its id is not reused meanwhile
+            sent.append(known[1])
+        return tuple(sent)
+
     def _lost(self) -> None:
         if self.pool is not None:
             log.warning("a job process died; the elements left run in this process")
@@ -218,6 +249,38 @@ class InFlight:
 def windowed(value):
     """An output of finish_bundle, which must carry its window."""
     return GlobalWindows.windowed_value(value)
+
+
+SHARE_BYTES = 1 << 16  # side inputs pickled larger than this reach each process through a file
+_LOADED: OrderedDict = OrderedDict()  # in a job process: side-input file -> its value, the last few
+
+
+class _SideFile(NamedTuple):
+    path: str
+
+
+def _call(fn, element, *side):
+    """In a job process: `fn` on the element, side inputs sent as files loaded once each."""
+    return fn(element, *(_load(s.path) if isinstance(s, _SideFile) else s for s in side))
+
+
+def _load(path: str):
+    if path not in _LOADED:
+        with open(path, "rb") as f:
+            _LOADED[path] = pickle.load(f)
+        while len(_LOADED) > 8:  # a few stages' side inputs at most
+            _LOADED.popitem(last=False)
+    return _LOADED[path]
+
+
+def _side_folder() -> str:
+    """This process's folder for side-input files, removed by `shutdown` (named like the
+    job's local scratch, so a killed run's is removed by the next run's driver)."""
+    global _SIDE_FOLDER
+    with _LOCK:
+        if _SIDE_FOLDER is None or not os.path.isdir(_SIDE_FOLDER):
+            _SIDE_FOLDER = tempfile.mkdtemp(prefix=f"balance-scratch-{os.getpid()}-side-")
+        return _SIDE_FOLDER
 
 
 def _done(future) -> bool:

@@ -25,13 +25,14 @@ def rejected_by_label(table: pa.Table) -> dict[str, int]:
     return {str(k): int(n) for k, n in zip(labels, counts, strict=True)}
 
 
-def output_table(table: pa.Table, labels: list[str], by_label: bool = False) -> pa.Table:
+def output_table(table: pa.Table, labels, by_label: bool = False) -> pa.Table:
     """The shard's rows in their deterministic order, with the contract's columns.
 
     Order: by the order key (a hash of id, copy and seed); rows that tie on it are
     copies of the same record. `by_label` (val shards, which hold every class) sorts by
-    label first, so the TFRecord writer encodes each class in one run. The features
-    are gathered with numpy, not Arrow's take.
+    label first, so the TFRecord writer encodes each class in one run. `labels`: class
+    index -> label text (a sequence or a mapping), for the classes the rows hold. The
+    features are gathered with numpy, not Arrow's take.
     """
     keys = [table.column("order").to_numpy()]
     if by_label:
@@ -41,7 +42,7 @@ def output_table(table: pa.Table, labels: list[str], by_label: bool = False) -> 
     out = {
         "id": table.column("id").take(pa.array(order)),
         "label": pa.array(label, pa.int64()),
-        "label_text": pa.array(labels, pa.string()).take(pa.array(label)),
+        "label_text": _label_texts(label, labels),
         "cluster": pa.array(table.column("cluster").to_numpy()[order], pa.int32()),
     }
     for name in table.column_names[4:]:
@@ -53,6 +54,12 @@ def output_table(table: pa.Table, labels: list[str], by_label: bool = False) -> 
         else:
             out[name] = col.take(pa.array(order))
     return pa.table(out)
+
+
+def _label_texts(label: np.ndarray, labels) -> pa.Array:
+    """Each row's label text, from the labels the rows hold (not every class's)."""
+    present, row_of = np.unique(label, return_inverse=True)
+    return pa.array([labels[int(i)] for i in present], pa.string()).take(pa.array(row_of.ravel()))
 
 
 def write_plot_then_document(out: str, png: str, plot, name: str, doc: dict) -> None:

@@ -6,8 +6,8 @@ from collections import defaultdict
 
 from pipelines.outputs import output_dir
 from pipelines.outputs.formats import write_plot_then_document
-from pipelines.outputs.layout import HELD_OUT, expected_dests, payload_info, shard_paths
-from pipelines.outputs.merge import write_shard
+from pipelines.outputs.layout import HELD_OUT, expected_dests, payload_info
+from pipelines.outputs.merge import shard_task, write_shard
 
 SCHEMA_VERSION = 2  # 2: one tree per format (OUT/parquet/..., OUT/tfrecord/...)
 
@@ -21,7 +21,7 @@ def finalize(infos: list[dict], plan, cfg, run_info: dict, read_total: int, dupl
     by_dest = {tuple(i["dest"]): i for i in infos}
     for dest in expected_dests(plan):
         if dest not in by_dest:
-            by_dest[dest] = write_shard(dest, None, shard_paths(dest, plan, cfg.output.formats), plan, cfg.output.folder)
+            by_dest[dest] = write_shard(shard_task((dest, []), plan, cfg.output.formats), None, cfg.output.folder)
     manifest = build_manifest(by_dest, plan, cfg, run_info, duplicate_ids)
     t = manifest["totals"]
     if t["read"] != read_total:
