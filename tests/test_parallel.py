@@ -243,6 +243,6 @@ def test_the_command_line_ends_with_its_summary(tmp_path):
         if job.poll() is None:
             os.killpg(job.pid, signal.SIGKILL)
     assert job.returncode == 0, err[-3000:]
-    assert "clusters fitted" in err and "Done in" in out and out.rstrip().endswith("cluster sizes per class")
+    assert "pass 4/4 (resample): done" in err and "Done in" in out and out.rstrip().endswith("cluster sizes per class")
     with pytest.raises(ProcessLookupError):  # nothing of its process group is left
         os.killpg(job.pid, 0)

@@ -1,5 +1,7 @@
 """Fragment writing: nothing lost when buffers flush mid-bundle."""
 
+import os
+
 import numpy as np
 import pyarrow as pa
 
@@ -33,6 +35,24 @@ def test_every_row_reaches_a_reported_fragment(tmp_path):
     assert set(by_dest) == {("train", 0, 0), ("train", 0, 1), ("train", 0, 2)}
     table = read_fragments(by_dest[("train", 0, 1)])
     assert table.num_rows == sum(1 for b in range(20) for i in range(50) if i % 3 == 1)
+
+
+def test_a_flush_of_many_classes_writes_one_file_whose_batches_each_destination_reads(tmp_path):
+    """Thousands of classes make O(flushes) staging files, not one per (flush, class, shard)."""
+    w = FragmentWriter(str(tmp_path))
+    for index in range(300):
+        w.add_split("train", index, np.arange(index % 4 + 1) % 2, columns(index % 4 + 1, start=10 * index))
+    w.add(("rejected", 0, 0), {"source": np.array(["f"], object), "row": np.array([3]), "id": np.array([None], object),
+                               "label": np.array(["x"], object), "reason": np.array(["bad"], object)})
+    reported = w.flush()
+    assert len(os.listdir(tmp_path)) == 2  # the rows' file and the rejected records' file
+    assert len(reported) == sum(min(i % 4 + 1, 2) for i in range(300)) + 1  # every (class, shard) with rows, the rejected
+    for dest, fragment, n in reported:
+        if dest[0] == "train":
+            table = read_fragments([fragment])
+            assert table.num_rows == n and set(table.column("label").to_pylist()) <= {0}
+            ids = table.column("id").to_pylist()
+            assert all(int(i[1:]) // 10 == dest[1] and int(i[1:]) % 2 == dest[2] for i in ids)
 
 
 def test_output_table_sorts_by_order_and_keeps_rows_whole(tmp_path):

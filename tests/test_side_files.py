@@ -54,7 +54,7 @@ def test_fragments_are_named_by_unit_flush_and_rows(tmp_path):
         w = FragmentWriter(str(folder), flush_bytes=1, unit=unit)  # a flush per add
         w.add(("train", 0, 0), {k: v[rows] for k, v in cols.items()})
         w.add(("train", 0, 0), {k: v[rows][::-1] for k, v in cols.items()})
-        return [os.path.basename(p) for _, p, _ in w.flush()]
+        return [os.path.basename(f.path) for _, f, _ in w.flush()]
 
     first = write(tmp_path / "a", "cache-1", slice(0, 40))
     assert write(tmp_path / "b", "cache-1", slice(0, 40)) == first and len(set(first)) == 2

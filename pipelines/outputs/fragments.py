@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -78,11 +79,22 @@ def stable_name(unit, seq: int, tables: list[pa.Table]) -> str:
     return h.hexdigest()
 
 
-class FragmentWriter:
-    """Buffers rows per destination (split, class, shard); flushes them as fragment files,
-    named by `stable_name` (from `unit`, the flush and the rows) and written atomically.
+class Fragment(NamedTuple):
+    """A destination's rows in a staging file: record batches first .. first + count - 1."""
 
-    Rows arrive as columns (numpy arrays); a table is built once per fragment.
+    path: str
+    first: int
+    count: int
+
+
+class FragmentWriter:
+    """Buffers rows per destination (split, class, shard); each flush writes them as one
+    Arrow IPC file (one more for rejected records), a destination's rows in consecutive
+    record batches, named by `stable_name` (from `unit`, the flush and the rows) and
+    written atomically. So the files in staging grow with the bytes written, not with
+    cache files x destinations (thousands of classes).
+
+    Rows arrive as columns (numpy arrays); a table is built once per buffered part.
     """
 
     def __init__(self, staging: str, flush_bytes: int | None = None, unit=None):
@@ -90,7 +102,7 @@ class FragmentWriter:
         self.flush_bytes = flush_bytes or FLUSH_BYTES
         self.buffers: dict[tuple, list[dict]] = {}
         self.buffered = 0
-        self.written: list[tuple[tuple, str, int]] = []
+        self.written: list[tuple[tuple, Fragment, int]] = []  # (dest, fragment, rows)
 
     def add(self, dest: tuple, columns: dict) -> None:
         """Rows for one destination: {"id", "order", "label", "cluster", "features"} or rejected columns."""
@@ -116,41 +128,59 @@ class FragmentWriter:
             if b > a:
                 self.add((split, index, int(ordered[a])), {k: v[a:b] for k, v in gathered.items()})
 
-    def drain(self) -> list[tuple[tuple, str, int]]:
+    def drain(self) -> list[tuple[tuple, Fragment, int]]:
         """Fragments written since the last drain."""
         done, self.written = self.written, []
         return done
 
-    def flush(self) -> list[tuple[tuple, str, int]]:
+    def flush(self) -> list[tuple[tuple, Fragment, int]]:
         """Writes every buffer; returns all fragments written since the last drain."""
         self._write()
         return self.drain()
 
     def _write(self) -> None:
-        for dest, parts in self.buffers.items():
-            # One record batch per buffered part: the merge reads them as one table, so
-            # nothing is concatenated here.
-            tables = [rejected_table(p) if dest[0] == "rejected" else rows_table(**p) for p in parts]
-            name = stable_name((self.unit, dest), self.flushes, tables)
-            path = FileSystems.join(self.staging, f"{'-'.join(map(str, dest))}-{name}.arrow")
-            write_ipc(path, tables)
-            self.written.append((dest, path, sum(t.num_rows for t in tables)))
+        for kind in ("rows", "rejected"):  # one schema per file
+            dests = sorted(d for d in self.buffers if (d[0] == "rejected") == (kind == "rejected"))
+            if not dests:
+                continue
+            # One record batch per buffered part: nothing is concatenated here.
+            tables = {d: [rejected_table(p) if kind == "rejected" else rows_table(**p) for p in self.buffers[d]]
+                      for d in dests}
+            every = [t for d in dests for t in tables[d]]
+            name = stable_name((self.unit, kind), self.flushes, every)
+            path = FileSystems.join(self.staging, f"{kind}-{name}.arrow")
+            counts = iter(write_ipc(path, every))
+            first = 0
+            for d in dests:
+                count = sum(next(counts) for _ in tables[d])
+                self.written.append((d, Fragment(path, first, count), sum(t.num_rows for t in tables[d])))
+                first += count
         self.buffers.clear()
         self.buffered = 0
         self.flushes += 1
 
 
-def write_ipc(path: str, tables: list[pa.Table]) -> None:
-    """Tables of one schema as one Arrow IPC stream (a staging file), one after another, uncopied;
-    never seen half-written (`storage.writing`)."""
-    with storage.writing(path) as f, pa.ipc.new_stream(f, tables[0].schema) as w:
+def write_ipc(path: str, tables: list[pa.Table], random_access: bool = True) -> list[int]:
+    """Tables of one schema as one Arrow IPC file (a staging file), one after another,
+    uncopied (`random_access`: the IPC file format, whose record batches are read by
+    position; else a stream); never seen half-written (`storage.writing`). Returns the
+    record batches each table became."""
+    new = pa.ipc.new_file if random_access else pa.ipc.new_stream
+    counts = []
+    with storage.writing(path) as f, new(f, tables[0].schema) as w:
         for table in tables:
-            w.write_table(table)
+            batches = table.to_batches()
+            for batch in batches:
+                w.write_batch(batch)
+            counts.append(len(batches))
+    return counts
 
 
-def read_fragments(paths: list[str]) -> pa.Table:
-    tables = []
-    for path in sorted(paths):
+def read_fragments(fragments: list[Fragment]) -> pa.Table:
+    """A destination's rows from its fragments (record batches of staging files)."""
+    batches = []
+    for path, first, count in sorted(fragments):
         with storage.open_read(path) as f:
-            tables.append(pa.ipc.open_stream(f).read_all())
-    return pa.concat_tables(tables)
+            reader = pa.ipc.open_file(f)
+            batches += [reader.get_batch(i) for i in range(first, first + count)]
+    return pa.Table.from_batches(batches)

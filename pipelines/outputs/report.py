@@ -19,16 +19,41 @@ def held_out_line(t: dict) -> str:
             f"+ train input {t['train_input']}")
 
 
+SHOWN_CLASSES = 40  # past this many classes the tables show the largest and smallest half each
+
+
+def shown_classes(classes: list[dict]) -> tuple[list[dict], list[dict]]:
+    """The classes a table lists: all of them (label order), or past SHOWN_CLASSES the largest
+    and the smallest SHOWN_CLASSES / 2 by records read (a "more classes" row between)."""
+    if len(classes) <= SHOWN_CLASSES:
+        return classes, []
+    ranked = sorted(classes, key=lambda c: -c["input"])  # stable: ties in label order
+    half = SHOWN_CLASSES // 2
+    return ranked[:half], ranked[-half:]
+
+
+def _more(classes: list[dict], columns: int) -> tuple:
+    """The row standing for the classes a table leaves out."""
+    left = len(classes) - SHOWN_CLASSES
+    return (f"({left:,} more)", *["..."] * (columns - 1))
+
+
 def summary_table(manifest: dict) -> str:
-    """Per class: read, rejected, held out (val, test), clusters, target, written; then totals."""
+    """Per class: read, rejected, held out (val, test), clusters, target, written; then totals
+    (past SHOWN_CLASSES classes, the largest and the smallest)."""
     t = manifest["totals"]
     test = bool(t.get("test"))
     rows = [("class", "read", "rejected", *(("val", "test") if test else ("held out",)), "train in", "clusters",
              "target", "written")]
     by_label = dict(manifest["rejected"].get("by_label", {}))
-    for c in manifest["classes"]:
+    bads = {c["label"]: by_label.pop(c["label"], 0) for c in manifest["classes"]}  # what is left: "(other)"
+    head, tail = shown_classes(manifest["classes"])
+    for c in head + ([None] if tail else []) + tail:
+        if c is None:
+            rows.append(_more(manifest["classes"], len(rows[0])))
+            continue
         k = sum(1 for x in c["clusters"] if x["input"] > 0)
-        bad = by_label.pop(c["label"], 0)
+        bad = bads[c["label"]]
         rows.append((short_label(c["label"]), c["input"] + bad, bad, *held_out(c, test), c["train_input"], k,
                      c["target"], c["output"]))
     if by_label:  # rejected records whose label is missing or names no valid class
@@ -37,6 +62,9 @@ def summary_table(manifest: dict) -> str:
     rows.append(("TOTAL", t["read"], t["rejected"], *held_out(t, test), t["train_input"], "", "", t["output"]))
     lines = _aligned(rows)
     lines.append(held_out_line(t))
+    if tail:
+        lines.append(f"the {SHOWN_CLASSES // 2} largest and {SHOWN_CLASSES // 2} smallest of {len(manifest['classes']):,} "
+                     "classes by records read; every class's numbers are in manifest.json")
     return "\n".join(lines)
 
 
@@ -76,8 +104,13 @@ def histogram_table(doc: dict) -> str:
     rows = [tuple(header)]
     by_label = dict(doc["rejected"].get("by_label", {}))
     t = doc["totals"]
-    for c in doc["classes"]:
-        bad = by_label.pop(c["label"], 0)
+    bads = {c["label"]: by_label.pop(c["label"], 0) for c in doc["classes"]}
+    head, tail = shown_classes(doc["classes"])
+    for c in head + ([None] if tail else []) + tail:
+        if c is None:
+            rows.append(_more(doc["classes"], len(header)))
+            continue
+        bad = bads[c["label"]]
         row = [short_label(c["label"]), c["input"] + bad, bad, *held_out(c, test), c["train_input"],
                f"{c['train_input'] / max(1, t['train_input']):.1%}"]
         if clustered:
@@ -94,6 +127,9 @@ def histogram_table(doc: dict) -> str:
     lines = _aligned(rows)
     lines.append(held_out_line(t))
     classes = doc["classes"]
+    if tail:
+        lines.append(f"the {SHOWN_CLASSES // 2} largest and {SHOWN_CLASSES // 2} smallest of {len(classes):,} classes "
+                     "by records read; every class's numbers are in histogram.json")
     if classes:
         big = max(classes, key=lambda c: c["input"])
         small = min(classes, key=lambda c: c["input"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import apache_beam as beam
 import numpy as np
@@ -63,8 +64,12 @@ class FitKMeans:
 
     def __call__(self, item):
         label, sample = item
+        started = time.perf_counter()
         centroids = kmeans.fit_centroids(sample, self.k, hashing.seed_for(self.seed, label))
-        log.info("class %r: %d clusters fitted on %d sampled rows", short_label(label), len(centroids), len(sample))
+        seconds = time.perf_counter() - started
+        # a line per long fit: thousands of small classes would bury the progress lines
+        log.log(logging.INFO if seconds >= 1 else logging.DEBUG, "class %r: %d clusters fitted on %d sampled rows "
+                "in %.1fs", short_label(label), len(centroids), len(sample), seconds)
         return label, centroids
 
     @classmethod

@@ -89,7 +89,7 @@ class CacheWriter:
         for kind, tables in self.tables.items():
             if tables:
                 path = f"{self.folder}/{kind}-{stable_name(self.unit, self.flushes, tables)}.arrow"
-                write_ipc(path, tables)
+                write_ipc(path, tables, random_access=False)
                 self.written.append((kind, path))
                 tables.clear()
         self.bytes = 0
@@ -188,10 +188,14 @@ class ReadIntoCache(beam.PTransform):
 
 
 def good_batches(path: str, columns=None):
-    """The valid records of one cache file, batch by batch (see good_from_table)."""
+    """The valid records of one cache file as one batch (see good_from_table): the passes'
+    work per class is then done once per file, not once per batch it was written in (with
+    thousands of classes a batch holds a row or two of each). A file is at most about
+    FLUSH_BYTES."""
     with storage.open_read(path) as f:
-        for batch in pa.ipc.open_stream(f):
-            yield good_from_table(batch, columns)
+        table = pa.ipc.open_stream(f).read_all()
+    if table.num_rows:
+        yield good_from_table(table.combine_chunks().to_batches()[0], columns)
 
 
 def rejected_batches(path: str):

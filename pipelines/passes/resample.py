@@ -96,11 +96,20 @@ def payload_columns(good: dict, rows: np.ndarray, keep_embeddings: bool) -> dict
 
 
 class _SettleBoundary(beam.DoFn):
-    """All rows of one group's boundary bucket: sorted, the first `need` get the extra copy."""
+    """All rows of one group's boundary bucket: sorted, the first `need` get the extra copy.
+    A bundle's groups share one writer (files by size, not one per group); its files are
+    named from their rows, so a retried bundle writes the same ones."""
 
     def __init__(self, seed: int, keep_embeddings: bool, staging: str):
         self.seed, self.keep_embeddings, self.staging = seed, keep_embeddings, staging
         self.written = Metrics.counter(NS, "records_written")
+
+    def start_bundle(self):
+        self.writer = FragmentWriter(self.staging, unit="boundary")
+
+    def finish_bundle(self):
+        for fragment in self.writer.flush():
+            yield windowed(fragment)
 
     def process(self, item, plan):
         (label, cluster), batches = item
@@ -109,11 +118,11 @@ class _SettleBoundary(beam.DoFn):
         rule = cp.rules[cluster]
         u = hashing.decision(batch["key"], self.seed, hashing.COPIES)
         copies = selection.settle_boundary(u, batch["id"].astype(str), rule)
-        writer = FragmentWriter(self.staging, unit=("boundary", label, cluster))
         self.written.inc(int(copies.sum()))
         n = len(u)
-        write_train(writer, batch, np.arange(n), copies, np.full(n, cluster), cp, self.seed, self.keep_embeddings)
-        yield from writer.flush()
+        write_train(self.writer, batch, np.arange(n), copies, np.full(n, cluster), cp, self.seed,
+                    self.keep_embeddings)
+        yield from self.writer.drain()
 
 
 class _WriteRejected(beam.DoFn):
