@@ -34,7 +34,7 @@ Rows (`--rows`, default all):
                    accuracy), model.fit on a PyDataset that hands the same float32 [0, 255]
                    host batch (with one-hot labels and sample weights) every step: the
                    train step, host-to-device copy included, without decoding
-  train_parquet    the same model and fit on the trainer's own input, training.data.ParquetMixture
+  train_parquet    the same model and fit on the trainer's own input, training.mixtures.ParquetMixture
                    (one worker, as training.fit builds it), over Parquet shards of encoded
                    images written here with a manifest as pipelines.balance writes them
                    (DESIGN.md's contract: schema 2, id/label/image columns) and read back by
@@ -268,13 +268,13 @@ def train_memory_row(args, x_uint8: np.ndarray, classes: int, augment: bool = Tr
 
 
 def train_parquet_row(args, images: np.ndarray, classes: int, folder: str) -> dict:
-    from training import data
     from training import manifest as mf
+    from training import mixtures
 
     blobs = encode(images, args.image_format)
     ds = mf.load(write_shards(folder, images, blobs, classes))
     shares = [1.0 / classes] * classes
-    mixture = data.ParquetMixture(ds, "image", shares, np.ones(classes, np.float32), args.batch_size,
+    mixture = mixtures.ParquetMixture(ds, "image", shares, np.ones(classes, np.float32), args.batch_size,
                                   args.warmup + args.steps, seed=0, image_size=args.image_size, epoch=0)
     model = image_model(args, classes, train_records=sum(ds.train_input))
     row = fit_timed(model, mixture, args.warmup, args.steps)

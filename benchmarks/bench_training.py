@@ -304,8 +304,8 @@ def throughput() -> None:
     """Samples/s of the image path and of the embedding path (in this process)."""
     import keras
 
-    from training import data as tdata
     from training import manifest as mf
+    from training import mixtures
     from training import model as models
 
     img_out = os.path.join(os.path.dirname(DATA), "throughput_images")
@@ -320,7 +320,7 @@ def throughput() -> None:
     rows = []
     for inputs, size, batch, steps in (("image", 299, 32, 6), ("vector", 0, 256, 50)):
         shares = np.full(ds.classes, 1 / ds.classes)
-        stream = tdata.TFRecordMixture(ds, inputs, batch, steps + 12, 0, size).epoch(0, shares, np.ones(ds.classes))
+        stream = mixtures.TFRecordMixture(ds, inputs, batch, steps + 12, 0, size).epoch(0, shares, np.ones(ds.classes))
         it = iter(stream)
         next(it)
         t = time.perf_counter()

@@ -24,7 +24,7 @@ import os
 import keras
 import numpy as np
 
-from training import command, config, data, losses, remote, run_state
+from training import command, config, data, losses, mixtures, remote, run_state
 from training import manifest as mf
 from training import model as models
 from training.callbacks import EndOnAverage, RunProgbar, ValScores
@@ -144,16 +144,16 @@ def train(cfg: TrainConfig) -> list[dict]:
     correct = correct and sampler.mode == "dynamic"  # none: the shards as written
 
     if reader == "tfrecord":  # class streams for the whole run, resumed where the history left them
-        drawn = data.drawn_before(cfg.seed, run_state.shares_by_epoch(history), steps * cfg.batch_size,
+        drawn = mixtures.drawn_before(cfg.seed, run_state.shares_by_epoch(history), steps * cfg.batch_size,
                                   ds.classes)
-        mixture = data.TFRecordMixture(ds, inputs, cfg.batch_size, steps, cfg.seed, cfg.image_size, drawn)
+        mixture = mixtures.TFRecordMixture(ds, inputs, cfg.batch_size, steps, cfg.seed, cfg.image_size, drawn)
 
     def epoch_input(epoch: int, shares):
         """Epoch `epoch`'s batches: a function of (seed, epoch, shares, records drawn before)."""
         weights = sample_weights(shares, class_w, correct)
         if reader == "tfrecord":
             return mixture.epoch(epoch, shares, weights)
-        return data.ParquetMixture(ds, inputs, shares, weights, cfg.batch_size, steps, cfg.seed,
+        return mixtures.ParquetMixture(ds, inputs, shares, weights, cfg.batch_size, steps, cfg.seed,
                                    cfg.image_size, epoch)
 
     val = data.split_stream(ds, reader, inputs, 4 * cfg.batch_size, cfg.image_size)

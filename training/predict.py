@@ -32,7 +32,7 @@ from training import command, inputs, remote, run_state
 from training import model as models
 from training.data import model_pixels
 from training.metrics import SHOWN_CLASSES, Tally, format_report
-from transforms import images, records, sources, storage
+from transforms import images, records, remote_files, sources, storage
 from transforms.flag_parser import FlagParser
 from transforms.sources import INPUT_FORMATS
 
@@ -173,7 +173,7 @@ def run(argv: list[str] | None = None) -> dict:
     if args.top_k < 1 or args.batch_size < 1:
         raise ValueError(f"--top_k and --batch_size must be at least 1. Received: {args.top_k}, {args.batch_size}")
     if any(storage.is_remote(p) for p in (args.run, args.input, args.output)):
-        storage.configure()  # Beam's file systems, which read the input, with the environment's settings
+        remote_files.configure()  # Beam's file systems, which read the input, with the environment's settings
     folder = remote.RunFolder(args.run, args.cache_dir).pull([run_state.MODEL])
     model, labels = models.load(folder.path(run_state.MODEL))
     kind, size = models.input_kind(model)

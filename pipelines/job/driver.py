@@ -39,7 +39,7 @@ from pipelines.job import beam_memos
 from pipelines.job.flags import BalanceOptions, check_flags, runs_here, to_config
 from pipelines.outputs import output_dir, report
 from pipelines.outputs.report import short_label
-from transforms import image_folders, sources, storage
+from transforms import columnar_readers, image_folders, remote_files, sources, storage
 from transforms.sources import resolve_input
 
 log = logging.getLogger("pipelines.balance")
@@ -123,7 +123,7 @@ def configure(argv: list[str] | None, ap: argparse.ArgumentParser, demo_output: 
     known, _ = ap.parse_known_args(argv)
     check_flags(argv, ap)
     options = PipelineOptions(argv)
-    storage.configure(options)  # before the first FileSystems call: endpoints, credentials of the job's flags
+    remote_files.configure(options)  # before the first FileSystems call: endpoints, credentials of the job's flags
     bo = options.view_as(BalanceOptions)
     if known.input is None:
         output = known.output or os.path.join(known.demo_dir, demo_output)
@@ -139,7 +139,7 @@ def configure(argv: list[str] | None, ap: argparse.ArgumentParser, demo_output: 
     dry_run = str(options.view_as(TestOptions).dry_run).lower() == "true"
     output_dir.check_no_overlap(cfg.read.input, fmt == "images", cfg.output.folder)
     if not dry_run:  # a dry run translates the graph and never looks at OUT
-        if not storage.bucket_exists(cfg.output.folder):
+        if not remote_files.bucket_exists(cfg.output.folder):
             raise ValueError(f"--output {cfg.output.folder!r}: its bucket does not exist, or these credentials cannot "
                              "see it. Create the bucket first, or check the project and credentials.")
         output_dir.check_ours(cfg.output.folder, bo.overwrite)
@@ -156,7 +156,7 @@ def configure(argv: list[str] | None, ap: argparse.ArgumentParser, demo_output: 
                             "a class with no images; the job has no record of it, so it is not a class of the output")
     for w in warnings:
         log.warning(w)
-    dim = cfg.images.dim if cfg.payload == "image" else cfg.feature_dim or sources.schema_dim(cfg.read)
+    dim = cfg.images.dim if cfg.payload == "image" else cfg.feature_dim or columnar_readers.schema_dim(cfg.read)
     return Job(options, cfg, dim, dry_run, warnings)
 
 
