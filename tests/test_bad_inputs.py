@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import make_vectors, run_job, train_records
+from helpers import make_vectors, run_job, train_records
 
 from transforms.example_codec import tfrecord_frames
 

@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import BAD_ROWS, SIZES, read_manifest, run_job, train_records, write_parquet_corpus
+from helpers import BAD_ROWS, SIZES, read_manifest, run_job, train_records, write_parquet_corpus
 
 N_INPUT = sum(SIZES.values()) + len(BAD_ROWS)
 
@@ -104,6 +104,9 @@ def test_same_records_whatever_the_files_and_batch_sizes(balanced, tmp_path):
         assert pq.read_table(a).equals(pq.read_table(b))  # same rows, same order, same shard
 
 
+# make test runs the same DirectRunner multi_processing job, and compares its records, in
+# test_output_safety.py::test_duplicate_ids_give_the_same_records_and_bytes_on_any_batch_size_and_runner
+@pytest.mark.slow
 def test_multi_processing_mode_gives_identical_records(balanced, tmp_path):
     corpus, out, _ = balanced
     run_job(corpus, tmp_path / "mp", "--num_shards", "2", "--clusters_per_class", "3",
@@ -250,7 +253,7 @@ def test_output_is_complete_when_writers_flush_mid_bundle(tmp_path, parquet_corp
 
 def test_vector_column_types_and_dimension_sources(tmp_path):
     """list, large_list and fixed_size_list columns, and separate numeric columns, give the same records."""
-    from conftest import make_vectors
+    from helpers import make_vectors
 
     labels, x = make_vectors(dim=4)
     layouts = {

@@ -10,7 +10,7 @@ import sys
 import time
 
 import pytest
-from conftest import read_manifest, run_job, train_records, write_parquet_corpus
+from helpers import read_manifest, run_job, train_records, write_parquet_corpus
 
 BIG = {"a": 120_000, "b": 40_000, "c": 9_000, "d": 2_000}
 

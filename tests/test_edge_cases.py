@@ -8,7 +8,7 @@ import os
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import run_job, train_records
+from helpers import run_job, train_records
 from PIL import Image
 
 from pipelines.outputs.report import MAX_TICK_LABELS
@@ -29,6 +29,7 @@ def test_a_corpus_of_identical_records(tmp_path):
         c["label"]: c["output"] for c in m["classes"]}
 
 
+@pytest.mark.slow  # make test: tests/test_many_classes.py (3,000 classes), tests/test_rank_plots.py (the PNG)
 def test_a_thousand_classes(tmp_path):
     rows = [(f"class {i:04d}", [float(i), float(j)]) for i in range(1000) for j in range(3 if i else 40)]
     pq.write_table(pa.table({"label": [r[0] for r in rows], "features": [r[1] for r in rows]}),
@@ -40,7 +41,7 @@ def test_a_thousand_classes(tmp_path):
     assert {c["output"] for c in m["classes"]} == {m["classes"][0]["target"]}  # every class to one T
     counts = collections.Counter(r[1] for r in train_records(tmp_path / "out"))
     assert counts == {c["label"]: c["output"] for c in m["classes"]}
-    with Image.open(tmp_path / "out" / "report.png") as png:  # every 17th name: a readable width
+    with Image.open(tmp_path / "out" / "report.png") as png:  # a rank plot: one size at any class count
         assert png.format == "PNG" and 700 < png.size[0] <= 90 * (0.5 * MAX_TICK_LABELS + 6)
 
 

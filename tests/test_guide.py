@@ -10,6 +10,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 GUIDE = ROOT / "docs" / "GUIDE.md"
 
@@ -19,6 +21,7 @@ def blocks(text: str) -> list[tuple[str, str]]:
     return [(m.group(1), m.group(2)) for m in re.finditer(r"^```(bash|python)\n(.*?)^```", text, re.M | re.S)]
 
 
+@pytest.mark.heavy
 def test_the_guide_runs_as_written(tmp_path):
     text = GUIDE.read_text()
     found = blocks(text)

@@ -10,7 +10,7 @@ import os
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import BAD_ROWS, SIZES, read_manifest, run_job, write_parquet_corpus
+from helpers import BAD_ROWS, SIZES, read_manifest, run_job, write_parquet_corpus
 
 N_INPUT = sum(SIZES.values()) + len(BAD_ROWS)
 FLAGS = ("--clusters_per_class", "3", "--holdout_fraction", "0.2", "--seed", "5")

@@ -8,7 +8,7 @@ import os
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import SIZES, read_manifest, run_job, train_records, write_parquet_corpus
+from helpers import SIZES, read_manifest, run_job, train_records, write_parquet_corpus
 
 
 def split_rows(out, split):

@@ -14,69 +14,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import read_manifest, run_job
+from helpers import IMAGE_SIZES, bad_images, corpus_blobs, png, read_manifest, run_job, write_folder
 from PIL import Image
 
 from pipelines.inputs import image_reading
 from transforms import images
-
-SIZES = {"cat": 40, "dog": 12, "eel": 5}
-
-
-def png(rng, size=12, mode="RGB", fmt="PNG", shade=0) -> bytes:
-    arr = (rng.integers(0, 60, (size, size, 3)) + shade).clip(0, 255).astype(np.uint8)
-    img = Image.fromarray(arr, "RGB")
-    if mode != "RGB":
-        img = img.convert(mode)
-    buf = io.BytesIO()
-    img.save(buf, format=fmt)
-    return buf.getvalue()
-
-
-def corpus_blobs(seed=0, size=12):
-    rng = np.random.default_rng(seed)
-    out = []
-    for ci, (label, n) in enumerate(SIZES.items()):
-        for i in range(n):
-            out.append((label, f"{label}-{i}.png", png(rng, size, shade=60 * ci + 40 * (i % 2))))
-    return out
-
-
-def bad_images():
-    """(file name, bytes, reason fragment or None when the image must be accepted)."""
-    rng = np.random.default_rng(9)
-    good = png(rng)
-    cmyk = png(rng, mode="CMYK", fmt="JPEG")
-    i16 = io.BytesIO()
-    Image.fromarray((rng.integers(0, 65535, (12, 12))).astype(np.uint16)).save(i16, format="PNG")
-    assert Image.open(io.BytesIO(i16.getvalue())).mode.startswith("I")
-    huge = io.BytesIO()
-    Image.new("L", (400, 400)).save(huge, format="PNG")
-    tiff = io.BytesIO()
-    Image.new("RGB", (12, 12)).save(tiff, format="TIFF")
-    return [
-        ("zero.png", b"", "empty file (0 bytes)"),
-        ("truncated.png", good[: len(good) // 2], "truncated or corrupt"),
-        ("garbage.png", b"\x89PNG not really" * 10, "not an image Pillow can read"),
-        ("text.jpg", b"hello, I am text", "not an image Pillow can read"),
-        ("scan.png", tiff.getvalue(), "unsupported format TIFF"),  # named .png: Keras lists no .tiff
-        ("huge.png", huge.getvalue(), "over the cap of 100000"),
-        ("cmyk.jpg", cmyk, None),
-        ("deep.png", i16.getvalue(), None),
-        ("palette.png", png(rng, mode="P"), None),
-        ("alpha.png", png(rng, mode="RGBA"), None),
-        ("grey.gif", png(rng, mode="L", fmt="GIF"), None),
-        ("pic.bmp", png(rng, fmt="BMP"), None),
-        ("webp.png", png(rng, fmt="WEBP"), None),
-    ]
-
-
-def write_folder(root, blobs):
-    for label, name, data in blobs:
-        os.makedirs(os.path.join(root, label), exist_ok=True)
-        with open(os.path.join(root, label, name), "wb") as f:
-            f.write(data)
-    return str(root)
 
 
 def sha(b: bytes) -> str:
@@ -95,7 +37,7 @@ def test_image_folder_end_to_end_bytes_unchanged(tmp_path):
     m = run_job(folder, tmp_path / "out", "--input_format", "images", "--clusters_per_class", "2",
                 "--keep_embeddings")
     assert m["payload"] == {"kind": "image", "cluster_on": "thumbnail", "vector_dim": 256, "embedding": 256}
-    assert {c["label"]: c["input"] for c in m["classes"]} == SIZES
+    assert {c["label"]: c["input"] for c in m["classes"]} == IMAGE_SIZES
     assert len({c["output"] for c in m["classes"]}) == 1
     train = shard_images(str(tmp_path / "out"), m)
     src = {sha(b): label for label, _, b in blobs}
@@ -138,7 +80,7 @@ def test_bad_images_rejected_with_reasons_odd_modes_accepted(tmp_path):
     t = m["totals"]
     assert t["rejected"] == len(bad_images()) - accepted + 3
     assert t["read"] == len(blobs) + 3 == t["rejected"] + t["holdout"] + t["train_input"]
-    assert {c["label"]: c["input"] for c in m["classes"]}["dog"] == SIZES["dog"] + accepted
+    assert {c["label"]: c["input"] for c in m["classes"]}["dog"] == IMAGE_SIZES["dog"] + accepted
 
 
 def test_images_in_parquet_and_tfrecord(tmp_path):

@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
-from conftest import read_manifest, run_job, write_parquet_corpus
+from helpers import read_manifest, run_job, write_parquet_corpus
 
 # Integer labels (digits are a common class name; "007" keeps its leading zero) in the
 # default `both` layout; names that must be made safe for a path (two of them collide)

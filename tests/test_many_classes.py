@@ -9,7 +9,7 @@ import os
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from conftest import read_manifest, run_job, train_records
+from helpers import read_manifest, run_job, train_records
 
 CLASSES = 3000
 

@@ -14,10 +14,10 @@ import socket
 
 import object_stores
 import pytest
-from conftest import run_job, write_parquet_corpus
+from helpers import run_job, write_parquet_corpus
 
 from pipelines import parallel
-from transforms import storage
+from transforms import remote_files, storage
 
 STORES = ("gs", "s3")
 
@@ -27,7 +27,7 @@ def store(request, monkeypatch):
     s = object_stores.start(request.param)
     for k, v in s.env.items():
         monkeypatch.setenv(k, v)
-    storage.configure()  # this process's FileSystems: the environment just set
+    remote_files.configure()  # this process's FileSystems: the environment just set
     # The job's processes outlive a job in this test process; forked before the store's
     # environment was set, their workers would not reach it (a command line forks them anew).
     parallel.shutdown()

@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import read_manifest, run_job, train_records, write_parquet_corpus
+from helpers import read_manifest, run_job, train_records, write_parquet_corpus
 
 from pipelines.outputs import output_dir
 
@@ -259,7 +259,7 @@ def test_unknown_target_counts_label_stops_after_counting_before_kmeans(tmp_path
 
 
 def test_empty_class_folder_is_a_warning_in_the_summary(tmp_path, capsys):
-    from test_images import corpus_blobs, write_folder
+    from helpers import corpus_blobs, write_folder
 
     root = write_folder(tmp_path / "photos", corpus_blobs())
     os.makedirs(os.path.join(root, "ghost"))

@@ -10,7 +10,7 @@ import sys
 import sysconfig
 import tarfile
 
-from conftest import write_parquet_corpus
+from helpers import write_parquet_corpus
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

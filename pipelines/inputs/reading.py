@@ -64,7 +64,6 @@ class ReadStage(beam.DoFn):
         self.name, self.progress_seconds, self.count = name, progress_seconds, count
         self.read = Metrics.counter(NS, "records_read")
         self.rejected = Metrics.counter(NS, "records_rejected")
-        self.files_rejected = Metrics.counter(NS, "files_rejected")
 
     def setup(self):
         self.progress = Progress(self.name, self.progress_seconds)
@@ -90,8 +89,6 @@ class ReadStage(beam.DoFn):
     def emit_unreadable(self, e: sources.UnreadableFile, unit, reject: bool):
         """A file that cannot be read: the job fails naming it, or (`reject`) one rejected entry."""
         bad = unreadable(e, unit[0], reject)
-        if self.count:
-            self.files_rejected.inc(1)
         yield from self.emit(1, None, bad)
 
 
