@@ -187,7 +187,7 @@ class InFlight:
     def __init__(self, fn, pool, width: int, here=None):
         self.fn, self.pool, self.width, self.here = fn, pool, max(1, width), here
         self.pending: deque = deque()  # (element, side inputs, future or None), in submission order
-        self.shared: dict[int, tuple] = {}  # id(side input) -> (it, what is sent in its place)
+        self.shared: OrderedDict = OrderedDict()  # id(side input) -> (it, what is sent in its place), the last few
 
     def add(self, element, side: tuple):
         """Submits one call; yields the results that are ready: the oldest calls' that are
@@ -237,6 +237,8 @@ class InFlight:
                         f.write(data)
                     known = (value, _SideFile(path))
                 self.shared[id(value)] = known  # the value is kept: its id is not reused meanwhile
+                while len(self.shared) > 8:  # a new side input per bundle must not pile up here
+                    self.shared.popitem(last=False)
             sent.append(known[1])
         return tuple(sent)
 

@@ -32,6 +32,12 @@ def shown_classes(classes: list[dict]) -> tuple[list[dict], list[dict]]:
     return ranked[:half], ranked[-half:]
 
 
+def _listed(classes: list[dict]):
+    """The classes a table lists, in order, with None where the "more" row goes."""
+    head, tail = shown_classes(classes)
+    return head + ([None] if tail else []) + tail
+
+
 def _more(classes: list[dict], columns: int) -> tuple:
     """The row standing for the classes a table leaves out."""
     left = len(classes) - SHOWN_CLASSES
@@ -47,8 +53,7 @@ def summary_table(manifest: dict) -> str:
              "target", "written")]
     by_label = dict(manifest["rejected"].get("by_label", {}))
     bads = {c["label"]: by_label.pop(c["label"], 0) for c in manifest["classes"]}  # what is left: "(other)"
-    head, tail = shown_classes(manifest["classes"])
-    for c in head + ([None] if tail else []) + tail:
+    for c in _listed(manifest["classes"]):
         if c is None:
             rows.append(_more(manifest["classes"], len(rows[0])))
             continue
@@ -62,7 +67,7 @@ def summary_table(manifest: dict) -> str:
     rows.append(("TOTAL", t["read"], t["rejected"], *held_out(t, test), t["train_input"], "", "", t["output"]))
     lines = _aligned(rows)
     lines.append(held_out_line(t))
-    if tail:
+    if len(manifest["classes"]) > SHOWN_CLASSES:
         lines.append(f"the {SHOWN_CLASSES // 2} largest and {SHOWN_CLASSES // 2} smallest of {len(manifest['classes']):,} "
                      "classes by records read; every class's numbers are in manifest.json")
     return "\n".join(lines)
@@ -105,8 +110,7 @@ def histogram_table(doc: dict) -> str:
     by_label = dict(doc["rejected"].get("by_label", {}))
     t = doc["totals"]
     bads = {c["label"]: by_label.pop(c["label"], 0) for c in doc["classes"]}
-    head, tail = shown_classes(doc["classes"])
-    for c in head + ([None] if tail else []) + tail:
+    for c in _listed(doc["classes"]):
         if c is None:
             rows.append(_more(doc["classes"], len(header)))
             continue
@@ -127,7 +131,7 @@ def histogram_table(doc: dict) -> str:
     lines = _aligned(rows)
     lines.append(held_out_line(t))
     classes = doc["classes"]
-    if tail:
+    if len(classes) > SHOWN_CLASSES:
         lines.append(f"the {SHOWN_CLASSES // 2} largest and {SHOWN_CLASSES // 2} smallest of {len(classes):,} classes "
                      "by records read; every class's numbers are in histogram.json")
     if classes:
