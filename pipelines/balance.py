@@ -26,7 +26,7 @@ from pipelines.outputs import output_dir
 from pipelines.outputs.fragments import delete, mkdirs
 from pipelines.outputs.layout import STAGING, planned_paths
 from pipelines.outputs.manifest import finalize
-from pipelines.outputs.merge import merge_shard, shard_task
+from pipelines.outputs.merge import merge_shards, merge_task
 from pipelines.outputs.report import ids_note, summary_table
 from pipelines.parallel import ParallelMap
 from pipelines.passes.analysis import analyze
@@ -50,10 +50,11 @@ def build(p: beam.Pipeline, cfg: BalanceConfig, staging: str, dim, warnings=(), 
     return (
         (files.out, files.boundary, rejected)
         | "Pass4Resample" >> Resample(cfg.seed, cfg.output.keep_embeddings, scratch, plan)
-        | "ByShard" >> beam.Map(lambda f: (tuple(f[0]), f[1]))
+        | "ByMergeTask" >> beam.Map(lambda f, plan: (plan.merge_key(tuple(f[0])), (tuple(f[0]), f[1])), plan)
         | "GroupFragments" >> beam.GroupByKey()
-        | "Tasks" >> beam.Map(lambda group, plan: shard_task((group[0], list(group[1])), plan, formats), plan)
-        | "MergeShards" >> beam.ParDo(ParallelMap(merge_shard), out)
+        | "Tasks" >> beam.Map(lambda group, plan: merge_task(group[1], plan, formats), plan)
+        | "MergeShards" >> beam.ParDo(ParallelMap(merge_shards), out)
+        | "ShardInfos" >> beam.FlatMap(lambda infos: infos)
         | "CollectShards" >> beam.combiners.ToList()
         | "Finalize" >> beam.Map(finalize, plan, cfg, {"beam": beam.__version__, "warnings": list(warnings)},
                                  beam.pvalue.AsSingleton(counted), beam.pvalue.AsSingleton(a.duplicate_ids))

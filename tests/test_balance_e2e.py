@@ -371,7 +371,7 @@ def test_passes_over_the_cache_on_processes_write_the_same_files(balanced, tmp_p
         if processes == "0":
             assert submitted == []
     # the second run's units, cache files, fits and merges went to the processes, several cache files each pass
-    assert {"read_into_cache", "over_file", "FitKMeans", "merge_shard"} <= set(submitted) and submitted.count("over_file") > 6
+    assert {"read_into_cache", "over_file", "FitKMeans", "merge_shards"} <= set(submitted) and submitted.count("over_file") > 6
     assert runs["0"] == runs["2"] and sum(f.endswith(".gz") for f in runs["2"][0]) > 4
     assert runs["2"][2]["read"] == N_INPUT
 

@@ -65,3 +65,44 @@ def test_output_table_sorts_by_order_and_keeps_rows_whole(tmp_path):
     assert x[0].tolist() == [36.0, 37.0, 38.0, 39.0]  # r9's features travelled with it
     assert out.column("label_text").to_pylist() == ["a"] * 10
     assert out.schema.field("features").type == pa.list_(pa.float32(), 4)
+
+
+def test_small_shards_of_many_classes_pack_into_groups_and_large_ones_stay_alone():
+    from pipelines.outputs.merge import GROUP_SHARDS, SMALL_SHARD_BYTES, merge_groups
+
+    small = (1, 1000)
+    sizes = [small] * (GROUP_SHARDS + 3) + [(4, 10_000)] + [(1, SMALL_SHARD_BYTES)] + [small] * 2
+    groups = merge_groups(sizes)
+    assert groups[:GROUP_SHARDS] == [0] * GROUP_SHARDS  # at most GROUP_SHARDS shards a group
+    assert groups[GROUP_SHARDS:GROUP_SHARDS + 3] == [1] * 3
+    assert groups[GROUP_SHARDS + 3:GROUP_SHARDS + 5] == [-1, -1]  # several shards; one large shard
+    assert groups[-2:] == [1, 1]  # the group goes on after them, in index order
+    assert merge_groups([(1, 600_000)] * 60) == [i // 27 for i in range(60)]  # bounded by GROUP_BYTES (16 MiB)
+
+
+def test_a_group_task_reads_each_staging_file_once_and_writes_each_shard_its_rows(tmp_path, monkeypatch):
+    from pipelines.outputs import fragments
+    from pipelines.outputs.merge import ShardTask, merge_shards
+
+    w = FragmentWriter(str(tmp_path / "staging"), flush_bytes=800)  # several files, each with many classes
+    for index in range(40):
+        w.add_split("train", index, np.zeros(index % 3 + 1, np.int64), columns(index % 3 + 1, start=10 * index))
+    reported = w.flush()
+    files = {f.path for _, f, _ in reported}
+    assert len(files) > 2
+    opened = []
+    real = fragments.storage.open_read
+    monkeypatch.setattr(fragments.storage, "open_read", lambda p: opened.append(p) or real(p))
+    by_dest = {}
+    for dest, fragment, _ in reported:
+        by_dest.setdefault(dest, []).append(fragment)
+    tasks = [ShardTask(dest, frags, {"parquet": f"parquet/train/c{dest[1]}.parquet"}, {"features": 4},
+                       {0: f"c{dest[1]}"}) for dest, frags in sorted(by_dest.items())]
+    infos = merge_shards(tasks, str(tmp_path / "out"))
+    assert sorted(opened) == sorted(files)  # each file once, for the 40 shards
+    import pyarrow.parquet as pq
+
+    for index, info in enumerate(infos):
+        assert info["dest"] == ["train", index, 0] and info["records"] == index % 3 + 1
+        ids = pq.read_table(tmp_path / "out" / f"parquet/train/c{index}.parquet").column("id").to_pylist()
+        assert sorted(ids) == [f"r{10 * index + i}" for i in range(index % 3 + 1)]

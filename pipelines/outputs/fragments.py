@@ -178,9 +178,21 @@ def write_ipc(path: str, tables: list[pa.Table], random_access: bool = True) -> 
 
 def read_fragments(fragments: list[Fragment]) -> pa.Table:
     """A destination's rows from its fragments (record batches of staging files)."""
-    batches = []
-    for path, first, count in sorted(fragments):
+    return read_fragment_groups([fragments])[0]
+
+
+def read_fragment_groups(groups: list[list[Fragment]]) -> list[pa.Table | None]:
+    """Several destinations' rows, each from its fragments, each staging file opened once;
+    None for a destination without fragments."""
+    wanted: dict[str, list[tuple[int, Fragment]]] = {}
+    for i, fragments in enumerate(groups):
+        for fragment in fragments:
+            wanted.setdefault(fragment.path, []).append((i, fragment))
+    batches: dict[tuple[int, Fragment], list] = {}
+    for path in sorted(wanted):
         with storage.open_read(path) as f:
             reader = pa.ipc.open_file(f)
-            batches += [reader.get_batch(i) for i in range(first, first + count)]
-    return pa.Table.from_batches(batches)
+            for i, fragment in wanted[path]:
+                batches[i, fragment] = [reader.get_batch(b) for b in range(fragment.first, fragment.first + fragment.count)]
+    return [pa.Table.from_batches([b for fragment in sorted(fragments) for b in batches[i, fragment]])
+            if fragments else None for i, fragments in enumerate(groups)]

@@ -1,11 +1,12 @@
-"""A shard's fragments merged into its files: `shard_task` (in the worker: the shard's part of
-the plan), then `merge_shard` (on a job process: read, sorted by hash, written as Parquet and
-TFRecord)."""
+"""Shards' fragments merged into their files: `merge_task` (in the worker: each shard's part of
+the plan), then `merge_shards` (on a job process: read, sorted by hash, written as Parquet and
+TFRecord). Small shards of many classes go in one task (`merge_groups`), so the tasks, the
+files opened and the log lines grow with the bytes written, not with the classes."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from functools import partial
 from typing import NamedTuple
 
@@ -19,7 +20,13 @@ from pipelines.outputs.formats import (
     write_atomic,
     write_parquet,
 )
-from pipelines.outputs.fragments import mkdirs, read_fragments, row_schema
+from pipelines.outputs.fragments import (
+    Fragment,
+    mkdirs,
+    read_fragment_groups,
+    read_fragments,
+    row_schema,
+)
 from pipelines.outputs.layout import HELD_OUT, shard_paths
 from transforms.records import REJECTED_SCHEMA, jsonl_bytes
 
@@ -49,13 +56,51 @@ def shard_task(group: tuple, plan, formats) -> ShardTask:
     return ShardTask(dest, fragments, shard_paths(dest, plan, formats), plan.payload, labels)
 
 
-def merge_shard(task: ShardTask, out: str) -> dict:
-    """A shard's fragments -> its final file(s) in OUT. Returns the shard's metadata."""
-    # No local name holds the fragments' table: write_shard frees it once sorted.
-    return write_shard(task, read_fragments(task.fragments) if task.fragments else None, out)
+GROUP_BYTES = 16 << 20  # a group task's shards together, about
+GROUP_SHARDS = 512  # and at most this many of them
+SMALL_SHARD_BYTES = 1 << 20  # a class's shard under this is merged in a group
 
 
-def write_shard(task: ShardTask, table, out: str) -> dict:
+def merge_groups(shard_bytes: Sequence[tuple[int, int]]) -> list[int]:
+    """Per class, in index order, (shards, bytes of each shard) -> its merge group, or -1
+    for a class whose shards are merged one task each. Classes of one small shard are
+    packed in index order into groups of up to GROUP_BYTES and GROUP_SHARDS."""
+    groups, group, size, members = [], -1, 0, GROUP_SHARDS
+    for shards, nbytes in shard_bytes:
+        if shards != 1 or nbytes >= SMALL_SHARD_BYTES:
+            groups.append(-1)
+            continue
+        if members >= GROUP_SHARDS or size + nbytes > GROUP_BYTES:
+            group, size, members = group + 1, 0, 0
+        groups.append(group)
+        size, members = size + nbytes, members + 1
+    return groups
+
+
+def merge_task(fragments: Iterable[tuple[tuple, Fragment]], plan, formats) -> list[ShardTask]:
+    """(dest, fragment) pairs of one merge task (a shard, or a group of small ones) -> a
+    ShardTask per shard, in dest order."""
+    by_dest: dict[tuple, list] = {}
+    for dest, fragment in fragments:
+        by_dest.setdefault(tuple(dest), []).append(fragment)
+    return [shard_task((dest, by_dest[dest]), plan, formats) for dest in sorted(by_dest)]
+
+
+def merge_shards(tasks: list[ShardTask], out: str) -> list[dict]:
+    """Shards' fragments -> their final file(s) in OUT, each staging file read once for the
+    task. Returns each shard's metadata."""
+    if len(tasks) == 1:  # no local name holds the fragments' table: write_shard frees it once sorted
+        return [write_shard(tasks[0], read_fragments(tasks[0].fragments) if tasks[0].fragments else None, out)]
+    tables = read_fragment_groups([t.fragments for t in tasks])
+    infos = [write_shard(t, tables[i], out, quiet=True) for i, t in enumerate(tasks)]
+    first, last = infos[0]["paths"], infos[-1]["paths"]
+    fmt = next(iter(first))
+    log.info("wrote %d shards, %s .. %s (%d records)", len(infos), first[fmt], last[fmt],
+             sum(i["records"] for i in infos))
+    return infos
+
+
+def write_shard(task: ShardTask, table, out: str, quiet: bool = False) -> dict:
     dest, paths = task.dest, task.paths
     if dest[0] == "rejected":
         table = table if table is not None else REJECTED_SCHEMA.empty_table()
@@ -69,7 +114,8 @@ def write_shard(task: ShardTask, table, out: str) -> dict:
         # Parquet streams into the file; TFRecord is encoded whole, then written.
         _write(out, rel, partial(write_parquet, table) if fmt == "parquet" else tfrecord_bytes(table))
     clusters, counts = np.unique(table.column("cluster").to_numpy(), return_counts=True)
-    log.info("wrote %s (%d records)", " + ".join(paths.values()), table.num_rows)
+    if not quiet:
+        log.info("wrote %s (%d records)", " + ".join(paths.values()), table.num_rows)
     return {"dest": list(dest), "records": table.num_rows, "paths": paths,
             "clusters": {int(c): int(n) for c, n in zip(clusters, counts, strict=True)}}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 import numpy as np
@@ -13,6 +13,7 @@ import numpy as np
 from pipelines.config import as_flags
 from pipelines.errors import JobError
 from pipelines.outputs.layout import HELD_OUT, class_dirs, payload_schema, sort_labels
+from pipelines.outputs.merge import merge_groups
 from transforms import plan as planning
 from transforms import selection
 
@@ -44,6 +45,7 @@ class ClassPlan:
     shards: int
     clusters: tuple[ClusterQuota, ...]
     rules: dict  # cluster -> selection rule (how many copies of which rows)
+    merge_group: int = -1  # small shards of many classes merge in one task (outputs.merge.merge_groups)
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,14 @@ class Plan:
 
     def of_index(self, index: int) -> ClassPlan:
         return self.classes[self.order[index]]
+
+    def merge_key(self, dest: tuple) -> tuple:
+        """The merge task a destination's fragments go to: its class's group, or its own."""
+        if dest[0] == "train":
+            group = self.of_index(dest[1]).merge_group
+            if group >= 0:
+                return ("group", group)
+        return tuple(dest)
 
 
 def make_plan(histograms, models: dict, cfg, dim: int) -> Plan:
@@ -104,6 +114,9 @@ def make_plan(histograms, models: dict, cfg, dim: int) -> Plan:
                            for c, (n, q) in enumerate(zip(cp.cluster_sizes, cp.quotas, strict=True))),
             rules=rules,
         )
+    groups = merge_groups([(cp.shards, cp.target * _row_bytes(models[label]) // cp.shards)
+                           for label, cp in classes.items()])
+    classes = {label: replace(cp, merge_group=g) for (label, cp), g in zip(classes.items(), groups, strict=True)}
     held_bytes = {split: sum(_row_bytes(models[x]) * getattr(classes[x], split) for x in labels) for split in HELD_OUT}
     log.info("plan (%s): %d classes, %d training records -> %d to write", cfg.plan.strategy, len(classes),
              sum(c.train for c in classes.values()), sum(c.target for c in classes.values()))
