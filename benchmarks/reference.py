@@ -104,7 +104,7 @@ def fit_class(x, keys, rows, label: str, k: int, m: int, seed: int) -> np.ndarra
     s = hashing.decision(keys[rows], seed, hashing.SAMPLE)
     pick = np.argpartition(s, m - 1)[:m] if len(rows) > m else np.arange(len(rows))
     pick = pick[np.argsort(s[pick], kind="stable")]  # hash order, as the job's sample
-    return kmeans.fit_centroids(x[rows[pick]], k, hashing.seed_for(seed, label))
+    return kmeans.fit_centroids(x[rows[pick]], k, lambda: hashing.seed_for(seed, label))
 
 
 def assign(x, rows, centroids) -> np.ndarray:

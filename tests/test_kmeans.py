@@ -29,6 +29,20 @@ def test_k_is_capped_by_distinct_points():
     assert len(kmeans.fit_centroids(np.ones((5, 2), np.float32), 8, seed=0)) == 1
 
 
+def test_a_sample_of_at_most_k_distinct_rows_is_its_own_centroids_without_a_fit():
+    rng = np.random.default_rng(4)
+    rows = rng.normal(size=(6, 3)).astype(np.float32)
+    x = rows[rng.integers(0, 6, 40)]  # 40 rows, 6 distinct (or fewer): past the 4k head of distinct_rows
+    seeds = []
+    c = kmeans.fit_centroids(x, 8, seed=lambda: seeds.append(1) or 0)
+    distinct = np.unique(x, axis=0)
+    assert c.tobytes() == distinct[np.lexsort(distinct.T[::-1])].tobytes()  # the rows, bit for bit, sorted
+    assert not seeds  # no fit ran, so no seed was derived
+    assert np.array_equal(kmeans.assign(x, c), [np.flatnonzero((c == r).all(1))[0] for r in x])  # each row its own
+    assert kmeans.exact_centroids(rng.normal(size=(9, 3)).astype(np.float32), 8) is None  # 9 distinct: a fit
+    assert kmeans.exact_centroids(np.concatenate([rows] * 20 + [rows[:1] + 1]), 6) is None  # 7 distinct in 121 rows
+
+
 def test_inertia_close_to_full_kmeans():
     from sklearn.cluster import KMeans
 

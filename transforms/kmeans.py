@@ -26,22 +26,44 @@ def distinct_rows(x: np.ndarray, limit: int) -> int:
     return limit if head >= limit else min(limit, len(np.unique(rows)))
 
 
-def fit_centroids(sample: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """Centroids (k_c, D) for one class, k_c = min(k, distinct rows of the sample).
+def exact_centroids(sample: np.ndarray, k: int) -> np.ndarray | None:
+    """The centroids of a sample with at most k distinct rows: those rows (lexicographic
+    order), the exact optimum (every row its own cluster, zero inertia); None when the
+    sample has more than k distinct rows and needs a fit.
+
+    No fit is run for such a class (thousands of tiny classes in a long tail would pay
+    scikit-learn's ~5 ms per fit each); MiniBatchKMeans would return about the same points,
+    off by a few ulps, or now and then merge two rows into one centroid."""
+    sample = np.asarray(sample, dtype=np.float32)
+    if len(sample) == 0:
+        raise ValueError("cannot fit k-means on an empty sample")
+    if len(sample) > 4 * k and distinct_rows(sample, k + 1) > k:  # no np.unique of a large sample
+        return None
+    rows = np.unique(sample, axis=0)
+    if len(rows) > k:
+        return None
+    return np.ascontiguousarray(rows[np.lexsort(rows.T[::-1])])
+
+
+def fit_centroids(sample: np.ndarray, k: int, seed) -> np.ndarray:
+    """Centroids (k_c, D) for one class, k_c = min(k, distinct rows of the sample): the
+    rows themselves when there are at most k of them (`exact_centroids`), else
+    MiniBatchKMeans's.
 
     Args:
       sample: the class's k-means sample, in hash order (so the fit is reproducible).
       k: clusters asked for.
-      seed: the class's seed (see hashing.seed_for).
+      seed: the class's seed (see hashing.seed_for), or a function that returns it (called
+        only when a fit runs).
     """
     from sklearn.cluster import MiniBatchKMeans
 
+    exact = exact_centroids(sample, k)
+    if exact is not None:
+        return exact
     sample = np.asarray(sample, dtype=np.float32)
-    if len(sample) == 0:
-        raise ValueError("cannot fit k-means on an empty sample")
-    k_c = distinct_rows(sample, k)
-    if k_c <= 1:
-        return sample.mean(axis=0, keepdims=True).astype(np.float32)
+    k_c = k
+    seed = seed() if callable(seed) else seed
     model = MiniBatchKMeans(
         n_clusters=k_c,
         random_state=seed,

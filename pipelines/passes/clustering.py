@@ -65,7 +65,7 @@ class FitKMeans:
     def __call__(self, item):
         label, sample = item
         started = time.perf_counter()
-        centroids = kmeans.fit_centroids(sample, self.k, hashing.seed_for(self.seed, label))
+        centroids = kmeans.fit_centroids(sample, self.k, lambda: hashing.seed_for(self.seed, label))
         seconds = time.perf_counter() - started
         # a line per long fit: thousands of small classes would bury the progress lines
         log.log(logging.INFO if seconds >= 1 else logging.DEBUG, "class %r: %d clusters fitted on %d sampled rows "
