@@ -92,7 +92,7 @@ def histogram_doc(histograms, models: dict, plan: dict, by_label: dict, read_tot
                   cfg, dim) -> dict:
     """Everything histogram.json holds (plain data; see the module docstring)."""
     sizes: dict[str, dict[int, int]] = {label: {} for label in models}
-    for (label, cluster), h in histograms:
+    for (label, cluster), h in histograms.items():
         sizes[label][cluster] = int(h.sum())
     labels = sort_labels(models)
     planned = plan.classes if isinstance(plan, Plan) else {}

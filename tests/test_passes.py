@@ -38,7 +38,8 @@ def test_summaries_count_each_class_and_hash_every_id():
         summaries.add(b)
     outputs = summaries.outputs()
     assert {o.tag for o in outputs} == {"partials", "ids"}
-    stats = {label: s.extract() for label, s in tagged(outputs, "partials")}
+    (partials,) = tagged(outputs, "partials")  # one element for every class
+    stats = {label: s.extract() for label, s in partials.items()}
     assert {k: (s.count, s.nbytes) for k, s in stats.items()} == {k: (n, n * 3 * 4) for k, n in SIZES.items()}
     for label, s in stats.items():
         split = RULE.split(good["key"][good["label"] == label], s.max_hold)
@@ -57,7 +58,7 @@ def test_summaries_size_image_payloads_with_and_without_embeddings():
     labels = list(good["label"])
     want = {k: sum(10 * (i + 1) for i, x in enumerate(labels) if x == k) for k in ("a", "b")}
     for keep, extra in ((False, 0), (True, 16)):
-        stats = dict(tagged(Summaries(RULE, keep).add(good).outputs(), "partials"))
+        (stats,) = tagged(Summaries(RULE, keep).add(good).outputs(), "partials")
         assert {k: s.extract().nbytes for k, s in stats.items()} == {
             k: v + extra * labels.count(k) for k, v in want.items()}
 
@@ -106,14 +107,14 @@ def test_bucket_histograms_count_train_rows_per_cluster_and_hash_bucket():
     good = records.concat(batches)
     centroids = {"a": np.array([[-5, 0, 0], [5, 0, 0]], np.float32)}  # "b", "c": one cluster
     models = class_models(batches, RULE, centroids)
-    one, counters = bucket_histograms([good], RULE, models)
+    (one,), counters = bucket_histograms([good], RULE, models)  # one dict for every (class, cluster)
     assert counters == {}
     parts = {}
     for b in batches:
-        for key, h in bucket_histograms([b], RULE, models)[0]:
+        for key, h in bucket_histograms([b], RULE, models)[0][0].items():
             parts[key] = parts[key] + h if key in parts else h
-    assert sorted(parts) == sorted(k for k, _ in one) == [("a", 0), ("a", 1), ("b", 0), ("c", 0)]
-    for key, h in one:
+    assert sorted(parts) == sorted(one) == [("a", 0), ("a", 1), ("b", 0), ("c", 0)]
+    for key, h in one.items():
         np.testing.assert_array_equal(parts[key], h)
     rows = train_rows(good, models, "a")
     cluster = (good["features"][rows][:, 0] > 0).astype(int)  # the nearer of the two centroids
@@ -121,5 +122,5 @@ def test_bucket_histograms_count_train_rows_per_cluster_and_hash_bucket():
     u = hashing.decision(good["key"][rows], RULE.seed, hashing.COPIES)
     for c in (0, 1):
         want = np.bincount(selection.bucket_of(u[cluster == c], bits), minlength=1 << bits)
-        np.testing.assert_array_equal(dict(one)[("a", c)], want)
-    assert bits == 2 and dict(one)[("b", 0)].tolist() == [models["b"]["train"]]
+        np.testing.assert_array_equal(one[("a", c)], want)
+    assert bits == 2 and one[("b", 0)].tolist() == [models["b"]["train"]]

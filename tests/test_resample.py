@@ -26,7 +26,7 @@ RULE = CFG.holdout
 def setup_pass(sizes=None, parts=3):
     batches = valid_batches(sizes or {"a": 3000, "b": 40}, dim=3, parts=parts, seed=1)
     models = class_models(batches, RULE)
-    plan = make_plan(bucket_histograms(batches, RULE, models)[0], models, CFG, 3)
+    plan = make_plan(bucket_histograms(batches, RULE, models)[0][0], models, CFG, 3)
     return batches, models, plan
 
 

@@ -23,17 +23,18 @@ def pipeline():
 
 
 def class_models(p, data):
-    """Passes 1 and 2 as the job chains them: counts, then centroids from the samples."""
+    """Passes 1 and 2 as the job chains them: counts, then centroids from the samples; the
+    models (one dict) as (label, model) items."""
     counts = (p | "Data1" >> beam.Create(data)
               | "Summarise" >> beam.FlatMap(lambda b: [o.value for o in Summaries(CFG.holdout, False)
                                                        .add(b).outputs() if o.tag == "partials"])
               | "Counts" >> ClassCounts())
-    cents = beam.pvalue.AsDict(
+    cents = beam.pvalue.AsSingleton(
         p | "Data2" >> beam.Create(data)  # each batch stands for a cache file
         | beam.FlatMap(lambda b, c: sample_candidates([b], CFG.holdout, CFG.plan.kmeans_sample, c, 3)[0],
-                       beam.pvalue.AsDict(counts))
+                       beam.pvalue.AsSingleton(counts))
         | ClassCentroids(2, CFG.seed))
-    return counts | beam.Map(with_centroids, cents)
+    return counts | beam.Map(with_centroids, cents) | beam.FlatMap(lambda models: sorted(models.items()))
 
 
 def test_class_models_count_and_fit_per_class():
@@ -77,6 +78,6 @@ def test_cluster_histograms_add_up_to_the_train_rows():
                 | beam.FlatMap(lambda b, m: bucket_histograms([b], CFG.holdout, m)[0],
                                beam.pvalue.AsDict(p | "M" >> beam.Create(list(models.items()))))
                 | ClusterHistograms()
-                | beam.Map(lambda kv: (kv[0][0], int(kv[1].sum())))
+                | beam.FlatMap(lambda sums: [(label, int(h.sum())) for (label, _), h in sums.items()])
                 | beam.CombinePerKey(sum))
         assert_that(hist, equal_to([("a", models["a"]["train"]), ("b", models["b"]["train"])]))

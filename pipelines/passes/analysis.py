@@ -47,22 +47,22 @@ class Analysis:
 
     over_cache: Callable  # over_cache(n, work, *side, count=False, tags=()) -> (outputs, rejected, total read)
     dim: Any  # the vector length: an int, or a side input when the corpus decides it
-    counts: beam.PCollection  # (label, {count, train, val, test, max_hold, bytes})
-    models: Any  # side input: label -> counts and centroids
-    histograms: beam.PCollection  # one list of ((label, cluster), hash-bucket histogram)
+    counts: beam.PCollection  # one dict: label -> {count, train, val, test, max_hold, bytes}
+    models: Any  # side input, one dict: label -> counts and centroids
+    histograms: beam.PCollection  # one dict: (label, cluster) -> hash-bucket histogram
     rejected: beam.PCollection  # rejected batches of pass 3
     read_total: beam.PCollection  # one element: records pass 3 read
     duplicate_ids: beam.PCollection  # one element: valid records whose id repeats another's
 
 
-def check_targets(counts: list, strategy: str, target, target_counts: dict) -> list:
+def check_targets(counts: dict, strategy: str, target, target_counts: dict) -> dict:
     """The class counts, once the strategy, --target and --target_counts are known to fit them.
 
     Every check that needs only the train size per class (unknown labels in
     --target_counts, a single class, over-sampling asked to shrink a class) runs here,
     after the counting pass; the clusters only change how big the targets are.
     """
-    train = {label: c["train"] for label, c in counts}
+    train = {label: c["train"] for label, c in counts.items()}
     try:
         planning.resolve_targets({x: train[x] for x in sort_labels(train)}, strategy,
                                  None if target == "max" else target, target_counts)
@@ -111,22 +111,21 @@ def analyze(p: beam.Pipeline, cfg: BalanceConfig, staging: str, dim, resample: b
         return out, out.rejected, out.counted | f"Pass{n}Done" >> reading.PassDone(names[n])
 
     _ = counted | "Pass1Done" >> reading.PassDone(names[1])
+    # The class counts, centroids, models and histograms are each one dict (one element),
+    # so thousands of classes cost no more Beam elements than ten.
     counts = summaries.partials | "Pass1ClassCounts" >> ClassCounts()
     if resample:  # the balance job stops here on a spec the class counts refute
-        counts = (counts | "AllClasses" >> beam.combiners.ToList()
-                  | "CheckTargets" >> beam.FlatMap(check_targets, cfg.plan.strategy, cfg.plan.target, cfg.plan.target_counts))
+        counts = counts | "CheckTargets" >> beam.Map(check_targets, cfg.plan.strategy, cfg.plan.target,
+                                                     cfg.plan.target_counts)
     duplicate_ids = summaries.ids | "Pass1DuplicateIds" >> DuplicateIds()
     centroids = None
     if cfg.plan.clusters > 1:  # the random strategies resample each class as one group
-        out, _, _ = over_cache(2, sample_candidates, rule, cfg.plan.kmeans_sample, beam.pvalue.AsDict(counts), dim)
-        centroids = beam.pvalue.AsDict(out.out | "Pass2Centroids" >> ClassCentroids(
+        out, _, _ = over_cache(2, sample_candidates, rule, cfg.plan.kmeans_sample, beam.pvalue.AsSingleton(counts),
+                               dim)
+        centroids = beam.pvalue.AsSingleton(out.out | "Pass2Centroids" >> ClassCentroids(
             cfg.plan.clusters, rule.seed))
-    models = beam.pvalue.AsDict(counts | "ClassModels" >> beam.Map(with_centroids, centroids))
+    models = beam.pvalue.AsSingleton(counts | "ClassModels" >> beam.Map(with_centroids, centroids))
 
     out, rejected, read_total = over_cache(3, bucket_histograms, rule, models, count=not resample)
-    histograms = (
-        out.out
-        | "Pass3ClusterHistograms" >> ClusterHistograms()
-        | "CollectHistograms" >> beam.combiners.ToList()
-    )
+    histograms = out.out | "Pass3ClusterHistograms" >> ClusterHistograms()
     return Analysis(over_cache, dim, counts, models, histograms, rejected, read_total, duplicate_ids)

@@ -80,8 +80,8 @@ class FitKMeans:
 
 
 class ClassCentroids(beam.PTransform):
-    """(label, candidates) from `sample_candidates` -> (label, centroids): the bottom-m
-    sample per class, MiniBatchKMeans on it.
+    """(label, candidates) from `sample_candidates` -> one dict, label -> centroids: the
+    bottom-m sample per class, MiniBatchKMeans on it.
 
     Knowing each class's size (pass 1), only rows whose sample hash falls under a
     class-size-aware threshold leave the workers: about m rows per class in all,
@@ -97,9 +97,10 @@ class ClassCentroids(beam.PTransform):
             candidates
             | "BottomM" >> beam.CombinePerKey(_BottomMFn())
             | "FitKMeans" >> beam.ParDo(ParallelMap(FitKMeans(self.k, self.seed), here=FitKMeans.fit_here))
+            | "AllCentroids" >> beam.combiners.ToDict()
         )
 
 
-def with_centroids(item, centroids):
-    label, counts = item
-    return label, {**counts, "centroids": centroids.get(label) if centroids else None}
+def with_centroids(counts: dict, centroids) -> dict:
+    """The class models: {label: counts and "centroids" (None without k-means)}."""
+    return {label: {**c, "centroids": centroids.get(label) if centroids else None} for label, c in counts.items()}

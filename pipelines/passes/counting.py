@@ -1,4 +1,4 @@
-"""Pass 1's stages: per-class partials and id hashes of each batch (`Summaries`), the class counts (`ClassCounts`) and the repeated ids (`DuplicateIds`)."""
+"""Pass 1's stages: per-class partials and id hashes of each unit (`Summaries`), the class counts (`ClassCounts`, one dict) and the repeated ids (`DuplicateIds`)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 
+from pipelines.outputs.layout import sort_labels
 from transforms import hashing, records
 from transforms.stats import ClassStats, HoldoutRule
 
@@ -27,10 +28,12 @@ class Summaries:
         return self
 
     def outputs(self) -> list:
-        """("partials", (label, ClassStats)) per class and ("ids", (bucket, id hashes)) per bucket."""
+        """("partials", {label: ClassStats}): one element for all the classes seen (with
+        thousands of classes, one element a class would cost more in Beam than the counting),
+        and ("ids", (bucket, id hashes)) per bucket."""
         ids = id_buckets(np.concatenate(self.ids)) if self.ids else []
-        return ([beam.pvalue.TaggedOutput("partials", item) for item in self.stats.items()]
-                + [beam.pvalue.TaggedOutput("ids", item) for item in ids])
+        return ([beam.pvalue.TaggedOutput("partials", self.stats)] if self.stats else []) + [
+            beam.pvalue.TaggedOutput("ids", item) for item in ids]
 
 
 class _Summarise(beam.DoFn):
@@ -73,18 +76,38 @@ class MergeableFn(beam.CombineFn):
         return out
 
 
-class _ClassStatsFn(MergeableFn):
+class _ClassStatsFn(beam.CombineFn):
+    """{label: ClassStats} partials -> {label: counts}, every class in one dict (in label order)."""
+
+    def create_accumulator(self):
+        return {}
+
+    def add_input(self, acc, partials):
+        for label, stats in partials.items():
+            acc[label] = acc[label].merge(stats) if label in acc else stats
+        return acc
+
+    def merge_accumulators(self, accs):
+        out = {}
+        for acc in accs:
+            self.add_input(out, acc)
+        return out
+
     def extract_output(self, acc):
-        s = acc.extract()
-        return {"count": s.count, "train": s.train, "val": s.val, "test": s.test, "max_hold": s.max_hold,
-                "bytes": s.nbytes}
+        return {label: counts_of(acc[label].extract()) for label in sort_labels(acc)}
+
+
+def counts_of(s) -> dict:
+    return {"count": s.count, "train": s.train, "val": s.val, "test": s.test, "max_hold": s.max_hold,
+            "bytes": s.nbytes}
 
 
 class ClassCounts(beam.PTransform):
-    """(label, ClassStats) partials -> (label, {count, train, val, test, max_hold, bytes}): small, per class."""
+    """{label: ClassStats} partials -> one element, {label: {count, train, val, test, max_hold,
+    bytes}} for every class: a few numbers a class, so one dict even at 100,000 classes."""
 
     def expand(self, partials):
-        return partials | "Combine" >> beam.CombinePerKey(_ClassStatsFn()).with_hot_key_fanout(8)
+        return partials | "Combine" >> beam.CombineGlobally(_ClassStatsFn())
 
 
 ID_BUCKETS_BITS = 6  # 64 buckets: at 1e9 records about 125 MB of id hashes per bucket

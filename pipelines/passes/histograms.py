@@ -21,8 +21,8 @@ def split_and_assign(good: dict, models: dict, rule: HoldoutRule):
 
 
 def bucket_histograms(batches, rule: HoldoutRule, models: dict, unit=None):
-    """Pass 3 over some valid batches (a cache file): ((label, cluster), hash-bucket histogram
-    of its train rows), summed over the batches. Returns (outputs, counters), as a
+    """Pass 3 over some valid batches (a cache file): one dict, (label, cluster) -> hash-bucket
+    histogram of its train rows, summed over the batches. Returns (outputs, counters), as a
     CachePass's work does."""
     found: dict[tuple, np.ndarray] = {}
     for good in batches:
@@ -33,18 +33,31 @@ def bucket_histograms(batches, rule: HoldoutRule, models: dict, unit=None):
                 h = selection.bucket_histogram(u[clusters == c], bits)
                 key = (label, int(c))
                 found[key] = h if key not in found else found[key] + h
-    return list(found.items()), {}
+    return ([found] if found else []), {}
 
 
-def _add_arrays(arrays):
-    total = None
-    for a in arrays:
-        total = a.copy() if total is None else total + a
-    return total
+class _SumHistograms(beam.CombineFn):
+    def create_accumulator(self):
+        return {}
+
+    def add_input(self, acc, part):
+        for key, h in part.items():
+            acc[key] = acc[key] + h if key in acc else h.copy()
+        return acc
+
+    def merge_accumulators(self, accs):
+        out = {}
+        for acc in accs:
+            self.add_input(out, acc)
+        return out
+
+    def extract_output(self, acc):
+        return acc
 
 
 class ClusterHistograms(beam.PTransform):
-    """((label, cluster), histogram) parts from `bucket_histograms` -> one sum per group."""
+    """{(label, cluster): histogram} parts from `bucket_histograms` (one a cache file) -> one
+    dict of the sums: the plan needs them all in one place anyway."""
 
     def expand(self, parts):
-        return parts | "Sum" >> beam.CombinePerKey(_add_arrays).with_hot_key_fanout(8)
+        return parts | "Sum" >> beam.CombineGlobally(_SumHistograms())

@@ -78,7 +78,7 @@ class Plan:
 def make_plan(histograms, models: dict, cfg, dim: int) -> Plan:
     """Quotas, copy rules and shard counts from the pass-2 histograms."""
     hist = defaultdict(dict)
-    for (label, cluster), h in histograms:
+    for (label, cluster), h in histograms.items():
         hist[label][cluster] = h
     labels = sort_labels(models)
     missing = [x for x in labels if x not in hist]
