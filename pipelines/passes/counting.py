@@ -76,15 +76,20 @@ class MergeableFn(beam.CombineFn):
         return out
 
 
-class _ClassStatsFn(beam.CombineFn):
-    """{label: ClassStats} partials -> {label: counts}, every class in one dict (in label order)."""
+class KeyedMergeFn(beam.CombineFn):
+    """Dicts of partial values -> one dict, the values of a key merged by `merge(a, b)`
+    (one element for thousands of keys, where per-key elements would cost more in Beam
+    than the work)."""
+
+    def merge(self, a, b):
+        raise NotImplementedError
 
     def create_accumulator(self):
         return {}
 
-    def add_input(self, acc, partials):
-        for label, stats in partials.items():
-            acc[label] = acc[label].merge(stats) if label in acc else stats
+    def add_input(self, acc, part):
+        for key, value in part.items():
+            acc[key] = self.merge(acc[key], value) if key in acc else value
         return acc
 
     def merge_accumulators(self, accs):
@@ -92,6 +97,16 @@ class _ClassStatsFn(beam.CombineFn):
         for acc in accs:
             self.add_input(out, acc)
         return out
+
+    def extract_output(self, acc):
+        return acc
+
+
+class _ClassStatsFn(KeyedMergeFn):
+    """{label: ClassStats} partials -> {label: counts}, every class in one dict (in label order)."""
+
+    def merge(self, a, b):
+        return a.merge(b)
 
     def extract_output(self, acc):
         return {label: counts_of(acc[label].extract()) for label in sort_labels(acc)}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import apache_beam as beam
 import numpy as np
 
+from pipelines.passes.counting import KeyedMergeFn
 from transforms import hashing, kmeans, records, selection
 from transforms.stats import TEST, TRAIN, VAL, HoldoutRule
 
@@ -36,23 +37,9 @@ def bucket_histograms(batches, rule: HoldoutRule, models: dict, unit=None):
     return ([found] if found else []), {}
 
 
-class _SumHistograms(beam.CombineFn):
-    def create_accumulator(self):
-        return {}
-
-    def add_input(self, acc, part):
-        for key, h in part.items():
-            acc[key] = acc[key] + h if key in acc else h.copy()
-        return acc
-
-    def merge_accumulators(self, accs):
-        out = {}
-        for acc in accs:
-            self.add_input(out, acc)
-        return out
-
-    def extract_output(self, acc):
-        return acc
+class _SumHistograms(KeyedMergeFn):
+    def merge(self, a, b):
+        return a + b  # a new array: the inputs stay as they were
 
 
 class ClusterHistograms(beam.PTransform):
