@@ -50,9 +50,9 @@ def build(p: beam.Pipeline, cfg: BalanceConfig, staging: str, dim, warnings=(), 
     return (
         (files.out, files.boundary, rejected)
         | "Pass4Resample" >> Resample(cfg.seed, cfg.output.keep_embeddings, scratch, plan)
-        | "ByMergeTask" >> beam.Map(lambda f, plan: (plan.merge_key(tuple(f[0])), (tuple(f[0]), f[1])), plan)
         | "GroupFragments" >> beam.GroupByKey()
-        | "Tasks" >> beam.Map(lambda group, plan: merge_task(group[1], plan, formats), plan)
+        | "Tasks" >> beam.Map(lambda group, plan: merge_task([f for part in group[1] for f in part], plan, formats),
+                              plan)
         | "MergeShards" >> beam.ParDo(ParallelMap(merge_shards), out)
         | "ShardInfos" >> beam.FlatMap(lambda infos: infos)
         | "CollectShards" >> beam.combiners.ToList()

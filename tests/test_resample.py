@@ -13,7 +13,7 @@ from pipelines.config import BalanceConfig
 from pipelines.outputs.fragments import read_fragments
 from pipelines.passes.histograms import bucket_histograms
 from pipelines.passes.plan import make_plan
-from pipelines.passes.resample import resample
+from pipelines.passes.resample import boundary_part, resample
 from transforms import hashing, records, selection
 from transforms.stats import TEST, TRAIN, VAL
 
@@ -35,9 +35,20 @@ def gathered(outputs) -> dict:
     parts = collections.defaultdict(list)
     for o in outputs:
         if hasattr(o, "tag"):
-            key, batch = o.value
-            parts[key].append(batch)
+            part, rows = o.value
+            for label, in_class in records.group_rows(rows["label"]):
+                for cluster in np.unique(rows["cluster"][in_class]):
+                    assert part == boundary_part(0 if label == "a" else 1, int(cluster))
+                    group = records.take(rows, in_class[rows["cluster"][in_class] == cluster])
+                    parts[label, int(cluster)].append({k: v for k, v in group.items() if k != "cluster"})
     return {k: records.concat(v) for k, v in parts.items()}
+
+
+def fragments_of(outputs) -> list[tuple]:
+    """(dest, fragment, rows) of the fragments among `outputs` (elements of (merge key,
+    [(dest, fragment), ...]))."""
+    return [(dest, fragment, read_fragments([fragment]).num_rows)
+            for o in outputs if not hasattr(o, "tag") for dest, fragment in o[1]]
 
 
 def test_resample_writes_exact_quotas_with_the_boundary_rows_left_to_settle(tmp_path):
@@ -46,7 +57,7 @@ def test_resample_writes_exact_quotas_with_the_boundary_rows_left_to_settle(tmp_
     assert {c.shards for c in plan.classes.values()} == {3}  # --num_shards
     assert selection.bucket_bits(models["a"]["train"]) == 2 and selection.bucket_bits(models["b"]["train"]) == 0
     outputs, counts = resample(iter(batches), RULE, False, str(tmp_path), models, plan, unit="cache-1")
-    fragments = [o for o in outputs if not hasattr(o, "tag")]
+    fragments = fragments_of(outputs)
     boundary = gathered(outputs)
     assert {o.tag for o in outputs if hasattr(o, "tag")} <= {"boundary"}
 
@@ -84,7 +95,9 @@ def test_resample_fragments_hold_the_rows_their_destinations_name(tmp_path):
     for label, rows in records.group_rows(good["label"]):
         split.update(zip(good["id"][rows], RULE.split(good["key"][rows], models[label]["max_hold"]), strict=True))
     copies = collections.Counter()
-    for dest, fragment, n in (o for o in outputs if not hasattr(o, "tag")):
+    for key, pairs in (o for o in outputs if not hasattr(o, "tag")):
+        assert all(plan.merge_key(dest) == key for dest, _ in pairs)  # each fragment goes to its merge task
+    for dest, fragment, n in fragments_of(outputs):
         kind, index, shard = dest
         table = read_fragments([fragment])
         shards = plan.of_index(index).shards if kind == "train" else plan.held_shards(kind)
@@ -123,7 +136,7 @@ def test_resample_does_not_depend_on_how_the_batches_are_cut(tmp_path):
     def summary(batches, folder):
         outputs, counts = resample(iter(batches), RULE, False, str(folder), models, plan)
         rows = collections.Counter()
-        for dest, fragment, _ in (o for o in outputs if not hasattr(o, "tag")):
+        for dest, fragment, _ in fragments_of(outputs):
             t = read_fragments([fragment])
             rows.update((dest, i, o) for i, o in zip(t.column("id").to_pylist(), t.column("order").to_pylist(),
                                                      strict=True))

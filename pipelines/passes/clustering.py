@@ -8,6 +8,7 @@ import time
 import apache_beam as beam
 import numpy as np
 
+from pipelines.bulk import Bulk
 from pipelines.outputs.report import short_label
 from pipelines.parallel import ParallelMap
 from pipelines.passes.counting import MergeableFn
@@ -103,4 +104,5 @@ class ClassCentroids(beam.PTransform):
 
 def with_centroids(counts: dict, centroids) -> dict:
     """The class models: {label: counts and "centroids" (None without k-means)}."""
-    return {label: {**c, "centroids": centroids.get(label) if centroids else None} for label, c in counts.items()}
+    return Bulk({label: {**c, "centroids": centroids.get(label) if centroids else None}
+                 for label, c in counts.items()})

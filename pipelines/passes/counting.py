@@ -6,6 +6,7 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 
+from pipelines.bulk import Bulk
 from pipelines.outputs.layout import sort_labels
 from transforms import hashing, records
 from transforms.stats import ClassStats, HoldoutRule
@@ -32,7 +33,7 @@ class Summaries:
         thousands of classes, one element a class would cost more in Beam than the counting),
         and ("ids", (bucket, id hashes)) per bucket."""
         ids = id_buckets(np.concatenate(self.ids)) if self.ids else []
-        return ([beam.pvalue.TaggedOutput("partials", self.stats)] if self.stats else []) + [
+        return ([beam.pvalue.TaggedOutput("partials", Bulk(self.stats))] if self.stats else []) + [
             beam.pvalue.TaggedOutput("ids", item) for item in ids]
 
 
@@ -77,15 +78,15 @@ class MergeableFn(beam.CombineFn):
 
 
 class KeyedMergeFn(beam.CombineFn):
-    """Dicts of partial values -> one dict, the values of a key merged by `merge(a, b)`
-    (one element for thousands of keys, where per-key elements would cost more in Beam
-    than the work)."""
+    """Dicts of partial values -> one dict (a Bulk), the values of a key merged by
+    `merge(a, b)` (one element for thousands of keys, where per-key elements would cost
+    more in Beam than the work)."""
 
     def merge(self, a, b):
         raise NotImplementedError
 
     def create_accumulator(self):
-        return {}
+        return Bulk()
 
     def add_input(self, acc, part):
         for key, value in part.items():
@@ -93,7 +94,7 @@ class KeyedMergeFn(beam.CombineFn):
         return acc
 
     def merge_accumulators(self, accs):
-        out = {}
+        out = Bulk()
         for acc in accs:
             self.add_input(out, acc)
         return out
@@ -109,7 +110,7 @@ class _ClassStatsFn(KeyedMergeFn):
         return a.merge(b)
 
     def extract_output(self, acc):
-        return {label: counts_of(acc[label].extract()) for label in sort_labels(acc)}
+        return Bulk({label: counts_of(acc[label].extract()) for label in sort_labels(acc)})
 
 
 def counts_of(s) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import apache_beam as beam
 import numpy as np
 
+from pipelines.bulk import Bulk
 from pipelines.passes.counting import KeyedMergeFn
 from transforms import hashing, kmeans, records, selection
 from transforms.stats import TEST, TRAIN, VAL, HoldoutRule
@@ -34,7 +35,7 @@ def bucket_histograms(batches, rule: HoldoutRule, models: dict, unit=None):
                 h = selection.bucket_histogram(u[clusters == c], bits)
                 key = (label, int(c))
                 found[key] = h if key not in found else found[key] + h
-    return ([found] if found else []), {}
+    return ([Bulk(found)] if found else []), {}
 
 
 class _SumHistograms(KeyedMergeFn):

@@ -26,14 +26,17 @@ def resample(batches, rule: HoldoutRule, keep_embeddings: bool, staging: str, mo
              unit: str | None = None):
     """Pass 4 over some valid batches (a cache file): copies of each train row by its group's
     rule, val and test rows as they are, into fragments. Returns (outputs, counters), as a
-    CachePass's work does: the fragments written, and ("boundary", ((label, cluster), rows))
-    for the rows of boundary buckets, which are settled per group. `unit`: the cache file's
+    CachePass's work does: the fragments written, as (merge key, [(dest, fragment), ...])
+    per merge task (`by_merge_task`), and ("boundary", (part, rows)): the rows of the boundary
+    buckets of the groups in each part (`boundary_part`), as one batch with their cluster, to
+    be settled per group. `unit`: the cache file's
     name, from which the fragments are named."""
     seed = rule.seed
     writer = FragmentWriter(staging, unit=unit)
-    boundary = []
+    boundary: dict[int, list] = {}  # part -> rows of boundary buckets (with their cluster), a batch per batch
     counts = {"records_holdout": 0, "records_train_input": 0, "records_written": 0}
     for good in batches:
+        pending_rows: dict[int, list] = {}  # part -> (rows, their cluster) of the groups in it
         for label, _, held, train, clusters in split_and_assign(good, models, rule):
             cp = plan.classes[label]
             counts["records_holdout"] += len(held[VAL]) + len(held[TEST])
@@ -51,8 +54,32 @@ def resample(batches, rule: HoldoutRule, keep_embeddings: bool, staging: str, mo
             write_train(writer, good, train[done], copies[done], clusters[done], cp, seed, keep_embeddings)
             for c in np.unique(clusters[pending]):
                 rows = train[pending & (clusters == c)]
-                boundary.append(beam.pvalue.TaggedOutput("boundary", ((label, int(c)), records.take(good, rows))))
-    return writer.flush() + boundary, counts
+                pending_rows.setdefault(boundary_part(cp.index, int(c)), []).append((rows, int(c)))
+        for part, groups in pending_rows.items():
+            batch = records.take(good, np.concatenate([rows for rows, _ in groups]))
+            batch["cluster"] = np.concatenate([np.full(len(rows), c, np.int32) for rows, c in groups])
+            boundary.setdefault(part, []).append(batch)
+    return (by_merge_task(writer.flush(), plan)
+            + [beam.pvalue.TaggedOutput("boundary", (part, records.concat(boundary[part]))) for part in sorted(boundary)]
+            ), counts
+
+
+BOUNDARY_PARTS = 32  # boundary rows travel keyed by one of this many parts, not by their group
+
+
+def boundary_part(index: int, cluster: int) -> int:
+    """The part a group's boundary rows are gathered in (a Beam key): with thousands of
+    classes, one key a group would cost more in Beam than settling the groups."""
+    return (index * 61 + cluster) % BOUNDARY_PARTS
+
+
+def by_merge_task(fragments, plan) -> list[tuple]:
+    """Fragments written -> (merge key, [(dest, fragment), ...]) per merge task they feed
+    (plan.merge_key): one element per task and flush, not one per destination."""
+    tasks: dict[tuple, list] = {}
+    for dest, fragment, _ in fragments:
+        tasks.setdefault(plan.merge_key(dest), []).append((dest, fragment))
+    return sorted(tasks.items())
 
 
 def write_train(writer, good, rows, copies, clusters, cp, seed: int, keep_embeddings: bool):
@@ -96,33 +123,39 @@ def payload_columns(good: dict, rows: np.ndarray, keep_embeddings: bool) -> dict
 
 
 class _SettleBoundary(beam.DoFn):
-    """All rows of one group's boundary bucket: sorted, the first `need` get the extra copy.
-    A bundle's groups share one writer (files by size, not one per group); its files are
-    named from their rows, so a retried bundle writes the same ones."""
+    """All rows of the boundary buckets of one part's groups, settled group by group. A
+    bundle's groups share one writer (files by size, not one
+    per group); its files are named from their rows, so a retried bundle writes the same
+    ones."""
 
     def __init__(self, seed: int, keep_embeddings: bool, staging: str):
         self.seed, self.keep_embeddings, self.staging = seed, keep_embeddings, staging
         self.written = Metrics.counter(NS, "records_written")
 
     def start_bundle(self):
-        self.writer = FragmentWriter(self.staging, unit="boundary")
+        self.writer, self.plan = FragmentWriter(self.staging, unit="boundary"), None
 
     def finish_bundle(self):
-        for fragment in self.writer.flush():
-            yield windowed(fragment)
+        for task in by_merge_task(self.writer.flush(), self.plan):
+            yield windowed(task)
 
     def process(self, item, plan):
-        (label, cluster), batches = item
-        batch = records.concat(list(batches))
-        cp = plan.classes[label]
-        rule = cp.rules[cluster]
+        self.plan = plan
+        _, batches = item
+        rows = records.concat(list(batches))
+        for label, in_class in records.group_rows(rows["label"]):
+            for cluster in np.unique(rows["cluster"][in_class]):
+                self.settle(records.take(rows, in_class[rows["cluster"][in_class] == cluster]), label, int(cluster))
+        yield from by_merge_task(self.writer.drain(), plan)
+
+    def settle(self, batch: dict, label: str, cluster: int) -> None:
+        """One group's boundary bucket: its rows sorted, the first `need` get the extra copy."""
+        cp = self.plan.classes[label]
         u = hashing.decision(batch["key"], self.seed, hashing.COPIES)
-        copies = selection.settle_boundary(u, batch["id"].astype(str), rule)
+        copies = selection.settle_boundary(u, batch["id"].astype(str), cp.rules[cluster])
         self.written.inc(int(copies.sum()))
         n = len(u)
-        write_train(self.writer, batch, np.arange(n), copies, np.full(n, cluster), cp, self.seed,
-                    self.keep_embeddings)
-        yield from self.writer.drain()
+        write_train(self.writer, batch, np.arange(n), copies, np.full(n, cluster), cp, self.seed, self.keep_embeddings)
 
 
 class _WriteRejected(beam.DoFn):
@@ -133,17 +166,25 @@ class _WriteRejected(beam.DoFn):
         self.writer = FragmentWriter(self.staging)
 
     def process(self, bad):
-        self.writer.add(("rejected", 0, 0), bad)
-        yield from self.writer.drain()
+        self.writer.add(REJECTED, bad)
+        yield from self._tasks(self.writer.drain())
 
     def finish_bundle(self):
-        for fragment in self.writer.flush():
-            yield windowed(fragment)
+        for task in self._tasks(self.writer.flush()):
+            yield windowed(task)
+
+    @staticmethod
+    def _tasks(fragments) -> list[tuple]:
+        return [(REJECTED, [(REJECTED, fragment) for _, fragment, _ in fragments])] if fragments else []
+
+
+REJECTED = ("rejected", 0, 0)  # the rejected records' destination: one file, its own merge task
 
 
 class Resample(beam.PTransform):
-    """Pass 4's rest: (fragments and boundary rows from `resample`, rejected batches) -> fragments
-    (dest, path, rows): the boundary rows settled per group, the rejected rows written."""
+    """Pass 4's rest: (fragments and boundary rows from `resample`, rejected batches) ->
+    (merge key, [(dest, fragment), ...]): the boundary rows settled per group, the rejected
+    rows written."""
 
     def __init__(self, seed: int, keep_embeddings: bool, staging: str, plan):
         super().__init__()
