@@ -86,3 +86,26 @@ def test_class_size_aware_threshold_keeps_the_exact_bottom_m():
     got_keys, _ = acc.extract()
     assert np.array_equal(got_keys, np.sort(u)[:m])  # the exact bottom-m of the whole class
     assert sample_fraction(m, 10) == 1.0
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.integers(0, 6), min_size=1, max_size=300), st.sampled_from([(0.1, 0.0), (0.3, 0.2), (0.0, 0.5)]))
+def test_many_classes_at_once_equal_one_class_at_a_time(classes, fractions):
+    """ClassStats.of_classes and HoldoutRule.split_classes (a whole batch, hashed once) give what
+    ClassStats.add and HoldoutRule.split give class by class: the passes use them on batches of
+    thousands of classes."""
+    rule = HoldoutRule(seed=5, val_fraction=fractions[0], test_fraction=fractions[1])
+    codes = np.array(classes)
+    keys = np.random.default_rng(len(classes)).integers(0, 1 << 62, len(codes)).astype(np.uint64)
+    keys[len(keys) // 2:] = keys[: len(keys) - len(keys) // 2]  # repeated keys: ties on the largest hash
+    row_bytes = (codes + 1) * 10
+    every = ClassStats.of_classes(rule, codes, 7, keys, row_bytes)
+    max_holds = []
+    for c in range(7):
+        one = ClassStats(rule).add(keys[codes == c], nbytes=int(row_bytes[codes == c].sum())) if (codes == c).any() \
+            else ClassStats(rule)
+        assert vars(every[c]) == vars(one)
+        max_holds.append(one.max_hold)
+    split = rule.split_classes(keys, codes, max_holds)
+    for c in range(7):
+        np.testing.assert_array_equal(split[codes == c], rule.split(keys[codes == c], max_holds[c]))

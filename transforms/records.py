@@ -215,9 +215,16 @@ def _set(reasons: np.ndarray, mask: np.ndarray, text: str) -> None:
     reasons[mask] = text
 
 
-def group_rows(labels: np.ndarray) -> list[tuple[str, np.ndarray]]:
-    """(label, row positions) per distinct label of a batch, in label order; one sort."""
+def label_codes(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(distinct labels in label order, each row's index into them)."""
     uniq, inverse = np.unique(np.asarray(labels).astype(str), return_inverse=True)
+    return uniq, inverse.ravel()
+
+
+def group_rows(labels: np.ndarray, codes=None) -> list[tuple[str, np.ndarray]]:
+    """(label, row positions) per distinct label of a batch, in label order; one sort.
+    `codes`: label_codes(labels), where the caller has them."""
+    uniq, inverse = codes if codes is not None else label_codes(labels)
     order = np.argsort(inverse, kind="stable")
     bounds = np.searchsorted(inverse[order], np.arange(len(uniq) + 1))
     return [(str(u), order[bounds[i]:bounds[i + 1]]) for i, u in enumerate(uniq)]

@@ -49,11 +49,17 @@ class HoldoutRule:
 
     def split(self, keys: np.ndarray, max_hold: int) -> np.ndarray:
         """TRAIN, VAL or TEST per record; `max_hold` is its class's largest hold-out hash."""
+        return self.split_classes(keys, np.zeros(len(keys), np.int64), [max_hold])
+
+    def split_classes(self, keys: np.ndarray, codes: np.ndarray, max_holds) -> np.ndarray:
+        """TRAIN, VAL or TEST per record of many classes at once: `codes` gives each record's
+        class, `max_holds[code]` that class's largest hold-out hash (-1: none seen yet)."""
         hold = self.hashes(keys)
         val, test = self.thresholds
         out = np.where(hold < val, VAL, np.where(hold < test, TEST, TRAIN)).astype(np.int8)
-        if max_hold >= 0:  # -1: no record seen yet
-            out[hold == np.uint64(max_hold)] = TRAIN
+        known = np.array([m >= 0 for m in max_holds], bool)
+        tops = np.array([m if m >= 0 else 0 for m in max_holds], np.uint64)
+        out[known[codes] & (hold == tops[codes])] = TRAIN
         return out
 
 
@@ -101,6 +107,30 @@ class ClassStats:
         elif other.max_hold == self.max_hold:
             self.max_count += other.max_count
         return self
+
+    @staticmethod
+    def of_classes(rule: HoldoutRule, codes: np.ndarray, n: int, keys: np.ndarray,
+                   row_bytes: np.ndarray) -> list[ClassStats]:
+        """One ClassStats per class code 0 .. n-1 of the records (`codes`, their `keys` and
+        payload bytes): what `add` on each class's records gives, in one pass over them all."""
+        hold = rule.hashes(keys)
+        val, test = rule.thresholds
+        count = np.bincount(codes, minlength=n)
+        below_val = np.bincount(codes[hold < val], minlength=n)
+        below_test = np.bincount(codes[hold < test], minlength=n)
+        top = np.zeros(n, np.uint64)
+        np.maximum.at(top, codes, hold)
+        at_top = np.bincount(codes[hold == top[codes]], minlength=n)
+        nbytes = np.bincount(codes, weights=row_bytes, minlength=n)
+        out = []
+        for i in range(n):
+            s = ClassStats(rule)
+            s.count, s.nbytes, s.below_val, s.below_test = int(count[i]), int(nbytes[i]), int(below_val[i]), \
+                int(below_test[i])
+            if s.count:
+                s.max_hold, s.max_count = int(top[i]), int(at_top[i])
+            out.append(s)
+        return out
 
     def extract(self) -> ClassSummary:
         train, val, test = self.count - self.below_test, self.below_val, self.below_test - self.below_val

@@ -12,7 +12,8 @@ from pipelines.bulk import Bulk
 from pipelines.outputs.report import short_label
 from pipelines.parallel import ParallelMap
 from pipelines.passes.counting import MergeableFn
-from transforms import hashing, kmeans, records
+from pipelines.passes.histograms import split_classes
+from transforms import hashing, kmeans
 from transforms.sampling import BottomM
 from transforms.stats import TRAIN, HoldoutRule
 
@@ -35,14 +36,13 @@ def sample_candidates(batches, rule: HoldoutRule, m: int, counts: dict, dim: int
     Returns (outputs, counters), as a CachePass's work does."""
     found: dict[str, BottomM] = {}
     for good in batches:
-        for label, rows in records.group_rows(good["label"]):
-            c = counts[label]
-            keys = good["key"][rows]
-            train = rule.split(keys, c["max_hold"]) == TRAIN
-            u = hashing.decision(keys, rule.seed, hashing.SAMPLE)
-            keep = train & (u < hashing.fraction_threshold(sample_fraction(m, c["train"])))
+        groups, split = split_classes(good, counts, rule)
+        sample = hashing.decision(good["key"], rule.seed, hashing.SAMPLE)
+        for label, rows in groups:
+            u = sample[rows]
+            keep = (split[rows] == TRAIN) & (u < hashing.fraction_threshold(sample_fraction(m, counts[label]["train"])))
             if keep.any():
-                found.setdefault(label, BottomM(m, dim)).add(u[keep], good["features"][rows][keep])
+                found.setdefault(label, BottomM(m, dim)).add(u[keep], good["features"][rows[keep]])
     return [(label, b.compact()) for label, b in found.items()], {}
 
 

@@ -22,8 +22,9 @@ class Summaries:
         self.ids: list[np.ndarray] = []
 
     def add(self, good: dict) -> Summaries:
-        for label, rows in records.group_rows(good["label"]):
-            stats = ClassStats(self.rule).add(good["key"][rows], nbytes=payload_bytes(good, rows, self.keep_embeddings))
+        labels, codes = records.label_codes(good["label"])
+        every = ClassStats.of_classes(self.rule, codes, len(labels), good["key"], row_bytes(good, self.keep_embeddings))
+        for label, stats in zip(labels.tolist(), every, strict=True):
             self.stats[label] = self.stats[label].merge(stats) if label in self.stats else stats
         self.ids.append(hashing.hash_strings(pa.array(list(good["id"]), pa.string())))
         return self
@@ -52,12 +53,14 @@ def summarise(good, rule: HoldoutRule, keep_embeddings: bool):
                                                                                             main="none")
 
 
-def payload_bytes(good: dict, rows: np.ndarray, keep_embeddings: bool) -> int:
-    """Bytes the rows' payload takes in a shard (sizes the shards)."""
+def row_bytes(good: dict, keep_embeddings: bool) -> np.ndarray:
+    """Bytes each row's payload takes in a shard (sizes the shards)."""
+    x = good["features"]
+    vector = np.full(len(x), x.itemsize * (x.shape[1] if x.ndim > 1 else 1), np.int64)
     if "image" not in good:
-        return int(good["features"][rows].nbytes)
-    n = sum(len(b) for b in good["image"][rows])
-    return n + (int(good["features"][rows].nbytes) if keep_embeddings else 0)
+        return vector
+    images = np.fromiter((len(b) for b in good["image"]), np.int64, len(good["image"]))
+    return images + vector if keep_embeddings else images
 
 
 class MergeableFn(beam.CombineFn):

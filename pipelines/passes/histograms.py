@@ -11,11 +11,20 @@ from transforms import hashing, kmeans, records, selection
 from transforms.stats import TEST, TRAIN, VAL, HoldoutRule
 
 
+def split_classes(good: dict, models: dict, rule: HoldoutRule) -> tuple[list, np.ndarray]:
+    """The batch's classes, (label, rows) each in label order, and every row's split (TRAIN,
+    VAL or TEST), hashed once for the whole batch."""
+    codes = records.label_codes(good["label"])
+    split = rule.split_classes(good["key"], codes[1], [models[label]["max_hold"] for label in codes[0].tolist()])
+    return records.group_rows(good["label"], codes), split
+
+
 def split_and_assign(good: dict, models: dict, rule: HoldoutRule):
     """Per class in the batch: (label, model, {VAL: rows, TEST: rows}, train rows, their clusters)."""
-    for label, rows in records.group_rows(good["label"]):
+    groups, splits = split_classes(good, models, rule)
+    for label, rows in groups:
         model = models[label]
-        split = rule.split(good["key"][rows], model["max_hold"])
+        split = splits[rows]
         train = rows[split == TRAIN]
         c = model["centroids"]
         clusters = kmeans.assign(good["features"][train], c) if c is not None else np.zeros(len(train), np.int32)
