@@ -69,7 +69,8 @@ def test_read_into_cache_writes_valid_and_rejected_files_and_summaries(tmp_path)
     assert list(bad["reason"]) == ["label is missing", "features contain NaN, inf or a missing value",
                                    "feature vector has 3 values, expected 2"]
 
-    partials = {label: s.extract() for label, s in tagged(result, "partials")}
+    (every,) = tagged(result, "partials")  # one dict for all the unit's classes
+    partials = {label: s.extract() for label, s in every.items()}
     assert {k: (s.count, s.nbytes) for k, s in partials.items()} == {"a": (2, 16), "b": (2, 16)}
     ids = np.concatenate([h for _, h in tagged(result, "ids")])
     assert len(ids) == 4 and len(set(ids.tolist())) == 4

@@ -55,12 +55,13 @@ class Analysis:
     duplicate_ids: beam.PCollection  # one element: valid records whose id repeats another's
 
 
-def check_targets(counts: dict, strategy: str, target, target_counts: dict) -> dict:
+def check_targets(counts: dict, strategy: str, target, target_counts: dict, read=None) -> dict:
     """The class counts, once the strategy, --target and --target_counts are known to fit them.
 
     Every check that needs only the train size per class (unknown labels in
     --target_counts, a single class, over-sampling asked to shrink a class) runs here,
-    after the counting pass; the clusters only change how big the targets are.
+    after the counting pass; the clusters only change how big the targets are. `read`
+    (pass 1's total, unused) orders the check after pass 1's progress line.
     """
     train = {label: c["train"] for label, c in counts.items()}
     try:
@@ -110,13 +111,13 @@ def analyze(p: beam.Pipeline, cfg: BalanceConfig, staging: str, dim, resample: b
             tags=tags)
         return out, out.rejected, out.counted | f"Pass{n}Done" >> reading.PassDone(names[n])
 
-    _ = counted | "Pass1Done" >> reading.PassDone(names[1])
+    read = counted | "Pass1Done" >> reading.PassDone(names[1])
     # The class counts, centroids, models and histograms are each one dict (one element),
     # so thousands of classes cost no more Beam elements than ten.
     counts = summaries.partials | "Pass1ClassCounts" >> ClassCounts()
-    if resample:  # the balance job stops here on a spec the class counts refute
+    if resample:  # the balance job stops here on a spec the class counts refute (after pass 1's line)
         counts = counts | "CheckTargets" >> beam.Map(check_targets, cfg.plan.strategy, cfg.plan.target,
-                                                     cfg.plan.target_counts)
+                                                     cfg.plan.target_counts, beam.pvalue.AsSingleton(read))
     duplicate_ids = summaries.ids | "Pass1DuplicateIds" >> DuplicateIds()
     centroids = None
     if cfg.plan.clusters > 1:  # the random strategies resample each class as one group
