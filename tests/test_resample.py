@@ -17,7 +17,7 @@ from pipelines.passes.resample import boundary_part, resample
 from transforms import hashing, records, selection
 from transforms.stats import TEST, TRAIN, VAL
 
-# "a" has more train rows than one hash bucket holds (4 buckets), "b" fewer (1 bucket).
+# "a" and "b" are small classes for selection.bucket_bits: 64 buckets and 16.
 CFG = BalanceConfig.of(input="unused", output="unused", input_format="parquet", strategy="oversample",
                        target=3500, holdout_fraction=0.1, test_fraction=0.1, seed=3, num_shards=3)
 RULE = CFG.holdout
@@ -55,7 +55,7 @@ def test_resample_writes_exact_quotas_with_the_boundary_rows_left_to_settle(tmp_
     batches, models, plan = setup_pass()
     assert {k: c.target for k, c in plan.classes.items()} == {"a": 3500, "b": 3500}
     assert {c.shards for c in plan.classes.values()} == {3}  # --num_shards
-    assert selection.bucket_bits(models["a"]["train"]) == 2 and selection.bucket_bits(models["b"]["train"]) == 0
+    assert selection.bucket_bits(models["a"]["train"]) == 6 and selection.bucket_bits(models["b"]["train"]) == 4
     outputs, counts = resample(iter(batches), RULE, False, str(tmp_path), models, plan, unit="cache-1")
     fragments = fragments_of(outputs)
     boundary = gathered(outputs)
@@ -115,18 +115,17 @@ def test_resample_fragments_hold_the_rows_their_destinations_name(tmp_path):
             assert index == 0 and set(table.column("cluster").to_pylist()) == {-1}
             assert {split[i] for i in ids} == {VAL if kind == "val" else TEST} and len(set(ids)) == n
             assert labels == {plan.classes[label_of[i]].index for i in ids}
-    # "a" (4 buckets): rows below the boundary bucket get base + 1 copies, above it base, in it
-    # none yet (settled later); "b" (1 bucket, the boundary) is all left to settle
-    a = plan.classes["a"]
-    rule = a.rules[0]
-    keys = {i: k for i, k in zip(good["id"], good["key"], strict=True) if label_of[i] == "a" and split[i] == TRAIN}
-    bucket = selection.bucket_of(hashing.decision(np.array(list(keys.values()), np.uint64), RULE.seed,
-                                                  hashing.COPIES), rule.bits)
-    want = {i: rule.base + 1 if b < rule.boundary else rule.base for i, b in zip(keys, bucket, strict=True)
-            if b != rule.boundary}
-    assert rule.base == 1 and 0 < rule.boundary < 3
-    assert {i: c for i, c in copies.items() if label_of[i] == "a"} == want
-    assert not any(label_of[i] == "b" for i in copies)
+    # rows below the boundary bucket get base + 1 copies, above it base, in it base + 1 when
+    # all of it takes one more, else none yet (settled later)
+    for label, base in (("a", 1), ("b", 3500 // plan.classes["b"].train)):
+        rule = plan.classes[label].rules[0]
+        keys = {i: k for i, k in zip(good["id"], good["key"], strict=True) if label_of[i] == label and split[i] == TRAIN}
+        bucket = selection.bucket_of(hashing.decision(np.array(list(keys.values()), np.uint64), RULE.seed,
+                                                      hashing.COPIES), rule.bits)
+        want = {i: rule.base + 1 if b <= rule.boundary else rule.base
+                for i, b in zip(keys, bucket, strict=True) if b != rule.boundary or not rule.gathers}
+        assert rule.base == base and 0 < rule.boundary < (1 << rule.bits) - 1
+        assert {i: c for i, c in copies.items() if label_of[i] == label} == want
 
 
 def test_resample_does_not_depend_on_how_the_batches_are_cut(tmp_path):

@@ -22,15 +22,21 @@ from dataclasses import dataclass
 
 import numpy as np
 
-BUCKET_TARGET = 1024  # rows per bucket aimed at; bounds the rows gathered in step 3
+BUCKET_TARGET = 1024  # rows per bucket aimed at in a large class; bounds the rows gathered in step 3
+SMALL_BUCKETS = 64  # buckets at least, down to SMALL_ROWS rows each, for a smaller class
+SMALL_ROWS = 4
 MAX_BITS = 20
 
 
 def bucket_bits(n: int) -> int:
-    """Bucket-index width for a group of about n rows."""
-    if n <= BUCKET_TARGET:
-        return 0
-    return min(MAX_BITS, math.ceil(math.log2(n / BUCKET_TARGET)))
+    """Bucket-index width for a class of about n rows: about BUCKET_TARGET rows a bucket in
+    a large class; in a smaller one SMALL_BUCKETS buckets (SMALL_ROWS rows each at the
+    least), so that thousands of small classes do not each gather their whole class in
+    step 3 (together, the whole corpus) while a histogram stays at most 64 counts long.
+    Which rows take the extra copy does not depend on the width: bucket order is hash
+    order."""
+    want = max(n / BUCKET_TARGET, min(n / SMALL_ROWS, SMALL_BUCKETS))
+    return 0 if want <= 1 else min(MAX_BITS, math.ceil(math.log2(want)))
 
 
 def bucket_of(u: np.ndarray, bits: int) -> np.ndarray:
