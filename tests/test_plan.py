@@ -124,3 +124,11 @@ def test_plan_class_totals_exact_and_deterministic(sizes, strategy):
         if strategy == "cluster":
             live = [q for q, n in zip(p.quotas, p.cluster_sizes, strict=True) if n > 0]
             assert max(live) - min(live) <= 1
+
+
+def test_boundary_parts_pack_classes_in_order_up_to_a_bounded_number_of_rows():
+    from pipelines.passes.plan import BOUNDARY_PART_ROWS, boundary_parts
+
+    assert boundary_parts([10] * 5) == [0] * 5  # small classes share one part (one Beam key)
+    half = BOUNDARY_PART_ROWS // 2
+    assert boundary_parts([half, half, 1, half, 0, 3 * BOUNDARY_PART_ROWS, 5]) == [0, 0, 1, 1, 1, 2, 3]

@@ -13,7 +13,7 @@ from pipelines.config import BalanceConfig
 from pipelines.outputs.fragments import read_fragments
 from pipelines.passes.histograms import bucket_histograms
 from pipelines.passes.plan import make_plan
-from pipelines.passes.resample import boundary_part, resample
+from pipelines.passes.resample import resample
 from transforms import hashing, records, selection
 from transforms.stats import TEST, TRAIN, VAL
 
@@ -30,15 +30,15 @@ def setup_pass(sizes=None, parts=3):
     return batches, models, plan
 
 
-def gathered(outputs) -> dict:
-    """The "boundary" outputs (one per batch and group) gathered per group, as Resample's GroupByKey does."""
+def gathered(outputs, plan) -> dict:
+    """The "boundary" outputs (one per batch and part) gathered per group, as Resample's GroupByKey and settle do."""
     parts = collections.defaultdict(list)
     for o in outputs:
         if hasattr(o, "tag"):
             part, rows = o.value
             for label, in_class in records.group_rows(rows["label"]):
                 for cluster in np.unique(rows["cluster"][in_class]):
-                    assert part == boundary_part(0 if label == "a" else 1, int(cluster))
+                    assert part == plan.classes[label].boundary_part
                     group = records.take(rows, in_class[rows["cluster"][in_class] == cluster])
                     parts[label, int(cluster)].append({k: v for k, v in group.items() if k != "cluster"})
     return {k: records.concat(v) for k, v in parts.items()}
@@ -58,7 +58,7 @@ def test_resample_writes_exact_quotas_with_the_boundary_rows_left_to_settle(tmp_
     assert selection.bucket_bits(models["a"]["train"]) == 6 and selection.bucket_bits(models["b"]["train"]) == 4
     outputs, counts = resample(iter(batches), RULE, False, str(tmp_path), models, plan, unit="cache-1")
     fragments = fragments_of(outputs)
-    boundary = gathered(outputs)
+    boundary = gathered(outputs, plan)
     assert {o.tag for o in outputs if hasattr(o, "tag")} <= {"boundary"}
 
     held = sum(m["val"] + m["test"] for m in models.values())
@@ -139,7 +139,7 @@ def test_resample_does_not_depend_on_how_the_batches_are_cut(tmp_path):
             t = read_fragments([fragment])
             rows.update((dest, i, o) for i, o in zip(t.column("id").to_pylist(), t.column("order").to_pylist(),
                                                      strict=True))
-        boundary = {k: sorted(v["id"]) for k, v in gathered(outputs).items()}
+        boundary = {k: sorted(v["id"]) for k, v in gathered(outputs, plan).items()}
         return rows, counts, boundary
 
     assert summary(batches, tmp_path / "one") == summary(again, tmp_path / "five")

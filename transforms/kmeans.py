@@ -2,7 +2,8 @@
 
 Fitting uses scikit-learn's MiniBatchKMeans with large mini-batches, seeded from
 (seed, class), on one OpenMP thread (its sums over threads would depend on the cores);
-classes fit side by side instead (the job's processes: pipelines/parallel.py).
+classes fit side by side instead (the job's processes: pipelines/parallel.py). A sample
+of at most k distinct rows needs no fit: those rows are its centroids (`exact_centroids`).
 Assignment is the nearest centroid by squared Euclidean distance, computed with one
 matrix product per batch; rows whose two nearest centroids are too close to call in
 floating point are re-decided exactly, so the cluster of a row never depends on the

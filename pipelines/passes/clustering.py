@@ -82,7 +82,8 @@ class FitKMeans:
 
 class ClassCentroids(beam.PTransform):
     """(label, candidates) from `sample_candidates` -> one dict, label -> centroids: the
-    bottom-m sample per class, MiniBatchKMeans on it.
+    bottom-m sample per class, MiniBatchKMeans on it (or its rows, when it has at most k
+    distinct ones: kmeans.exact_centroids).
 
     Knowing each class's size (pass 1), only rows whose sample hash falls under a
     class-size-aware threshold leave the workers: about m rows per class in all,

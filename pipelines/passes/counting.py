@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
@@ -92,8 +94,8 @@ class KeyedMergeFn(beam.CombineFn):
         return Bulk()
 
     def add_input(self, acc, part):
-        for key, value in part.items():
-            acc[key] = self.merge(acc[key], value) if key in acc else value
+        for key, value in part.items():  # a copy first: merge may change its left side, never an input
+            acc[key] = self.merge(acc[key], value) if key in acc else copy.copy(value)
         return acc
 
     def merge_accumulators(self, accs):

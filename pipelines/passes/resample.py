@@ -2,7 +2,7 @@
 
 Train records are copied by their group's rule (exact quotas; see transforms/selection.py):
 most rows know their copy count at once, the few in a group's boundary bucket are
-gathered per group and settled by a sort. Val and test records go out as they are.
+gathered (many groups to a part, `ClassPlan.boundary_part`) and settled per group by a sort. Val and test records go out as they are.
 Every copy's shard and its place in the shard come from hash(id, copy, seed); rows are
 buffered per destination and flushed as fragment files (pipelines/outputs/fragments.py), which
 the merge turns into the final shards.
@@ -28,8 +28,9 @@ def resample(batches, rule: HoldoutRule, keep_embeddings: bool, staging: str, mo
     rule, val and test rows as they are, into fragments. Returns (outputs, counters), as a
     CachePass's work does: the fragments written, as (merge key, [(dest, fragment), ...])
     per merge task (`by_merge_task`), and ("boundary", (part, rows)): the rows of the boundary
-    buckets of the groups in each part (`boundary_part`), as one batch with their cluster, to
-    be settled per group. `unit`: the cache file's
+    buckets of the groups in each part (`ClassPlan.boundary_part`: with thousands of classes,
+    one Beam key a group would cost more than settling the groups), as one batch with their
+    cluster, to be settled per group. `unit`: the cache file's
     name, from which the fragments are named."""
     seed = rule.seed
     writer = FragmentWriter(staging, unit=unit)
@@ -54,7 +55,7 @@ def resample(batches, rule: HoldoutRule, keep_embeddings: bool, staging: str, mo
             write_train(writer, good, train[done], copies[done], clusters[done], cp, seed, keep_embeddings)
             for c in np.unique(clusters[pending]):
                 rows = train[pending & (clusters == c)]
-                pending_rows.setdefault(boundary_part(cp.index, int(c)), []).append((rows, int(c)))
+                pending_rows.setdefault(cp.boundary_part, []).append((rows, int(c)))
         for part, groups in pending_rows.items():
             batch = records.take(good, np.concatenate([rows for rows, _ in groups]))
             batch["cluster"] = np.concatenate([np.full(len(rows), c, np.int32) for rows, c in groups])
@@ -62,15 +63,6 @@ def resample(batches, rule: HoldoutRule, keep_embeddings: bool, staging: str, mo
     return (by_merge_task(writer.flush(), plan)
             + [beam.pvalue.TaggedOutput("boundary", (part, records.concat(boundary[part]))) for part in sorted(boundary)]
             ), counts
-
-
-BOUNDARY_PARTS = 32  # boundary rows travel keyed by one of this many parts, not by their group
-
-
-def boundary_part(index: int, cluster: int) -> int:
-    """The part a group's boundary rows are gathered in (a Beam key): with thousands of
-    classes, one key a group would cost more in Beam than settling the groups."""
-    return (index * 61 + cluster) % BOUNDARY_PARTS
 
 
 def by_merge_task(fragments, plan) -> list[tuple]:
@@ -149,10 +141,15 @@ class _SettleBoundary(beam.DoFn):
         yield from by_merge_task(self.writer.drain(), plan)
 
     def settle(self, batch: dict, label: str, cluster: int) -> None:
-        """One group's boundary bucket: its rows sorted, the first `need` get the extra copy."""
+        """One group's boundary bucket: its rows sorted by (hash, id), the first `need` get the
+        extra copy. Written in that order, whatever order the shuffle gave them in, so a
+        retried bundle writes the same staging files (their names hash their rows)."""
         cp = self.plan.classes[label]
         u = hashing.decision(batch["key"], self.seed, hashing.COPIES)
-        copies = selection.settle_boundary(u, batch["id"].astype(str), cp.rules[cluster])
+        ids = batch["id"].astype(str)
+        order = np.lexsort((ids, u))
+        batch, u = records.take(batch, order), u[order]
+        copies = selection.settle_boundary(u, ids[order], cp.rules[cluster])
         self.written.inc(int(copies.sum()))
         n = len(u)
         write_train(self.writer, batch, np.arange(n), copies, np.full(n, cluster), cp, self.seed, self.keep_embeddings)
