@@ -127,7 +127,11 @@ def test_plan_class_totals_exact_and_deterministic(sizes, strategy):
 
 
 def test_boundary_parts_pack_classes_in_order_up_to_a_bounded_number_of_rows():
-    from pipelines.passes.plan import BOUNDARY_PART_ROWS, boundary_parts
+    from pipelines.passes.plan import BOUNDARY_PART_ROWS
+    from transforms.plan import pack_in_order
+
+    def boundary_parts(gathered):
+        return pack_in_order(gathered, BOUNDARY_PART_ROWS)
 
     assert boundary_parts([10] * 5) == [0] * 5  # small classes share one part (one Beam key)
     half = BOUNDARY_PART_ROWS // 2

@@ -63,10 +63,9 @@ def fit_centroids(sample: np.ndarray, k: int, seed) -> np.ndarray:
     if exact is not None:
         return exact
     sample = np.asarray(sample, dtype=np.float32)
-    k_c = k
     seed = seed() if callable(seed) else seed
     model = MiniBatchKMeans(
-        n_clusters=k_c,
+        n_clusters=k,
         random_state=seed,
         batch_size=min(len(sample), FIT_BATCH),
         n_init=3,

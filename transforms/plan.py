@@ -255,6 +255,19 @@ def proportional_quota(total: int, sizes: np.ndarray) -> np.ndarray:
     return quota
 
 
+def pack_in_order(sizes, limit: int, max_members: int | None = None) -> list[int]:
+    """Consecutive items into bins, in order: a new bin when the next item would take the
+    current one past `limit` (of size) or past `max_members` items. Returns each item's
+    bin, from 0."""
+    bins, current, size, members = [], 0, 0, 0
+    for n in sizes:
+        if (size and size + n > limit) or (max_members and members >= max_members):
+            current, size, members = current + 1, 0, 0
+        bins.append(current)
+        size, members = size + n, members + 1
+    return bins
+
+
 def shard_count(records: int, row_bytes: int, target_bytes: int, override: int | None = None) -> int:
     """Shards for a split: `override`, else enough to keep each near target_bytes."""
     if override:

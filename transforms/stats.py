@@ -84,18 +84,10 @@ class ClassStats:
         self.max_count = 0  # records that share the largest hold-out hash (duplicates)
 
     def add(self, keys: np.ndarray, nbytes: int = 0) -> ClassStats:
-        hold = self.rule.hashes(keys)
-        val, test = self.rule.thresholds
-        self.count += len(keys)
-        self.nbytes += int(nbytes)
-        self.below_val += int((hold < val).sum())
-        self.below_test += int((hold < test).sum())
-        top = hold.max()
-        if int(top) > self.max_hold:
-            self.max_hold, self.max_count = int(top), int((hold == top).sum())
-        elif int(top) == self.max_hold:
-            self.max_count += int((hold == top).sum())
-        return self
+        """The records `keys` of this class (their payload `nbytes` in all), counted in."""
+        (stats,) = ClassStats.of_classes(self.rule, np.zeros(len(keys), np.int64), 1, keys, np.zeros(len(keys)))
+        stats.nbytes = int(nbytes)
+        return self.merge(stats)
 
     def merge(self, other: ClassStats) -> ClassStats:
         self.count += other.count

@@ -28,6 +28,7 @@ from pipelines.outputs.fragments import (
     row_schema,
 )
 from pipelines.outputs.layout import HELD_OUT, shard_paths
+from transforms.plan import pack_in_order
 from transforms.records import REJECTED_SCHEMA, jsonl_bytes
 
 log = logging.getLogger("pipelines.balance")
@@ -65,15 +66,11 @@ def merge_groups(shard_bytes: Sequence[tuple[int, int]]) -> list[int]:
     """Per class, in index order, (shards, bytes of each shard) -> its merge group, or -1
     for a class whose shards are merged one task each. Classes of one small shard are
     packed in index order into groups of up to GROUP_BYTES and GROUP_SHARDS."""
-    groups, group, size, members = [], -1, 0, GROUP_SHARDS
-    for shards, nbytes in shard_bytes:
-        if shards != 1 or nbytes >= SMALL_SHARD_BYTES:
-            groups.append(-1)
-            continue
-        if members >= GROUP_SHARDS or size + nbytes > GROUP_BYTES:
-            group, size, members = group + 1, 0, 0
-        groups.append(group)
-        size, members = size + nbytes, members + 1
+    small = [i for i, (shards, nbytes) in enumerate(shard_bytes) if shards == 1 and nbytes < SMALL_SHARD_BYTES]
+    groups = [-1] * len(shard_bytes)
+    for i, group in zip(small, pack_in_order([shard_bytes[i][1] for i in small], GROUP_BYTES, GROUP_SHARDS),
+                        strict=True):
+        groups[i] = group
     return groups
 
 

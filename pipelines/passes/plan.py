@@ -46,7 +46,7 @@ class ClassPlan:
     clusters: tuple[ClusterQuota, ...]
     rules: dict  # cluster -> selection rule (how many copies of which rows)
     merge_group: int = -1  # small shards of many classes merge in one task (outputs.merge.merge_groups)
-    boundary_part: int = 0  # the part its boundary rows are gathered in (boundary_parts)
+    boundary_part: int = 0  # the part its boundary rows are gathered in: classes in order, ~BOUNDARY_PART_ROWS a part
 
 
 @dataclass(frozen=True)
@@ -117,7 +117,8 @@ def make_plan(histograms, models: dict, cfg, dim: int) -> Plan:
         )
     groups = merge_groups([(cp.shards, cp.target * _row_bytes(models[label]) // cp.shards)
                            for label, cp in classes.items()])
-    parts = boundary_parts([sum(r.in_boundary for r in cp.rules.values() if r.gathers) for cp in classes.values()])
+    parts = planning.pack_in_order([sum(r.in_boundary for r in cp.rules.values() if r.gathers)
+                                    for cp in classes.values()], BOUNDARY_PART_ROWS)
     classes = {label: replace(cp, merge_group=g, boundary_part=b)
                for (label, cp), g, b in zip(classes.items(), groups, parts, strict=True)}
     held_bytes = {split: sum(_row_bytes(models[x]) * getattr(classes[x], split) for x in labels) for split in HELD_OUT}
@@ -131,20 +132,9 @@ def make_plan(histograms, models: dict, cfg, dim: int) -> Plan:
     )
 
 
-BOUNDARY_PART_ROWS = 1 << 16  # boundary rows gathered in one part (one Beam key), about
-
-
-def boundary_parts(gathered: list[int]) -> list[int]:
-    """Per class, in index order, the rows its boundary buckets gather -> its part: classes
-    packed in order into parts of about BOUNDARY_PART_ROWS rows, so that a part's element
-    stays bounded at any number of classes while thousands of small classes share a key."""
-    parts, part, rows = [], 0, 0
-    for n in gathered:
-        if rows and rows + n > BOUNDARY_PART_ROWS:
-            part, rows = part + 1, 0
-        parts.append(part)
-        rows += n
-    return parts
+# Boundary rows gathered in one part (one Beam key), about: a part's element stays bounded
+# at any number of classes, while thousands of small classes share a key.
+BOUNDARY_PART_ROWS = 1 << 16
 
 
 def _row_bytes(model: dict) -> int:

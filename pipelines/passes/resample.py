@@ -37,7 +37,7 @@ def resample(batches, rule: HoldoutRule, keep_embeddings: bool, staging: str, mo
     boundary: dict[int, list] = {}  # part -> rows of boundary buckets (with their cluster), a batch per batch
     counts = {"records_holdout": 0, "records_train_input": 0, "records_written": 0}
     for good in batches:
-        pending_rows: dict[int, list] = {}  # part -> (rows, their cluster) of the groups in it
+        pending_rows: dict[int, list] = {}  # part -> (rows, their clusters) of its classes' boundary buckets
         for label, _, held, train, clusters in split_and_assign(good, models, rule):
             cp = plan.classes[label]
             counts["records_holdout"] += len(held[VAL]) + len(held[TEST])
@@ -53,24 +53,24 @@ def resample(batches, rule: HoldoutRule, keep_embeddings: bool, staging: str, mo
             done = ~pending
             counts["records_written"] += int(copies[done].sum())
             write_train(writer, good, train[done], copies[done], clusters[done], cp, seed, keep_embeddings)
-            for c in np.unique(clusters[pending]):
-                rows = train[pending & (clusters == c)]
-                pending_rows.setdefault(cp.boundary_part, []).append((rows, int(c)))
+            if pending.any():
+                pending_rows.setdefault(cp.boundary_part, []).append((train[pending], clusters[pending]))
         for part, groups in pending_rows.items():
             batch = records.take(good, np.concatenate([rows for rows, _ in groups]))
-            batch["cluster"] = np.concatenate([np.full(len(rows), c, np.int32) for rows, c in groups])
+            batch["cluster"] = np.concatenate([c for _, c in groups]).astype(np.int32)
             boundary.setdefault(part, []).append(batch)
-    return (by_merge_task(writer.flush(), plan)
+    return (by_merge_task(writer.flush(), plan.merge_key)
             + [beam.pvalue.TaggedOutput("boundary", (part, records.concat(boundary[part]))) for part in sorted(boundary)]
             ), counts
 
 
-def by_merge_task(fragments, plan) -> list[tuple]:
+def by_merge_task(fragments, merge_key) -> list[tuple]:
     """Fragments written -> (merge key, [(dest, fragment), ...]) per merge task they feed
-    (plan.merge_key): one element per task and flush, not one per destination."""
+    (`merge_key(dest)`, plan.merge_key): one element per task and flush, not one per
+    destination."""
     tasks: dict[tuple, list] = {}
     for dest, fragment, _ in fragments:
-        tasks.setdefault(plan.merge_key(dest), []).append((dest, fragment))
+        tasks.setdefault(merge_key(dest), []).append((dest, fragment))
     return sorted(tasks.items())
 
 
@@ -128,7 +128,8 @@ class _SettleBoundary(beam.DoFn):
         self.writer, self.plan = FragmentWriter(self.staging, unit="boundary"), None
 
     def finish_bundle(self):
-        for task in by_merge_task(self.writer.flush(), self.plan):
+        fragments = self.writer.flush()  # some only when process ran, so the plan is known
+        for task in by_merge_task(fragments, self.plan.merge_key) if fragments else []:
             yield windowed(task)
 
     def process(self, item, plan):
@@ -138,7 +139,7 @@ class _SettleBoundary(beam.DoFn):
         for label, in_class in records.group_rows(rows["label"]):
             for cluster in np.unique(rows["cluster"][in_class]):
                 self.settle(records.take(rows, in_class[rows["cluster"][in_class] == cluster]), label, int(cluster))
-        yield from by_merge_task(self.writer.drain(), plan)
+        yield from by_merge_task(self.writer.drain(), plan.merge_key)
 
     def settle(self, batch: dict, label: str, cluster: int) -> None:
         """One group's boundary bucket: its rows sorted by (hash, id), the first `need` get the
@@ -164,15 +165,11 @@ class _WriteRejected(beam.DoFn):
 
     def process(self, bad):
         self.writer.add(REJECTED, bad)
-        yield from self._tasks(self.writer.drain())
+        yield from by_merge_task(self.writer.drain(), tuple)  # its own merge task
 
     def finish_bundle(self):
-        for task in self._tasks(self.writer.flush()):
+        for task in by_merge_task(self.writer.flush(), tuple):
             yield windowed(task)
-
-    @staticmethod
-    def _tasks(fragments) -> list[tuple]:
-        return [(REJECTED, [(REJECTED, fragment) for _, fragment, _ in fragments])] if fragments else []
 
 
 REJECTED = ("rejected", 0, 0)  # the rejected records' destination: one file, its own merge task
